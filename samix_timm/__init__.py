@@ -1,0 +1,6 @@
+""" samix-timm: SAMix (Scenario-Agnostic Mixup, arXiv 2111.15454) as a timm component. """
+from .factory import create_mixup, mixing_active
+from .features import FeatureTap, FeatureTapError
+from .mixer import AutoMixer, Mixer, MixerNumericsError, create_mixer
+from .version import __version__
+from . import losses

@@ -1,0 +1,56 @@
+""" Entry points of the thin scripts: parse, run, turn bad input into a one-line error. """
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+from timm.utils import setup_default_logging
+
+from .data import EmbeddedDataError
+from .engine.args import ConfigError, parse_train_args
+
+_logger = logging.getLogger('train')
+
+
+def _guarded(fn: Callable[[], int]) -> int:
+    """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback."""
+    try:
+        return fn()
+    except (ConfigError, EmbeddedDataError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+def run_train(argv: Optional[Sequence[str]] = None) -> int:
+    """train.py: parse timm-style arguments, train, print where the results are."""
+    from .engine.train import train
+
+    def _run() -> int:
+        setup_default_logging()
+        args, args_text = parse_train_args(argv)
+        result = train(args, args_text)
+        if result.output_dir is not None:
+            m = result.eval_metrics
+            line = f'validation top-1 {m.get("top1", float("nan")):.2f}%'
+            if result.ema_metrics:
+                line += f' (EMA {result.ema_metrics["top1"]:.2f}%)'
+            print(f'\n{line} after {result.last_epoch + 1} epochs\n'
+                  f'  checkpoint:  {result.checkpoint}\n'
+                  f'  summary:     {result.output_dir / "summary.csv"}\n'
+                  f'  tensorboard: tensorboard --logdir {result.output_dir}')
+        return 0
+
+    return _guarded(_run)
+
+
+def run_validate(argv: Optional[Sequence[str]] = None) -> int:
+    """validate.py: evaluate one checkpoint and print its metrics as JSON."""
+    import json
+
+    from .engine.validate import parse_validate_args, validate
+
+    def _run() -> int:
+        setup_default_logging()
+        print(json.dumps(validate(parse_validate_args(argv)), indent=2))
+        return 0
+
+    return _guarded(_run)

@@ -1,0 +1,1 @@
+from .embedded import ClutteredMnistConfig, EmbeddedDataError, build_cluttered_mnist, load_mnist_subset

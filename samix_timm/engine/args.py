@@ -1,0 +1,310 @@
+""" Command line of train.py: timm's argument names and defaults, timm's two-stage `--config` parsing.
+
+Every timm `train.py` argument keeps its name and default, so a timm recipe YAML (RSB, DeiT,
+Swin) runs unchanged. Differences, all additive:
+- `--mixup` takes timm's float alpha or a method name (`samix`, `none`);
+- a YAML key that is not an argument is dropped with a warning naming the closest valid key
+  (timm ignores it silently);
+- `--device` defaults to CUDA when available, else CPU.
+"""
+import argparse
+import difflib
+import logging
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import yaml
+
+from ..errors import ConfigError
+
+_logger = logging.getLogger(__name__)
+
+# method names `--mixup` accepts besides timm's float alpha; `none` means alpha 0
+MIXUP_METHODS = ('samix',)
+
+
+def mixup_arg(value: Any) -> Any:
+    """Parse `--mixup`: a float alpha (timm), `none` (= 0.0) or a mixing method name."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    if text == 'none':
+        return 0.0
+    if text in MIXUP_METHODS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is neither a mixup alpha (a float such as 0.8) nor a method "
+            f"({', '.join(('none',) + MIXUP_METHODS)})") from None
+
+
+class ParseKwargs(argparse.Action):
+    """`--model-kwargs a=1 b=x` -> {'a': 1, 'b': 'x'} (values read as YAML scalars)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kw = {}
+        for item in values:
+            key, sep, val = item.partition('=')
+            if not sep:
+                raise argparse.ArgumentError(self, f"'{item}' is not key=value")
+            kw[key] = yaml.safe_load(val)
+        setattr(namespace, self.dest, kw)
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('data', nargs='?', metavar='DIR', const=None,
+                        help='dataset root (positional form is deprecated in timm, use --data-dir)')
+    parser.add_argument('--data-dir', metavar='DIR', help='dataset root directory')
+    parser.add_argument('--dataset', metavar='NAME', default='',
+                        help='dataset type/name; empty = ImageFolder or ImageTar')
+    g = parser.add_argument_group('Dataset parameters')
+    g.add_argument('--train-split', metavar='NAME', default='train', help='train split folder')
+    g.add_argument('--val-split', metavar='NAME', default='validation',
+                   help='validation split (also finds val/, valid/, eval/)')
+    g.add_argument('--train-num-samples', default=None, type=int, metavar='N',
+                   help='number of train samples (iterable datasets only)')
+    g.add_argument('--val-num-samples', default=None, type=int, metavar='N',
+                   help='number of validation samples (iterable datasets only)')
+    g.add_argument('--dataset-download', action='store_true', default=False,
+                   help='allow download for torch/ datasets that support it')
+    g.add_argument('--class-map', default='', type=str, metavar='FILENAME', help='class to index map file')
+    g.add_argument('--input-img-mode', default=None, type=str, help='image mode of the dataset loader')
+    g.add_argument('--input-key', default=None, type=str, help='image key of dict datasets')
+    g.add_argument('--target-key', default=None, type=str, help='target key of dict datasets')
+    g.add_argument('--dataset-trust-remote-code', action='store_true', default=False,
+                   help='allow remote code in Hugging Face datasets')
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Model parameters')
+    g.add_argument('--model', default='resnet50', type=str, metavar='MODEL', help='timm model name')
+    g.add_argument('--pretrained', action='store_true', default=False, help='start from timm pretrained weights')
+    g.add_argument('--pretrained-path', default=None, type=str, help='load pretrained weights from this file')
+    g.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH', help='initialise from checkpoint')
+    g.add_argument('--resume', default='', type=str, metavar='PATH', help='resume model + optimizer state')
+    g.add_argument('--no-resume-opt', action='store_true', default=False,
+                   help='do not restore optimizer state on resume')
+    g.add_argument('--num-classes', type=int, default=None, metavar='N', help='classes (model default if None)')
+    g.add_argument('--gp', default=None, type=str, metavar='POOL', help='global pool type')
+    g.add_argument('--img-size', type=int, default=None, metavar='N', help='image size')
+    g.add_argument('--in-chans', type=int, default=None, metavar='N', help='image input channels')
+    g.add_argument('--input-size', default=None, nargs=3, type=int, metavar='N N N',
+                   help='input dimensions (d h w)')
+    g.add_argument('--crop-pct', default=None, type=float, metavar='N', help='validation centre crop fraction')
+    g.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN', help='dataset mean')
+    g.add_argument('--std', type=float, nargs='+', default=None, metavar='STD', help='dataset std')
+    g.add_argument('--interpolation', default='', type=str, metavar='NAME', help='resize interpolation')
+    g.add_argument('-b', '--batch-size', type=int, default=128, metavar='N', help='batch size per process')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N',
+                   help='validation batch size')
+    g.add_argument('--channels-last', action='store_true', default=False, help='channels_last memory layout')
+    g.add_argument('--fuser', default='', type=str, help='jit fuser')
+    g.add_argument('--grad-accum-steps', type=int, default=1, metavar='N', help='gradient accumulation steps')
+    g.add_argument('--grad-checkpointing', action='store_true', default=False, help='gradient checkpointing')
+    g.add_argument('--fast-norm', default=False, action='store_true', help='timm fast-norm layers')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra create_model kwargs')
+    g.add_argument('--head-init-scale', default=None, type=float, help='scale of the head init')
+    g.add_argument('--head-init-bias', default=None, type=float, help='bias value of the head init')
+    g.add_argument('--torchcompile-mode', type=str, default=None, help='torch.compile mode')
+    s = g.add_mutually_exclusive_group()
+    s.add_argument('--torchscript', dest='torchscript', action='store_true', help='torch.jit.script the model')
+    s.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
+                   help='torch.compile with this backend')
+
+
+def _add_optimizer_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Optimizer parameters')
+    g.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='timm optimizer name')
+    g.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON', help='optimizer epsilon')
+    g.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA', help='optimizer betas')
+    g.add_argument('--momentum', type=float, default=0.9, metavar='M', help='optimizer momentum')
+    g.add_argument('--weight-decay', type=float, default=2e-5, help='weight decay')
+    g.add_argument('--clip-grad', type=float, default=None, metavar='NORM', help='gradient clipping value')
+    g.add_argument('--clip-mode', type=str, default='norm', help='clipping mode: norm, value, agc')
+    g.add_argument('--layer-decay', type=float, default=None, help='layer-wise lr decay')
+    g.add_argument('--layer-decay-min-scale', type=float, default=0, help='layer-wise lr decay minimum scale')
+    g.add_argument('--layer-decay-no-opt-scale', type=float, default=None,
+                   help='layer-wise lr decay scale below which layers are not optimized')
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra optimizer kwargs')
+
+
+def _add_schedule_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Learning rate schedule parameters')
+    g.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER', help='lr scheduler')
+    g.add_argument('--sched-on-updates', action='store_true', default=False, help='step the schedule per update')
+    g.add_argument('--lr', type=float, default=None, metavar='LR', help='learning rate (overrides --lr-base)')
+    g.add_argument('--lr-base', type=float, default=0.1, metavar='LR', help='lr at --lr-base-size batch')
+    g.add_argument('--lr-base-size', type=int, default=256, metavar='DIV', help='batch size of --lr-base')
+    g.add_argument('--lr-base-scale', type=str, default='', metavar='SCALE',
+                   help='lr vs batch scaling: linear, sqrt (by optimizer if empty)')
+    g.add_argument('--lr-noise', type=float, nargs='+', default=None, metavar='pct, pct', help='lr noise on/off')
+    g.add_argument('--lr-noise-pct', type=float, default=0.67, metavar='PERCENT', help='lr noise limit')
+    g.add_argument('--lr-noise-std', type=float, default=1.0, metavar='STDDEV', help='lr noise std')
+    g.add_argument('--lr-cycle-mul', type=float, default=1.0, metavar='MULT', help='cycle length multiplier')
+    g.add_argument('--lr-cycle-decay', type=float, default=0.5, metavar='MULT', help='decay per cycle')
+    g.add_argument('--lr-cycle-limit', type=int, default=1, metavar='N', help='cycle limit')
+    g.add_argument('--lr-k-decay', type=float, default=1.0, help='k-decay for cosine/poly')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR', help='warmup learning rate')
+    g.add_argument('--min-lr', type=float, default=0, metavar='LR', help='lower lr bound')
+    g.add_argument('--epochs', type=int, default=300, metavar='N', help='epochs to train')
+    g.add_argument('--epoch-repeats', type=float, default=0., metavar='N', help='dataset repeats per epoch')
+    g.add_argument('--start-epoch', default=None, type=int, metavar='N', help='manual start epoch')
+    g.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
+                   help='multistep decay epochs')
+    g.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='step decay interval')
+    g.add_argument('--warmup-epochs', type=int, default=5, metavar='N', help='warmup epochs')
+    g.add_argument('--warmup-prefix', action='store_true', default=False, help='exclude warmup from the decay')
+    g.add_argument('--cooldown-epochs', type=int, default=0, metavar='N', help='cooldown epochs at min lr')
+    g.add_argument('--patience-epochs', type=int, default=10, metavar='N', help='plateau patience')
+    g.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE', help='lr decay rate')
+
+
+def _add_augmentation_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Augmentation and regularization parameters')
+    g.add_argument('--no-aug', action='store_true', default=False, help='disable train augmentation')
+    g.add_argument('--train-crop-mode', type=str, default=None, help='crop mode of the train transform')
+    g.add_argument('--scale', type=float, nargs='+', default=[0.08, 1.0], metavar='PCT', help='RRC scale')
+    g.add_argument('--ratio', type=float, nargs='+', default=[3. / 4., 4. / 3.], metavar='RATIO', help='RRC ratio')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--vflip', type=float, default=0., help='vertical flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.4, metavar='PCT', help='colour jitter factor')
+    g.add_argument('--color-jitter-prob', type=float, default=None, metavar='PCT', help='colour jitter probability')
+    g.add_argument('--grayscale-prob', type=float, default=None, metavar='PCT', help='grayscale probability')
+    g.add_argument('--gaussian-blur-prob', type=float, default=None, metavar='PCT', help='blur probability')
+    g.add_argument('--aa', type=str, default=None, metavar='NAME', help='AutoAugment/RandAugment policy')
+    g.add_argument('--aug-repeats', type=float, default=0, help='repeated augmentation count (distributed)')
+    g.add_argument('--aug-splits', type=int, default=0, help='augmentation splits (AugMix)')
+    g.add_argument('--jsd-loss', action='store_true', default=False, help='JSD + CE loss (with --aug-splits)')
+    g.add_argument('--bce-loss', action='store_true', default=False, help='BCE loss')
+    g.add_argument('--bce-sum', action='store_true', default=False, help='sum BCE over classes')
+    g.add_argument('--bce-target-thresh', type=float, default=None, help='binarise soft BCE targets at this value')
+    g.add_argument('--bce-pos-weight', type=float, default=None, help='positive weight of BCE')
+    g.add_argument('--reprob', type=float, default=0., metavar='PCT', help='random erase probability')
+    g.add_argument('--remode', type=str, default='pixel', help='random erase mode')
+    g.add_argument('--recount', type=int, default=1, help='random erase count')
+    g.add_argument('--resplit', action='store_true', default=False, help='no random erase on the first split')
+    g.add_argument('--mixup', type=mixup_arg, default=0.0,
+                   help="mixup alpha (timm, enabled if > 0) or a method: 'samix' for learned mixing, 'none'")
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha, enabled if > 0')
+    g.add_argument('--cutmix-minmax', type=float, nargs='+', default=None, help='cutmix min/max ratio')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixing a batch')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix when both on')
+    g.add_argument('--mixup-mode', type=str, default='batch', help='mixing parameters per batch, pair or elem')
+    g.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N', help='turn mixing off at this epoch')
+    g.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    g.add_argument('--train-interpolation', type=str, default='random', help='train interpolation')
+    g.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='dropout rate')
+    g.add_argument('--drop-connect', type=float, default=None, metavar='PCT', help='deprecated, use --drop-path')
+    g.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='drop path rate')
+    g.add_argument('--drop-block', type=float, default=None, metavar='PCT', help='drop block rate')
+
+
+def _add_norm_ema_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Batch norm parameters')
+    g.add_argument('--bn-momentum', type=float, default=None, help='BatchNorm momentum override')
+    g.add_argument('--bn-eps', type=float, default=None, help='BatchNorm epsilon override')
+    g.add_argument('--sync-bn', action='store_true', help='synchronized BatchNorm')
+    g.add_argument('--dist-bn', type=str, default='reduce', help='BN stats across ranks: broadcast, reduce, ""')
+    g.add_argument('--split-bn', action='store_true', help='separate BN per augmentation split')
+    g = parser.add_argument_group('Model exponential moving average parameters')
+    g.add_argument('--model-ema', action='store_true', default=False, help='track an EMA of the weights')
+    g.add_argument('--model-ema-force-cpu', action='store_true', default=False, help='keep the EMA on CPU')
+    g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
+    g.add_argument('--model-ema-warmup', action='store_true', help='EMA decay warmup')
+
+
+def _add_misc_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('Miscellaneous parameters')
+    g.add_argument('--seed', type=int, default=42, metavar='S', help='random seed')
+    g.add_argument('--worker-seeding', type=str, default='all', help='worker seed mode')
+    g.add_argument('--log-interval', type=int, default=50, metavar='N', help='batches between log lines')
+    g.add_argument('--recovery-interval', type=int, default=0, metavar='N', help='batches between recovery saves')
+    g.add_argument('--checkpoint-hist', type=int, default=10, metavar='N', help='checkpoints to keep')
+    g.add_argument('-j', '--workers', type=int, default=4, metavar='N', help='data loader workers')
+    g.add_argument('--save-images', action='store_true', default=False, help='save input batches')
+    g.add_argument('--pin-mem', action='store_true', default=False, help='pin loader memory')
+    g.add_argument('--no-prefetcher', action='store_true', default=False, help='disable the device prefetcher')
+    g.add_argument('--output', default='', type=str, metavar='PATH', help='output root (default ./output/train)')
+    g.add_argument('--experiment', default='', type=str, metavar='NAME', help='output sub-folder name')
+    g.add_argument('--eval-metric', default='top1', type=str, metavar='EVAL_METRIC', help='best-checkpoint metric')
+    g.add_argument('--tta', type=int, default=0, metavar='N', help='test-time augmentation factor (unused)')
+    g.add_argument('--local_rank', '--local-rank', default=0, type=int)
+    g.add_argument('--use-multi-epochs-loader', action='store_true', default=False, help='multi-epochs loader')
+    g.add_argument('--log-wandb', action='store_true', default=False, help='log to wandb (not supported here)')
+    g = parser.add_argument_group('Device parameters')
+    g.add_argument('--device', default=None, type=str, help='device; default cuda if available, else cpu')
+    g.add_argument('--amp', action='store_true', default=False, help='mixed precision (torch.autocast)')
+    g.add_argument('--amp-dtype', default='float16', type=str, help='AMP dtype: float16 or bfloat16')
+    g.add_argument('--amp-impl', default='native', type=str, help='AMP implementation (native only)')
+    g.add_argument('--model-dtype', default=None, type=str, help='model dtype override (float32 if None)')
+    g.add_argument('--no-ddp-bb', action='store_true', default=False, help='no DDP buffer broadcast')
+    g.add_argument('--synchronize-step', action='store_true', default=False, help='synchronize each step')
+    g.add_argument('--dist-backend', default=None, type=str, help='distributed backend (nccl on cuda, else gloo)')
+    g.add_argument('--dist-url', default=None, type=str, help='distributed init url (env:// by default)')
+
+
+# groups of arguments in the order they show in --help; later issues append theirs here
+ARGUMENT_GROUPS = [
+    _add_data_args, _add_model_args, _add_optimizer_args, _add_schedule_args,
+    _add_augmentation_args, _add_norm_ema_args, _add_misc_args,
+]
+
+
+def create_train_parser() -> argparse.ArgumentParser:
+    """The train.py argument parser (timm's names and defaults plus our additions)."""
+    parser = argparse.ArgumentParser(description='Train a timm model, optionally with SAMix')
+    parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
+                        help='YAML recipe whose keys set argument defaults (timm style)')
+    for add in ARGUMENT_GROUPS:
+        add(parser)
+    return parser
+
+
+def closest_arg(key: str, dests) -> Optional[str]:
+    """The argument a mistyped or legacy key most likely meant (spelling first, then shared words)."""
+    close = difflib.get_close_matches(key, sorted(dests), n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    words = set(key.split('_'))
+    shared = sorted((len(words & set(d.split('_'))), -len(d), d) for d in dests)
+    return shared[-1][2] if shared and shared[-1][0] else None
+
+
+def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """Read a YAML recipe; keys that are not arguments are dropped with a warning."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' not found: check the --config path") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML ({e}): fix the syntax") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file '{path}' must be a mapping of argument names to values")
+    dests = {a.dest for a in parser._actions if a.dest != argparse.SUPPRESS}
+    known = {}
+    for key, value in cfg.items():
+        dest = str(key).replace('-', '_')
+        if dest in dests:
+            known[dest] = value
+            continue
+        close = closest_arg(dest, dests)
+        hint = f"did you mean '{close}'?" if close else 'no similar argument exists'
+        _logger.warning(f"{path}: unknown key '{key}' ignored ({hint})")
+    return known
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, str]:
+    """Parse the command line after applying `--config` as new defaults; returns (args, args_text)."""
+    parser = create_train_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument('-c', '--config', default='', type=str)
+    cfg_args, remaining = config_parser.parse_known_args(argv)
+    if cfg_args.config:
+        parser.set_defaults(**load_yaml_config(cfg_args.config, parser))
+    args = parser.parse_args(remaining)
+    args.config = cfg_args.config
+    args_text = yaml.safe_dump(vars(args), default_flow_style=False)
+    return args, args_text
+

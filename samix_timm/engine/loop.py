@@ -1,0 +1,209 @@
+""" One training epoch and one evaluation pass (the inner loops of train.py / validate.py).
+
+Mixing always happens here, on the device, after the loader — whether or not timm's prefetcher
+is on — so a learned mixer (SAMix) sees the same normalised batch a collate-time mixer would.
+"""
+import logging
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+from timm.models import model_parameters
+from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    """What the inner loops need besides model, loader and loss.
+
+    Args:
+        device: device the batch is moved to.
+        amp_autocast: context factory for mixed precision (nullcontext when off).
+        loss_scaler: timm NativeScaler for fp16 on CUDA, else None.
+        channels_last: convert the input to channels_last before the forward.
+        distributed: average logged metrics across ranks.
+        world_size: number of ranks.
+        grad_accum_steps: batches per optimizer update.
+        clip_grad: gradient clipping value (None = off).
+        clip_mode: timm clipping mode (norm, value, agc).
+        log_interval: updates between progress lines.
+        is_primary: this rank logs.
+        tb_writer: tensorboard SummaryWriter (primary rank only) or None.
+    """
+    device: torch.device
+    amp_autocast: Callable = nullcontext
+    loss_scaler: Optional[object] = None
+    channels_last: bool = False
+    distributed: bool = False
+    world_size: int = 1
+    grad_accum_steps: int = 1
+    clip_grad: Optional[float] = None
+    clip_mode: str = 'norm'
+    log_interval: int = 50
+    is_primary: bool = True
+    tb_writer: Optional[object] = None
+
+
+def _to_device(x: torch.Tensor, target: torch.Tensor, ctx: StepContext):
+    x, target = x.to(ctx.device, non_blocking=True), target.to(ctx.device, non_blocking=True)
+    return x, target
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f'{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def train_one_epoch(
+        epoch: int,
+        model: nn.Module,
+        loader,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        ctx: StepContext,
+        lr_scheduler=None,
+        model_ema: Optional[nn.Module] = None,
+        mixup_fn: Optional[Callable] = None,
+        num_epochs: Optional[int] = None,
+) -> Dict[str, float]:
+    """Train for one epoch; returns the mean training loss (and mixer metrics, if any)."""
+    model.train()
+    accum = ctx.grad_accum_steps
+    num_batches = len(loader)
+    updates_per_epoch = (num_batches + accum - 1) // accum
+    num_updates = epoch * updates_per_epoch
+    second_order = getattr(optimizer, 'is_second_order', False)
+    losses_m, update_time_m = AverageMeter(), AverageMeter()
+    mixer_m: Dict[str, AverageMeter] = {}
+    start = update_start = time.time()
+    samples_in_update = 0
+    optimizer.zero_grad()
+    for batch_idx, (x, target) in enumerate(loader):
+        last_batch = batch_idx == num_batches - 1
+        need_update = last_batch or (batch_idx + 1) % accum == 0
+        x, target = _to_device(x, target, ctx)
+        if mixup_fn is not None:
+            x, target = mixup_fn(x, target)
+            for k, v in getattr(mixup_fn, 'last_metrics', {}).items():
+                mixer_m.setdefault(k, AverageMeter()).update(v, x.size(0))
+        if ctx.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        sync = nullcontext() if need_update or not hasattr(model, 'no_sync') else model.no_sync()
+        with sync:
+            with ctx.amp_autocast():
+                output = model(x)
+                loss = loss_fn(output, target)
+            if accum > 1:
+                loss = loss / accum
+            params = model_parameters(model, exclude_head='agc' in ctx.clip_mode)
+            if ctx.loss_scaler is not None:
+                ctx.loss_scaler(loss, optimizer, clip_grad=ctx.clip_grad, clip_mode=ctx.clip_mode,
+                                parameters=params, create_graph=second_order, need_update=need_update)
+            else:
+                loss.backward(create_graph=second_order)
+                if need_update:
+                    if ctx.clip_grad is not None:
+                        dispatch_clip_grad(params, value=ctx.clip_grad, mode=ctx.clip_mode)
+                    optimizer.step()
+        losses_m.update(loss.detach() * accum, x.size(0))
+        samples_in_update += x.size(0)
+        if not need_update:
+            continue
+
+        num_updates += 1
+        optimizer.zero_grad()
+        if model_ema is not None:
+            model_ema.update(model, step=num_updates)
+        now = time.time()
+        update_time_m.update(now - update_start)
+        update_start = now
+        update_idx = batch_idx // accum
+        if update_idx % ctx.log_interval == 0 or last_batch:
+            _log_progress(epoch, update_idx, updates_per_epoch, optimizer, losses_m, update_time_m,
+                          samples_in_update, start, num_epochs, mixer_m, num_updates, ctx)
+        samples_in_update = 0
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(num_updates=num_updates)
+
+    if hasattr(optimizer, 'sync_lookahead'):
+        optimizer.sync_lookahead()
+    metrics = OrderedDict(loss=_global_mean(losses_m.avg, ctx))
+    metrics.update((k, _global_mean(m.avg, ctx)) for k, m in mixer_m.items())
+    return metrics
+
+
+def _global_mean(value, ctx: StepContext) -> float:
+    """A per-rank average as a float, averaged across ranks in distributed runs."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=ctx.device)
+    if ctx.distributed:
+        value = reduce_tensor(value, ctx.world_size)
+    return float(value)
+
+
+def _log_progress(epoch, update_idx, updates_per_epoch, optimizer, losses_m, update_time_m,
+                  samples, start, num_epochs, mixer_m, num_updates, ctx: StepContext) -> None:
+    loss = _global_mean(losses_m.val, ctx)
+    if not ctx.is_primary:
+        return
+    lrs = [g['lr'] for g in optimizer.param_groups]
+    lr = sum(lrs) / len(lrs)
+    rate = samples * ctx.world_size / max(update_time_m.val, 1e-9)
+    left = updates_per_epoch - update_idx - 1
+    if num_epochs is not None:
+        left += (num_epochs - epoch - 1) * updates_per_epoch
+    extra = ''.join(f'  {k}: {m.val:.4g}' for k, m in mixer_m.items())
+    _logger.info(
+        f'Train: {epoch} [{update_idx:>4d}/{updates_per_epoch}]  '
+        f'Loss: {loss:#.3g}  Time: {update_time_m.val:.3f}s, {rate:>7.1f} img/s  '
+        f'LR: {lr:.3e}  ETA: {_format_eta(left * update_time_m.avg)}{extra}')
+    if ctx.tb_writer is not None:
+        ctx.tb_writer.add_scalar('train/loss', loss, num_updates)
+        ctx.tb_writer.add_scalar('train/lr', lr, num_updates)
+        ctx.tb_writer.add_scalar('train/img_per_s', rate, num_updates)
+        for k, m in mixer_m.items():
+            ctx.tb_writer.add_scalar(f'train/{k}', m.val, num_updates)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, ctx: StepContext, log_suffix: str = '') -> Dict[str, float]:
+    """Top-1 / top-5 accuracy (%), cross-entropy loss and images/s of `model` on `loader`."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_m, top1_m, top5_m = AverageMeter(), AverageMeter(), AverageMeter()
+    num_classes = None
+    start, seen = time.time(), 0
+    for x, target in loader:
+        x, target = _to_device(x, target, ctx)
+        if ctx.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with ctx.amp_autocast():
+            output = model(x)
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        output = output.float()
+        num_classes = output.shape[-1]
+        loss = loss_fn(output, target)
+        acc1, acc5 = accuracy(output, target, topk=(1, min(5, num_classes)))
+        n = x.size(0)
+        loss_m.update(loss.detach(), n)
+        top1_m.update(acc1.detach(), n)
+        top5_m.update(acc5.detach(), n)
+        seen += n
+    elapsed = time.time() - start
+    metrics = OrderedDict(
+        loss=_global_mean(loss_m.avg, ctx),
+        top1=_global_mean(top1_m.avg, ctx),
+        top5=_global_mean(top5_m.avg, ctx),
+        img_per_s=seen * ctx.world_size / max(elapsed, 1e-9),
+    )
+    if ctx.is_primary:
+        _logger.info(f'Eval{log_suffix}: loss {metrics["loss"]:.4f}  top1 {metrics["top1"]:.2f}  '
+                     f'top5 {metrics["top5"]:.2f}  ({metrics["img_per_s"]:.1f} img/s)')
+    return metrics

@@ -1,0 +1,161 @@
+""" Building blocks train.py wires together: device/AMP, data checks, datasets, loaders, losses, output.
+
+Each function takes the parsed timm-style `args` and returns one object, so a test (or another
+script) can build exactly the piece it needs. Bad input raises `ConfigError` with a one-line fix.
+"""
+import logging
+import os
+from contextlib import nullcontext
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from timm.data import AugMixDataset, create_dataset, create_loader
+from timm.data.readers.img_extensions import get_img_extensions
+from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import safe_model_name
+from timm.utils import NativeScaler, get_outdir, init_distributed_device
+
+from .args import ConfigError
+
+_logger = logging.getLogger(__name__)
+
+
+def resolve_device(args) -> torch.device:
+    """Set up the device and (under torchrun) the process group; CUDA when available, else CPU."""
+    if args.device is None:
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    elif args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device} requested but CUDA is not available: use --device cpu")
+    return init_distributed_device(args)
+
+
+def create_amp(args, device: torch.device) -> Tuple[Callable, Optional[NativeScaler]]:
+    """Autocast context factory and loss scaler (fp16 on CUDA only) for `--amp`/`--amp-dtype`."""
+    if not args.amp:
+        return nullcontext, None
+    if args.amp_impl != 'native':
+        raise ConfigError(f"--amp-impl {args.amp_impl} is not supported: use --amp-impl native")
+    dtypes = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
+    if args.amp_dtype not in dtypes:
+        raise ConfigError(f"--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16")
+    dtype = dtypes[args.amp_dtype]
+    if device.type == 'cpu' and dtype == torch.float16:
+        _logger.warning('float16 autocast is not supported well on CPU: using bfloat16')
+        dtype = torch.bfloat16
+    scaler = NativeScaler(device=device.type) if device.type == 'cuda' and dtype == torch.float16 else None
+    return partial(torch.autocast, device_type=device.type, dtype=dtype), scaler
+
+
+def check_data_dir(args) -> None:
+    """Fail early with a fix when an ImageFolder dataset root is missing or holds no images."""
+    if args.data and not args.data_dir:
+        args.data_dir = args.data
+    if args.dataset:  # torch/, hfds/, tfds/ ... datasets are checked by timm
+        return
+    hint = 'build the embedded one with `python -m samix_timm.data --out data/cluttered_mnist`'
+    if not args.data_dir:
+        raise ConfigError(f'no dataset given: pass --data-dir DIR (an ImageFolder with train/ and val/), or {hint}')
+    root = Path(args.data_dir)
+    if not root.exists():
+        raise ConfigError(f"--data-dir '{root}' does not exist: check the path, or {hint}")
+    if root.is_file():
+        return  # ImageTar
+    extensions = set(get_img_extensions())
+    for _, _, files in os.walk(root):
+        if any(os.path.splitext(f)[1].lower() in extensions for f in files):
+            return
+    raise ConfigError(f"--data-dir '{root}' contains no images ({', '.join(sorted(extensions))}): "
+                      f"point it at an ImageFolder root with class sub-folders, or {hint}")
+
+
+def dataset_num_classes(dataset) -> Optional[int]:
+    """Number of classes of a timm ImageFolder-style dataset, None when it cannot tell."""
+    class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    return len(class_to_idx) if class_to_idx else None
+
+
+def create_datasets(args):
+    """timm train and eval datasets from `--data-dir`, `--dataset` and the split names."""
+    check_data_dir(args)
+    common = dict(root=args.data_dir, class_map=args.class_map, download=args.dataset_download,
+                  batch_size=args.batch_size, trust_remote_code=args.dataset_trust_remote_code)
+    optional = dict(input_img_mode=args.input_img_mode, input_key=args.input_key, target_key=args.target_key)
+    common.update((k, v) for k, v in optional.items() if v is not None)
+    train = create_dataset(args.dataset, split=args.train_split, is_training=True, seed=args.seed,
+                           repeats=args.epoch_repeats, num_samples=args.train_num_samples, **common)
+    evals = create_dataset(args.dataset, split=args.val_split, is_training=False,
+                           num_samples=args.val_num_samples, **common)
+    return train, evals
+
+
+def check_num_classes(num_classes: int, dataset, split: str) -> None:
+    """Refuse a classifier with fewer outputs than the dataset has classes."""
+    found = dataset_num_classes(dataset)
+    if found is not None and num_classes < found:
+        raise ConfigError(f'--num-classes {num_classes} is smaller than the {found} classes in the '
+                          f"'{split}' split: set --num-classes {found}")
+
+
+def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device: torch.device):
+    """timm train/eval loaders; mixing is not done here but after the loader (see engine.loop)."""
+    if args.aug_splits > 1:
+        dataset_train = AugMixDataset(dataset_train, num_splits=args.aug_splits)
+    interpolation = args.train_interpolation
+    if args.no_aug or not interpolation:
+        interpolation = data_config['interpolation']
+    loader_train = create_loader(
+        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
+        re_split=args.resplit, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+        color_jitter_prob=args.color_jitter_prob, grayscale_prob=args.grayscale_prob or 0.,
+        gaussian_blur_prob=args.gaussian_blur_prob or 0., auto_augment=args.aa,
+        num_aug_repeats=args.aug_repeats, num_aug_splits=max(args.aug_splits, 0),
+        interpolation=interpolation, mean=data_config['mean'], std=data_config['std'],
+        num_workers=args.workers, distributed=args.distributed, pin_memory=args.pin_mem, device=device,
+        use_prefetcher=args.prefetcher, use_multi_epochs_loader=args.use_multi_epochs_loader,
+        worker_seeding=args.worker_seeding,
+        # fresh workers each epoch draw their seeds from the per-epoch reseeded RNG: resume reproduces
+        persistent_workers=False,
+    )
+    loader_eval = create_loader(
+        dataset_eval, input_size=data_config['input_size'],
+        batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+        interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+        num_workers=args.workers, distributed=args.distributed, crop_pct=data_config['crop_pct'],
+        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher, persistent_workers=False,
+    )
+    return loader_train, loader_eval
+
+
+def create_train_loss(args, mixing: bool) -> nn.Module:
+    """timm's loss selection: JSD, soft-target CE/BCE when mixing, label smoothing, plain CE."""
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if args.jsd_loss:
+        if args.aug_splits < 2:
+            raise ConfigError('--jsd-loss needs --aug-splits 2 or more')
+        return JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing)
+    if mixing:  # label smoothing is already inside the soft targets
+        return BinaryCrossEntropy(smoothing=0., **bce) if args.bce_loss else SoftTargetCrossEntropy()
+    if args.smoothing:
+        if args.bce_loss:
+            return BinaryCrossEntropy(smoothing=args.smoothing, **bce)
+        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    return BinaryCrossEntropy(smoothing=0., **bce) if args.bce_loss else nn.CrossEntropyLoss()
+
+
+def create_output_dir(args, data_config: dict) -> Path:
+    """The run folder; an existing one is never reused: a numeric suffix is added instead."""
+    name = args.experiment or '-'.join([
+        datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model), str(data_config['input_size'][-1])])
+    root = args.output or './output/train'
+    wanted = Path(root) / name
+    existed = wanted.exists()
+    out = Path(get_outdir(root, name, inc=True))
+    if existed:
+        _logger.warning(f'output folder {wanted} exists: writing to {out} instead (nothing is overwritten)')
+    return out

@@ -1,0 +1,234 @@
+""" The training run behind train.py: timm's components wired the way timm's train.py wires them.
+
+Differences from timm's script, each deliberate:
+- mixing runs on the device after the loader (prefetcher on or off), built by `create_mixup`;
+- every epoch reseeds all RNGs from (seed, epoch, rank), so `--resume` reproduces the
+  uninterrupted run (fresh loader workers per epoch for the same reason);
+- the output folder of an earlier run is never reused (a suffix is added);
+- tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from timm import utils
+from timm.data import resolve_data_config
+from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
+from timm.models import create_model, is_model, list_models, load_checkpoint, resume_checkpoint
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+
+from ..factory import create_mixup, mixing_active
+from .args import ConfigError
+from .loop import StepContext, evaluate, train_one_epoch
+from .setup import (
+    check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
+    dataset_num_classes, resolve_device)
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also printed by train.py)."""
+    output_dir: Optional[Path]
+    last_epoch: int
+    eval_metrics: Dict[str, float]
+    ema_metrics: Optional[Dict[str, float]]
+    best_metric: Optional[float]
+    best_epoch: Optional[int]
+    checkpoint: Optional[Path]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of one epoch (ranks add their rank on top, see timm.utils.random_seed)."""
+    return seed + 1000 * (epoch + 1)
+
+
+def build_model(args, num_classes: Optional[int]) -> nn.Module:
+    """timm `create_model` from the arguments; an unknown model name gets a suggestion."""
+    if not is_model(args.model):
+        close = list_models(f'*{args.model.split(".")[0][:8]}*')[:5]
+        raise ConfigError(f"unknown timm model '{args.model}': pick a name from timm.list_models()"
+                          + (f", e.g. {', '.join(close)}" if close else ''))
+    in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
+    overlay = dict(file=args.pretrained_path) if args.pretrained_path else None
+    model = create_model(
+        args.model, pretrained=args.pretrained, pretrained_cfg_overlay=overlay, in_chans=in_chans,
+        num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
+        drop_block_rate=args.drop_block, global_pool=args.gp, bn_momentum=args.bn_momentum,
+        bn_eps=args.bn_eps, scriptable=args.torchscript, checkpoint_path=args.initial_checkpoint or None,
+        **args.model_kwargs)
+    if args.head_init_scale is not None:
+        with torch.no_grad():
+            model.get_classifier().weight.mul_(args.head_init_scale)
+            model.get_classifier().bias.mul_(args.head_init_scale)
+    if args.head_init_bias is not None:
+        nn.init.constant_(model.get_classifier().bias, args.head_init_bias)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+    return model
+
+
+def resolve_lr(args) -> None:
+    """timm's rule: without `--lr`, lr = lr_base scaled by global batch / lr_base_size."""
+    if args.lr:
+        return
+    global_batch = args.batch_size * args.world_size * args.grad_accum_steps
+    ratio = global_batch / args.lr_base_size
+    scale = args.lr_base_scale or ('sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear')
+    args.lr = args.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
+    if utils.is_primary(args):
+        _logger.info(f'Learning rate {args.lr:.4g} from --lr-base {args.lr_base} and global batch {global_batch} '
+                     f'({scale} scaling)')
+
+
+def train(args, args_text: str) -> TrainResult:
+    """Run a whole training as configured by timm-style `args`; returns the final metrics."""
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    device = resolve_device(args)
+    primary = utils.is_primary(args)
+    if args.distributed:
+        _logger.info(f'Process {args.rank} of {args.world_size} on {args.device}')
+    elif primary:
+        _logger.info(f'Training with a single process on {args.device}')
+    if args.log_wandb:
+        _logger.warning('--log-wandb is not supported by samix-timm: logging to tensorboard only')
+    amp_autocast, loss_scaler = create_amp(args, device)
+    utils.random_seed(args.seed, args.rank)
+    if args.fuser:
+        utils.set_jit_fuser(args.fuser)
+    if args.fast_norm:
+        set_fast_norm()
+
+    dataset_train, dataset_eval = create_datasets(args)
+    model = build_model(args, args.num_classes)
+    if args.num_classes is None:
+        args.num_classes = model.num_classes
+    check_num_classes(args.num_classes, dataset_train, args.train_split)
+    if primary:
+        n_params = sum(p.numel() for p in model.parameters())
+        _logger.info(f'Model {args.model} created, {n_params} parameters, {args.num_classes} classes '
+                     f'(data has {dataset_num_classes(dataset_train)})')
+    data_config = resolve_data_config(vars(args), model=model, verbose=primary)
+    if args.aug_splits > 1 and mixing_active(args):
+        raise ConfigError('--aug-splits cannot be combined with --mixup/--cutmix: drop one of them')
+    if args.split_bn:
+        model = convert_splitbn_model(model, max(args.aug_splits, 2))
+    model.to(device=device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ''
+        model = convert_sync_batchnorm(model)
+    if args.torchscript:
+        model = torch.jit.script(model)
+
+    resolve_lr(args)
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    resume_epoch = None
+    if args.resume:
+        if not Path(args.resume).is_file():
+            raise ConfigError(f"--resume '{args.resume}' is not a file: pass a checkpoint such as "
+                              f"output/train/<run>/last.pth.tar")
+        resume_epoch = resume_checkpoint(
+            model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=primary)
+    model_ema = None
+    if args.model_ema:
+        model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                                     device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            load_checkpoint(model_ema.module, args.resume, use_ema=True)
+    mixup_fn = create_mixup(args, model, args.num_classes)
+    if args.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
+
+    loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
+    train_loss_fn = create_train_loss(args, mixing_active(args)).to(device)
+
+    output_dir = saver = tb_writer = None
+    if primary:
+        output_dir = create_output_dir(args, data_config)
+        (output_dir / 'args.yaml').write_text(args_text)
+        saver = utils.CheckpointSaver(
+            model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
+            checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
+            decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
+        from torch.utils.tensorboard import SummaryWriter
+        tb_writer = SummaryWriter(log_dir=str(output_dir))
+
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+    if lr_scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            lr_scheduler.step(start_epoch)
+    if primary:
+        _logger.info(f'Scheduled epochs: {num_epochs}, {updates_per_epoch} updates per epoch, '
+                     f'output in {output_dir}')
+
+    ctx = StepContext(
+        device=device, amp_autocast=amp_autocast, loss_scaler=loss_scaler, channels_last=args.channels_last,
+        distributed=args.distributed, world_size=args.world_size, grad_accum_steps=args.grad_accum_steps,
+        clip_grad=args.clip_grad, clip_mode=args.clip_mode, log_interval=args.log_interval,
+        is_primary=primary, tb_writer=tb_writer)
+    eval_metrics, ema_metrics = {}, None
+    best_metric = best_epoch = None
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, num_epochs):
+        utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
+        if hasattr(dataset_train, 'set_epoch'):
+            dataset_train.set_epoch(epoch)
+        elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
+            loader_train.sampler.set_epoch(epoch)
+        if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+            mixup_fn.mixup_enabled = False
+        train_metrics = train_one_epoch(
+            epoch, model, loader_train, optimizer, train_loss_fn, ctx, lr_scheduler=lr_scheduler,
+            model_ema=model_ema, mixup_fn=mixup_fn, num_epochs=num_epochs)
+        if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+            utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
+        eval_metrics = evaluate(model, loader_eval, ctx)
+        if model_ema is not None and not args.model_ema_force_cpu:
+            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
+            ema_metrics = evaluate(model_ema.module, loader_eval, ctx, log_suffix=' (EMA)')
+        if primary:
+            _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
+                              write_header=best_metric is None)
+            # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
+            chosen = ema_metrics if ema_metrics is not None else eval_metrics
+            best_metric, best_epoch = saver.save_checkpoint(epoch, metric=chosen[args.eval_metric])
+        if lr_scheduler is not None:
+            lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+    if tb_writer is not None:
+        tb_writer.close()
+    return TrainResult(output_dir=output_dir, last_epoch=epoch, eval_metrics=eval_metrics, ema_metrics=ema_metrics,
+                       best_metric=best_metric, best_epoch=best_epoch,
+                       checkpoint=output_dir / 'last.pth.tar' if output_dir else None)
+
+
+def _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
+                      write_header: bool) -> None:
+    lrs = [g['lr'] for g in optimizer.param_groups]
+    summary_eval = dict(eval_metrics)
+    summary_eval.pop('img_per_s', None)
+    if ema_metrics is not None:
+        summary_eval.update((f'ema_{k}', v) for k, v in ema_metrics.items() if k != 'img_per_s')
+    utils.update_summary(epoch, train_metrics, summary_eval, filename=str(output_dir / 'summary.csv'),
+                         lr=sum(lrs) / len(lrs), write_header=write_header)
+    for k, v in summary_eval.items():
+        tb_writer.add_scalar(f'eval/{k}', v, epoch)
+    for k, v in train_metrics.items():
+        tb_writer.add_scalar(f'train_epoch/{k}', v, epoch)

@@ -1,0 +1,5 @@
+""" User-facing errors: each message names the problem and the fix in one line. """
+
+
+class ConfigError(ValueError):
+    """A bad command line, recipe or input path; scripts print it as `error: ...` and exit 2."""

@@ -1,0 +1,258 @@
+""" Mixers: the learnable mask generators of SAMix and of the AutoMix ablation (spec §2)
+
+A Mixer maps the stop-gradient feature map ``z`` (NxCxhxw) of a clean batch, a mixing ratio
+``lam`` and a permutation ``index`` of the batch to ``s`` in [0, 1] (Nx1xHxW), the per-pixel
+weight of the *partner* image: ``x_mix = (1 - s) * x + s * x[index]`` (§0), so that the mean of
+``1 - s`` should be close to ``lam`` (§3).
+
+Mixers are built by name through ``create_mixer`` ("samix", "automix"); each exposes ``config``,
+the constructor kwargs, so ``create_mixer(name, **mixer.config)`` rebuilds it.
+"""
+import math
+from typing import Any, Dict, List, Sequence, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
+    'rescale_lam', 'create_mixer', 'list_mixers',
+]
+
+LamType = Union[float, torch.Tensor]
+SizeType = Union[int, Sequence[int]]
+
+_UPSAMPLE_MODES = ('bilinear', 'nearest')
+
+
+class MixerNumericsError(RuntimeError):
+    """ Raised by a Mixer's forward when its fp32 mixing attention holds NaN or inf values. """
+
+
+def rescale_lam(lam: LamType, k: float = -1.) -> LamType:
+    """ Rescaled lambda of the adaptive lambda encoding (§2.1).
+
+    ``((4/3) lam^3 - 2 lam^2 + (k + 1) lam) / (k + 1/3)``; keeps 0 -> 0, 1/2 -> 1/2 and 1 -> 1.
+
+    Args:
+        lam: Mixing ratio(s) in [0, 1], a float or a tensor.
+        k: Rescale strength (k >= 0); k < 0 (the default -1) returns ``lam`` unchanged.
+    """
+    if k < 0:
+        return lam
+    return ((4. / 3.) * lam ** 3 - 2. * lam ** 2 + (k + 1.) * lam) / (k + 1. / 3.)
+
+
+def _lam_map(lam: LamType, z: torch.Tensor) -> torch.Tensor:
+    """ Mixing ratio(s) as an fp32 Nx1x1x1 tensor on ``z``'s device. """
+    n = z.shape[0]
+    lam = torch.as_tensor(lam, dtype=torch.float32, device=z.device)
+    if lam.ndim == 0:
+        lam = lam.expand(n)
+    if lam.shape != (n,):
+        raise ValueError(f'lam must be a float or a tensor of shape ({n},), got shape {tuple(lam.shape)}.')
+    return lam.view(n, 1, 1, 1)
+
+
+def _size_2d(size: SizeType) -> List[int]:
+    if isinstance(size, int):
+        return [size, size]
+    size = [int(v) for v in size]
+    if len(size) != 2:
+        raise ValueError(f'out_size must be an int or (H, W), got {size}.')
+    return size
+
+
+class MixingAttention(nn.Module):
+    """ P = softmax(Q^T K / sqrt(d)) over the last axis, always in fp32 (§2.2).
+
+    Autocast is switched off inside, so the Nx(hw)x(hw) logits never overflow in fp16. Raises
+    ``MixerNumericsError`` when the logits are not finite.
+    """
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q = q.flatten(2).float()  # Nxdxhw
+            k = k.flatten(2).float()  # Nxdxhw
+            logits = torch.bmm(q.transpose(1, 2), k) / math.sqrt(q.shape[1])  # Nxhwxhw
+            if not torch.isfinite(logits).all():
+                num_nan = int(torch.isnan(logits).sum())
+                num_inf = int(torch.isinf(logits).sum())
+                raise MixerNumericsError(
+                    f'Mixer attention logits are not finite in fp32: {num_nan} NaN and {num_inf} inf '
+                    f'of {logits.numel()} values. Check the input features z for NaN/inf and the '
+                    f'Mixer weights (diverged Mixer learning rate?).')
+            return logits.softmax(dim=-1)
+
+
+def _attention_mask(p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str) -> torch.Tensor:
+    """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride. """
+    n, _, h, w = v.shape
+    with torch.autocast(device_type=v.device.type, enabled=False):
+        m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
+        m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
+        m = F.interpolate(
+            m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
+        return m.sigmoid()  # Nx1xHxW
+
+
+def _check_upsample(upsample: str):
+    if upsample not in _UPSAMPLE_MODES:
+        raise ValueError(f'upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}.')
+
+
+def _init_weights(module: nn.Module):
+    """ Conv weights ~ N(0, 0.01^2), biases 0, BN gamma 1 / beta 0, so a fresh Mixer gives s ~ 0.5 (§2.5). """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, mean=0., std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Mixer(nn.Module):
+    """ SAMix Mixer M_phi (§2): adaptive lambda encoding, mixing attention, non-linear content.
+
+    Parameters for in_channels C and reduction r: Q and K 2C -> C/r (with bias) each, value
+    C -> C/r (no bias), BN(C/r), C/r -> 1 (no bias): 164,480 for C = 256, 2,624,000 for C = 1024.
+
+    Args:
+        in_channels: Channels C of the feature map z.
+        reduction: Width of Q, K and the value's hidden layer is C // reduction.
+        lam_rescale_k: k of the lambda rescale (§2.1); -1 disables it (ImageNet default).
+        dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
+        upsample: Mask upsampling, 'bilinear' or 'nearest'.
+    """
+
+    def __init__(
+            self,
+            in_channels: int,
+            reduction: int = 2,
+            lam_rescale_k: float = -1.,
+            dropout: float = 0.1,
+            upsample: str = 'bilinear',
+    ):
+        super().__init__()
+        hidden = in_channels // reduction
+        if hidden < 1:
+            raise ValueError(f'in_channels // reduction must be >= 1, got {in_channels} // {reduction}.')
+        if lam_rescale_k != -1 and lam_rescale_k < 0:
+            raise ValueError(f'lam_rescale_k must be -1 (no rescale) or >= 0, got {lam_rescale_k}.')
+        _check_upsample(upsample)
+        self._config = dict(
+            in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
+            dropout=dropout, upsample=upsample)
+        self.lam_rescale_k = lam_rescale_k
+        self.upsample = upsample
+
+        self.query = nn.Conv2d(2 * in_channels, hidden, 1)
+        self.key = nn.Conv2d(2 * in_channels, hidden, 1)
+        self.attention = MixingAttention()
+        self.value = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ELU(inplace=True),
+            nn.Conv2d(hidden, 1, 1, bias=False),
+            nn.Dropout(dropout),
+        )
+        _init_weights(self)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """ Constructor kwargs; ``Mixer(**mixer.config)`` rebuilds an identical (untrained) Mixer. """
+        return dict(self._config)
+
+    def forward(self, z: torch.Tensor, lam: LamType, index: torch.Tensor, out_size: SizeType) -> torch.Tensor:
+        """ Mask of the partner images.
+
+        Args:
+            z: Stop-gradient stage-l features of the clean batch, NxCxhxw (§1).
+            lam: Mixing ratio of the batch (float) or of each sample ((N,) tensor).
+            index: Permutation (LongTensor, N); the partner of sample n is index[n].
+            out_size: Image size (H, W) or an int for square images.
+
+        Returns:
+            s in [0, 1], Nx1xHxW fp32, the weight of x[index].
+        """
+        lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
+        # §2.1 adaptive lambda encoding (residual scaling)
+        z_i = (1. + lam) * z  # NxCxhxw
+        z_j = (2. - lam) * z[index]  # NxCxhxw
+        # §2.2 mixing attention on the concatenated pair
+        u = torch.cat([z_i, z_j], dim=1)  # Nx2Cxhxw
+        p = self.attention(self.query(u), self.key(u))  # Nxhwxhw, fp32
+        # §2.3 non-linear content from the partner only
+        v = self.value(z_j)  # Nx1xhxw
+        # §2.4 mask logits, upsample, sigmoid
+        return _attention_mask(p, v, out_size, self.upsample)
+
+
+class AutoMixer(nn.Module):
+    """ AutoMix's Mixer, the ``mixer=automix`` ablation (§2, last paragraph).
+
+    lambda is appended as a constant channel (lambda to z, 1 - lambda to the partner z[index]);
+    one shared 1x1 conv (C+1 -> C/r, with bias) gives Q from the sample and K from the partner;
+    the value is one 1x1 conv (C+1 -> 1, with bias) of the partner: 33,282 parameters for C = 256.
+
+    Args:
+        in_channels: Channels C of the feature map z.
+        reduction: Width of the shared Q/K conv is C // reduction.
+        upsample: Mask upsampling, 'nearest' (AutoMix) or 'bilinear'.
+    """
+
+    def __init__(self, in_channels: int, reduction: int = 2, upsample: str = 'nearest'):
+        super().__init__()
+        hidden = in_channels // reduction
+        if hidden < 1:
+            raise ValueError(f'in_channels // reduction must be >= 1, got {in_channels} // {reduction}.')
+        _check_upsample(upsample)
+        self._config = dict(in_channels=in_channels, reduction=reduction, upsample=upsample)
+        self.upsample = upsample
+
+        self.qk = nn.Conv2d(in_channels + 1, hidden, 1)
+        self.attention = MixingAttention()
+        self.value = nn.Conv2d(in_channels + 1, 1, 1)
+        _init_weights(self)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """ Constructor kwargs; ``AutoMixer(**mixer.config)`` rebuilds an identical (untrained) Mixer. """
+        return dict(self._config)
+
+    def forward(self, z: torch.Tensor, lam: LamType, index: torch.Tensor, out_size: SizeType) -> torch.Tensor:
+        """ Mask of the partner images; same contract as ``Mixer.forward``. """
+        n, _, h, w = z.shape
+        lam = _lam_map(lam, z).to(z.dtype).expand(n, 1, h, w)  # Nx1xhxw
+        z_i = torch.cat([z, lam], dim=1)  # Nx(C+1)xhxw
+        z_j = torch.cat([z[index], 1. - lam], dim=1)  # Nx(C+1)xhxw
+        p = self.attention(self.qk(z_i), self.qk(z_j))  # Nxhwxhw, fp32
+        v = self.value(z_j)  # Nx1xhxw
+        return _attention_mask(p, v, out_size, self.upsample)
+
+
+_MIXERS: Dict[str, Type[nn.Module]] = {
+    'samix': Mixer,
+    'automix': AutoMixer,
+}
+
+
+def list_mixers() -> List[str]:
+    """ Names accepted by ``create_mixer``. """
+    return sorted(_MIXERS)
+
+
+def create_mixer(name: str, in_channels: int, **kwargs) -> nn.Module:
+    """ Build a Mixer by name.
+
+    Args:
+        name: 'samix' (``Mixer``) or 'automix' (``AutoMixer``).
+        in_channels: Channels of the feature map the Mixer reads.
+        **kwargs: Constructor kwargs of that Mixer.
+    """
+    if name not in _MIXERS:
+        raise ValueError(f'Unknown mixer {name!r}; valid names: {", ".join(list_mixers())}.')
+    return _MIXERS[name](in_channels=in_channels, **kwargs)

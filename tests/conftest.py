@@ -1,0 +1,33 @@
+""" Shared fixtures: the embedded dataset (built once per session) and a small run helper. """
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from samix_timm.data import ClutteredMnistConfig, build_cluttered_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope='session')
+def embedded_data(tmp_path_factory) -> Path:
+    """The full embedded dataset (4,000 train / 1,000 val), as the quickstart builds it."""
+    return build_cluttered_mnist(tmp_path_factory.mktemp('data') / 'cluttered_mnist')
+
+
+@pytest.fixture(scope='session')
+def small_data(tmp_path_factory) -> Path:
+    """A 400 / 100 build of the same dataset, for runs that test mechanics rather than learning."""
+    cfg = ClutteredMnistConfig(seed=1, num_train=400, num_val=100)
+    return build_cluttered_mnist(tmp_path_factory.mktemp('small') / 'cluttered_mnist', cfg)
+
+
+# a CPU-sized recipe on the embedded data: timm's tiny test_resnet at 32 px
+FAST_ARGS = [
+    '--model', 'test_resnet', '--num-classes', '10', '--img-size', '32', '--mean', '0.1', '0.1', '0.1',
+    '--std', '0.25', '0.25', '0.25', '--crop-pct', '1.0', '--scale', '0.35', '1.0', '--hflip', '0',
+    '--color-jitter', '0', '-b', '50', '--opt', 'sgd', '--lr', '0.1', '--weight-decay', '5e-4',
+    '--warmup-epochs', '0', '--smoothing', '0', '--workers', '0', '--log-interval', '5', '--device', 'cpu',
+]

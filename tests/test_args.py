@@ -1,0 +1,119 @@
+import logging
+
+import pytest
+import yaml
+
+from samix_timm.engine.args import ConfigError, create_train_parser, load_yaml_config, parse_train_args
+
+# an RSB A3 style recipe as timm writes args.yaml, including keys of older timm versions
+RSB_A3 = """
+model: resnet50
+aa: rand-m6-mstd0.5-inc1
+amp: true
+apex_amp: false
+native_amp: true
+batch_size: 256
+bce_loss: true
+bce_target_thresh: 0.2
+bn_tf: false
+crop_pct: 0.95
+cutmix: 1.0
+mixup: 0.1
+epochs: 100
+img_size: 160
+lr: 0.008
+opt: lamb
+sched: cosine
+smoothing: 0.0
+warmup_epochs: 5
+weight_decay: 0.02
+drop_path: 0.05
+scale: [0.08, 1.0]
+model_ema: false
+"""
+
+
+def _write(tmp_path, text, name='recipe.yaml'):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_match_timm():
+    args, _ = parse_train_args([])
+    expected = dict(
+        model='resnet50', batch_size=128, opt='sgd', momentum=0.9, weight_decay=2e-5, sched='cosine', lr=None,
+        lr_base=0.1, lr_base_size=256, warmup_lr=1e-5, min_lr=0, epochs=300, warmup_epochs=5, cooldown_epochs=0,
+        decay_milestones=[90, 180, 270], decay_rate=0.1, mixup=0.0, cutmix=0.0, mixup_prob=1.0,
+        mixup_switch_prob=0.5, mixup_mode='batch', mixup_off_epoch=0, smoothing=0.1, scale=[0.08, 1.0],
+        hflip=0.5, color_jitter=0.4, reprob=0., remode='pixel', aa=None, aug_repeats=0, bce_loss=False,
+        bce_target_thresh=None, model_ema=False, model_ema_decay=0.9998, train_split='train',
+        val_split='validation', seed=42, log_interval=50, workers=4, amp=False, amp_dtype='float16',
+        checkpoint_hist=10, eval_metric='top1', dist_bn='reduce', train_interpolation='random')
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key
+
+
+def test_yaml_sets_defaults_and_cli_wins(tmp_path, caplog):
+    cfg = _write(tmp_path, RSB_A3)
+    with caplog.at_level(logging.WARNING):
+        args, text = parse_train_args(['--config', cfg, '--epochs', '3', '--data-dir', 'somewhere'])
+    assert args.model == 'resnet50' and args.opt == 'lamb' and args.img_size == 160
+    assert args.bce_loss and args.bce_target_thresh == 0.2 and args.mixup == 0.1 and args.cutmix == 1.0
+    assert args.epochs == 3  # command line beats the recipe
+    assert args.aa == 'rand-m6-mstd0.5-inc1' and args.amp
+    # legacy keys are reported with the closest valid name and dropped
+    warned = caplog.text
+    assert "unknown key 'apex_amp'" in warned and "unknown key 'bn_tf'" in warned
+    assert "did you mean 'amp'" in warned
+    assert not hasattr(args, 'apex_amp')
+    assert yaml.safe_load(text)['opt'] == 'lamb'
+
+
+def test_yaml_typo_gets_closest_name(tmp_path, caplog):
+    cfg = _write(tmp_path, 'model: resnet18\nwarmup_epoch: 3\nmixup_prop: 0.5\n')
+    with caplog.at_level(logging.WARNING):
+        args, _ = parse_train_args(['--config', cfg])
+    assert "'warmup_epoch' ignored (did you mean 'warmup_epochs'?)" in caplog.text
+    assert "did you mean 'mixup_prob'?" in caplog.text
+    assert args.warmup_epochs == 5
+
+
+@pytest.mark.parametrize('value,expected', [('0.8', 0.8), ('none', 0.0), ('samix', 'samix'), ('SAMix', 'samix')])
+def test_mixup_accepts_alpha_or_method(value, expected):
+    args, _ = parse_train_args(['--mixup', value])
+    assert args.mixup == expected
+
+
+def test_mixup_method_from_yaml(tmp_path):
+    args, _ = parse_train_args(['--config', _write(tmp_path, 'mixup: samix\n')])
+    assert args.mixup == 'samix'
+    args, _ = parse_train_args(['--config', _write(tmp_path, 'mixup: 0.2\n', 'b.yaml')])
+    assert args.mixup == 0.2
+
+
+def test_bad_mixup_value_is_one_line_error(capsys):
+    with pytest.raises(SystemExit):
+        parse_train_args(['--mixup', 'fancy'])
+    err = capsys.readouterr().err
+    assert "'fancy' is neither a mixup alpha" in err and 'samix' in err
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(ConfigError, match='not found'):
+        parse_train_args(['--config', str(tmp_path / 'nope.yaml')])
+    with pytest.raises(ConfigError, match='not valid YAML'):
+        parse_train_args(['--config', _write(tmp_path, 'a: [1,\n')])
+    with pytest.raises(ConfigError, match='mapping'):
+        load_yaml_config(_write(tmp_path, '- 1\n- 2\n', 'list.yaml'), create_train_parser())
+
+
+def test_shipped_configs_parse_without_unknown_keys(caplog):
+    from conftest import REPO
+    configs = sorted((REPO / 'configs').glob('*.yaml'))
+    assert configs
+    for cfg in configs:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            parse_train_args(['--config', str(cfg)])
+        assert 'unknown key' not in caplog.text, cfg.name

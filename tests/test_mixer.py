@@ -1,0 +1,190 @@
+""" Tests of samix_timm.mixer (spec §2). """
+import pytest
+import torch
+import torch.nn as nn
+
+from samix_timm.mixer import (
+    AutoMixer, Mixer, MixerNumericsError, create_mixer, list_mixers, rescale_lam)
+
+torch.set_num_threads(1)
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def batch(n=4, c=32, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c, h, w, generator=g)
+    index = torch.randperm(n, generator=g)
+    return z, index
+
+
+@pytest.mark.parametrize('in_channels,expected', [(256, 164_480), (1024, 2_624_000)])
+def test_mixer_param_count(in_channels, expected):
+    assert num_params(Mixer(in_channels)) == expected
+
+
+def test_automixer_param_count():
+    assert num_params(AutoMixer(256)) == 33_282
+
+
+@pytest.mark.parametrize('cls', [Mixer, AutoMixer])
+@pytest.mark.parametrize('hw,out_size', [(8, 64), (14, 224), ((7, 9), (56, 72))])
+def test_fresh_mixer_is_half(cls, hw, out_size):
+    h, w = (hw, hw) if isinstance(hw, int) else hw
+    z, index = batch(n=3, c=64, h=h, w=w)
+    s = cls(64)(z, 0.3, index, out_size)
+    H, W = (out_size, out_size) if isinstance(out_size, int) else out_size
+    assert s.shape == (3, 1, H, W)
+    assert s.dtype == torch.float32
+    assert (s - 0.5).abs().max() < 0.02
+
+
+@pytest.mark.parametrize('cls', [Mixer, AutoMixer])
+def test_lam_float_and_tensor(cls):
+    z, index = batch()
+    mixer = cls(32).eval()
+    s_float = mixer(z, 0.3, index, 32)
+    s_tensor = mixer(z, torch.full((4,), 0.3), index, 32)
+    torch.testing.assert_close(s_float, s_tensor)
+    s_per_sample = mixer(z, torch.tensor([0.1, 0.4, 0.6, 0.9]), index, 32)
+    assert s_per_sample.shape == (4, 1, 32, 32)
+    with pytest.raises(ValueError):
+        mixer(z, torch.full((3,), 0.3), index, 32)
+
+
+@pytest.mark.parametrize('cls', [Mixer, AutoMixer])
+def test_gradient_reaches_all_params(cls):
+    z, index = batch()
+    mixer = cls(32)
+    s = mixer(z, 0.4, index, (32, 32))
+    (s * torch.randn_like(s)).sum().backward()
+    for name, p in mixer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_attention_fp32_under_autocast():
+    z, index = batch()
+    mixer = Mixer(32, dropout=0.).eval()
+    dtypes = {}
+    mixer.query.register_forward_hook(lambda m, i, o: dtypes.__setitem__('query', o.dtype))
+    mixer.attention.register_forward_hook(lambda m, i, o: dtypes.__setitem__('attention', o.dtype))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        s_amp = mixer(z, 0.3, index, 32)
+    assert dtypes == {'query': torch.bfloat16, 'attention': torch.float32}
+    assert s_amp.dtype == torch.float32 and torch.isfinite(s_amp).all()
+    torch.testing.assert_close(s_amp, mixer(z, 0.3, index, 32), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize('cls', [Mixer, AutoMixer])
+def test_non_finite_attention_raises(cls):
+    z, index = batch()
+    z[0, 0, 0, 0] = float('nan')
+    with pytest.raises(MixerNumericsError, match='not finite'):
+        cls(32)(z, 0.5, index, 32)
+    assert issubclass(MixerNumericsError, RuntimeError)
+
+
+def test_partner_index_and_upsample_modes():
+    z, _ = batch()
+    identity = torch.arange(4)
+    mixer = Mixer(32, upsample='nearest').eval()
+    s = mixer(z, 0.5, identity, 32)
+    # nearest upsampling of an 8x8 map to 32x32 repeats each cell in a 4x4 block
+    assert torch.equal(s[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3), s)
+    # each sample's mask only depends on that sample and its partner
+    s_rolled = mixer(z, 0.5, torch.tensor([1, 0, 3, 2]), 32)
+    s_swapped = mixer(z[[1, 0, 2, 3]], 0.5, torch.tensor([1, 0, 3, 2]), 32)
+    torch.testing.assert_close(s_rolled[2:], s_swapped[2:])
+    with pytest.raises(ValueError):
+        Mixer(32, upsample='bicubic')
+
+
+def test_rescale_lam_hand_value():
+    # k = 1, lam = 0.2: (4/3 * 0.008 - 2 * 0.04 + 2 * 0.2) / (4/3) = 0.3306667 / 1.3333333 = 0.248
+    assert rescale_lam(0.2, k=1.) == pytest.approx(0.248)
+    assert rescale_lam(0.2) == 0.2
+    for k in (0., 0.25, 1.):
+        assert rescale_lam(0., k) == pytest.approx(0.)
+        assert rescale_lam(0.5, k) == pytest.approx(0.5)
+        assert rescale_lam(1., k) == pytest.approx(1.)
+    with pytest.raises(ValueError):
+        Mixer(32, lam_rescale_k=-0.5)
+
+
+def test_lam_encoding_scales_the_pair():
+    z, index = batch()
+    mixer = Mixer(32, lam_rescale_k=1.)
+    seen = {}
+    mixer.query.register_forward_pre_hook(lambda m, args: seen.__setitem__('u', args[0]))
+    mixer.value.register_forward_pre_hook(lambda m, args: seen.__setitem__('v_in', args[0]))
+    lam = torch.tensor([0.2, 0.5, 0.8, 1.0])
+    lam_t = rescale_lam(lam, 1.).view(4, 1, 1, 1)
+    mixer(z, lam, index, 16)
+    torch.testing.assert_close(seen['u'], torch.cat([(1 + lam_t) * z, (2 - lam_t) * z[index]], dim=1))
+    torch.testing.assert_close(seen['v_in'], (2 - lam_t) * z[index])
+
+
+def test_mixer_uses_rescaled_lam():
+    z, index = batch()
+    plain = Mixer(32, dropout=0.).eval()
+    rescaled = Mixer(32, lam_rescale_k=1., dropout=0.).eval()
+    rescaled.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(rescaled(z, 0.2, index, 16), plain(z, 0.248, index, 16))
+
+
+def _hand_set_mixer() -> Mixer:
+    """ Uniform attention and a value that grows with the partner's scale (2 - lam). """
+    mixer = Mixer(4, dropout=0.).eval()
+    with torch.no_grad():
+        for conv in (mixer.query, mixer.key):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        mixer.value[0].weight.copy_(torch.full_like(mixer.value[0].weight, 0.5))
+        mixer.value[3].weight.copy_(torch.ones_like(mixer.value[3].weight))
+    return mixer
+
+
+def test_lam_encoding_direction():
+    mixer = _hand_set_mixer()
+    z = torch.rand(2, 4, 4, 4)  # positive features: value = 2 * 0.5 * (2 - lam) * sum_c z_j > 0
+    index = torch.tensor([1, 0])
+    s_lam0 = mixer(z, 0., index, 8)
+    s_lam1 = mixer(z, 1., index, 8)
+    # lam = 0 gives the partner more weight than lam = 1
+    assert (s_lam0 > s_lam1).all()
+    # uniform attention: the mask logit is the mean of v over positions, v scales with (2 - lam)
+    v1 = z[index].sum(1).mean((1, 2))  # at lam = 1: 2 channels * 0.5 * 1 * sum_c z_j
+    torch.testing.assert_close(s_lam1[:, 0, 0, 0], torch.sigmoid(v1))
+    torch.testing.assert_close(s_lam0[:, 0, 0, 0], torch.sigmoid(2 * v1))
+
+
+def test_automixer_lam_channels():
+    mixer = AutoMixer(4).eval()
+    with torch.no_grad():
+        mixer.qk.weight.zero_()
+        mixer.qk.bias.zero_()
+        mixer.value.weight.zero_()
+        mixer.value.weight[0, 4] = 1.  # reads the lambda channel of the partner map: 1 - lam
+    z, index = torch.randn(2, 4, 3, 3), torch.tensor([1, 0])
+    s = mixer(z, torch.tensor([0.25, 1.]), index, 6)
+    torch.testing.assert_close(s[:, 0, 0, 0], torch.sigmoid(torch.tensor([0.75, 0.])))
+
+
+def test_config_rebuilds():
+    for name, kwargs in [('samix', dict(lam_rescale_k=0.25, dropout=0.)), ('automix', dict(reduction=4))]:
+        mixer = create_mixer(name, 64, **kwargs)
+        clone = create_mixer(name, **mixer.config)
+        assert type(clone) is type(mixer) and clone.config == mixer.config
+        assert num_params(clone) == num_params(mixer)
+    assert Mixer(16).config == dict(
+        in_channels=16, reduction=2, lam_rescale_k=-1., dropout=0.1, upsample='bilinear')
+
+
+def test_create_mixer_registry():
+    assert list_mixers() == ['automix', 'samix']
+    assert isinstance(create_mixer('samix', 256), Mixer)
+    assert isinstance(create_mixer('automix', 256), AutoMixer)
+    with pytest.raises(ValueError, match='automix, samix'):
+        create_mixer('puzzlemix', 256)
