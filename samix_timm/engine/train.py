@@ -33,7 +33,8 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a finished run reports (also printed by train.py)."""
+    """What a finished run reports (also printed by train.py); `model` is the unwrapped classifier."""
+    model: nn.Module
     output_dir: Optional[Path]
     last_epoch: int
     eval_metrics: Dict[str, float]
@@ -214,8 +215,8 @@ def train(args, args_text: str) -> TrainResult:
             lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
     if tb_writer is not None:
         tb_writer.close()
-    return TrainResult(output_dir=output_dir, last_epoch=epoch, eval_metrics=eval_metrics, ema_metrics=ema_metrics,
-                       best_metric=best_metric, best_epoch=best_epoch,
+    return TrainResult(model=utils.unwrap_model(model), output_dir=output_dir, last_epoch=epoch,
+                       eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None)
 
 

@@ -1,0 +1,14 @@
+""" Run under torchrun by test_train.py: train briefly, then write this rank's weights. """
+import sys
+from pathlib import Path
+
+import torch
+
+from samix_timm.engine import parse_train_args, train
+
+if __name__ == '__main__':
+    out, argv = Path(sys.argv[1]), sys.argv[2:]
+    args, text = parse_train_args(argv)
+    result = train(args, text)
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+    torch.save(dict(state=state, metrics=result.eval_metrics), out / f'rank{args.rank}.pt')

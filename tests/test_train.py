@@ -1,0 +1,159 @@
+""" train.py / validate.py end to end on the embedded dataset (CPU). """
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from conftest import FAST_ARGS, REPO
+from samix_timm.cli import run_train, run_validate
+from samix_timm.engine import parse_train_args, train
+from samix_timm.engine.setup import create_train_loss
+
+
+def _train(data, out, *extra):
+    args, text = parse_train_args(['--data-dir', str(data), '--output', str(out), *FAST_ARGS, *extra])
+    return train(args, text)
+
+
+def _summary(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_learns_and_validate_reproduces(embedded_data, tmp_path):
+    result = _train(embedded_data, tmp_path, '--epochs', '3', '--experiment', 'learn', '--model-ema',
+                    '--model-ema-decay', '0.99')
+    top1 = result.eval_metrics['top1']
+    assert top1 > 50, f'top-1 {top1:.1f}% is not clearly above chance (10%)'
+    run = result.output_dir
+    for name in ('last.pth.tar', 'summary.csv', 'args.yaml'):
+        assert (run / name).is_file(), name
+    assert any(f.name.startswith('events.out.tfevents') for f in run.iterdir())
+    rows = _summary(run / 'summary.csv')
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
+    assert float(rows[-1]['eval_top1']) == pytest.approx(top1, abs=1e-3)
+    assert 'eval_ema_top1' in rows[-1]
+
+    # validate.py, as a script, on the checkpoint the run wrote: same accuracy
+    res_file = tmp_path / 'val.json'
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'validate.py'), '--data-dir', str(embedded_data), '--checkpoint',
+         str(run / 'last.pth.tar'), '--workers', '0', '--device', 'cpu', '--results-file', str(res_file)],
+        capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(res_file.read_text())
+    assert res['model'] == 'test_resnet' and res['num_images'] == 1000
+    assert res['top1'] == pytest.approx(top1, abs=0.01)
+    ema = run_validate(['--data-dir', str(embedded_data), '--checkpoint', str(run / 'last.pth.tar'),
+                        '--use-ema', '--workers', '0', '--device', 'cpu', '--results-file', str(res_file)])
+    assert ema == 0
+    assert json.loads(res_file.read_text())['top1'] == pytest.approx(result.ema_metrics['top1'], abs=0.01)
+
+
+def test_resume_reproduces_uninterrupted_run(small_data, tmp_path):
+    full = _train(small_data, tmp_path, '--epochs', '3', '--experiment', 'full', '--sched', 'step',
+                  '--decay-epochs', '1', '--decay-rate', '0.5')
+    resumed = _train(small_data, tmp_path, '--epochs', '3', '--experiment', 'resumed', '--sched', 'step',
+                     '--decay-epochs', '1', '--decay-rate', '0.5',
+                     '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))
+    a, b = _summary(full.output_dir / 'summary.csv'), _summary(resumed.output_dir / 'summary.csv')
+    assert [int(r['epoch']) for r in b] == [1, 2]  # continued at the saved epoch
+    for ra, rb in zip(a[1:], b):
+        assert float(ra['lr']) == float(rb['lr'])  # scheduler state
+        assert float(ra['train_loss']) == pytest.approx(float(rb['train_loss']), rel=1e-5)
+    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_mixing_runs_after_the_loader_with_and_without_prefetcher(small_data, tmp_path):
+    for i, extra in enumerate(([], ['--no-prefetcher'])):
+        result = _train(small_data, tmp_path, '--epochs', '1', '--mixup', '0.8', '--cutmix', '1.0',
+                        '--experiment', f'mix{i}', *extra)
+        rows = _summary(result.output_dir / 'summary.csv')
+        assert float(rows[0]['train_loss']) > 0
+
+
+@pytest.mark.parametrize('extra,loss_type,check', [
+    (dict(mixing=True), SoftTargetCrossEntropy, None),
+    (dict(mixing=True, bce_loss=True, bce_target_thresh=0.2), BinaryCrossEntropy,
+     lambda l: l.target_threshold == 0.2 and l.smoothing == 0),
+    (dict(mixing=False, smoothing=0.1), LabelSmoothingCrossEntropy, lambda l: l.smoothing == 0.1),
+    (dict(mixing=False, smoothing=0.1, bce_loss=True), BinaryCrossEntropy, lambda l: l.smoothing == 0.1),
+    (dict(mixing=False, smoothing=0.0), nn.CrossEntropyLoss, None),
+])
+def test_loss_selection_follows_timm(extra, loss_type, check):
+    mixing = extra.pop('mixing')
+    args, _ = parse_train_args([])
+    for k, v in extra.items():
+        setattr(args, k, v)
+    loss = create_train_loss(args, mixing)
+    assert type(loss) is loss_type
+    assert check is None or check(loss)
+
+
+def _run_error(capsys, *argv):
+    code = run_train(list(argv))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error: ')]
+    assert code == 2
+    assert len(err) == 1, err  # one line, no traceback
+    return err[0]
+
+
+def test_bad_inputs_give_one_line_errors(small_data, tmp_path, capsys):
+    empty = tmp_path / 'empty'
+    (empty / 'train' / 'a').mkdir(parents=True)
+    base = [*FAST_ARGS, '--output', str(tmp_path / 'out'), '--epochs', '1']
+    assert 'no dataset given' in _run_error(capsys, *base)
+    assert 'does not exist' in _run_error(capsys, *base, '--data-dir', str(tmp_path / 'missing'))
+    assert 'contains no images' in _run_error(capsys, *base, '--data-dir', str(empty))
+    err = _run_error(capsys, *base, '--data-dir', str(small_data), '--num-classes', '5')
+    assert 'smaller than the 10 classes' in err and '--num-classes 10' in err
+    assert "unknown timm model 'resnet_nope'" in _run_error(
+        capsys, *base, '--data-dir', str(small_data), '--model', 'resnet_nope')
+    assert 'even batch size' in _run_error(capsys, *base, '--data-dir', str(small_data), '--mixup', '0.5',
+                                           '-b', '51')
+    assert 'is not a file' in _run_error(capsys, *base, '--data-dir', str(small_data), '--resume',
+                                         str(tmp_path / 'nothing.pth.tar'))
+    assert 'is not a file' in (
+        run_validate(['--data-dir', str(small_data), '--checkpoint', str(tmp_path / 'x.pth')]) == 2
+        and capsys.readouterr().err)
+
+
+def test_output_folder_is_never_overwritten(small_data, tmp_path):
+    first = _train(small_data, tmp_path, '--epochs', '1', '--experiment', 'same')
+    before = (first.output_dir / 'summary.csv').read_bytes()
+    second = _train(small_data, tmp_path, '--epochs', '1', '--experiment', 'same')
+    assert second.output_dir != first.output_dir and second.output_dir.name.startswith('same-')
+    assert (first.output_dir / 'summary.csv').read_bytes() == before
+
+
+def test_train_script_runs_from_the_command_line(small_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs' / 'embedded_quickstart.yaml'),
+         '--data-dir', str(small_data), '--output', str(tmp_path), '--epochs', '1', '--img-size', '32',
+         '--workers', '0', '--device', 'cpu'],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'validation top-1' in proc.stdout and 'summary.csv' in proc.stdout and 'tensorboard' in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_agrees(small_data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
+           str(REPO / 'tests' / 'ddp_worker.py'), str(tmp_path), '--data-dir', str(small_data),
+           '--output', str(tmp_path / 'out'), *FAST_ARGS, '--epochs', '1']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
+    assert r0['metrics']['top1'] == r1['metrics']['top1']
+    for k in r0['state']:
+        assert torch.equal(r0['state'][k], r1['state'][k]), k
+    assert len(list((tmp_path / 'out').iterdir())) == 1  # only rank 0 writes
