@@ -2,5 +2,7 @@
 from .factory import create_mixup, mixing_active
 from .features import FeatureTap, FeatureTapError
 from .mixer import AutoMixer, Mixer, MixerNumericsError, create_mixer
+from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .samix import SAMix
 from .version import __version__
 from . import losses

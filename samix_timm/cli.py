@@ -7,6 +7,8 @@ from timm.utils import setup_default_logging
 
 from .data import EmbeddedDataError
 from .engine.args import ConfigError, parse_train_args
+from .features import FeatureTapError
+from .mixer import MixerNumericsError
 
 _logger = logging.getLogger('train')
 
@@ -15,7 +17,7 @@ def _guarded(fn: Callable[[], int]) -> int:
     """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback."""
     try:
         return fn()
-    except (ConfigError, EmbeddedDataError) as e:
+    except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
 

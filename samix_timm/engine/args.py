@@ -244,10 +244,48 @@ def _add_misc_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--dist-url', default=None, type=str, help='distributed init url (env:// by default)')
 
 
-# groups of arguments in the order they show in --help; later issues append theirs here
+def _add_samix_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('SAMix parameters (used with --mixup samix; None = chosen per run, logged)')
+    g.add_argument('--samix-alpha', type=float, default=2.0, help='lam ~ Beta(alpha, alpha) (default: 2)')
+    g.add_argument('--samix-mixer', type=str, default='samix', help="Mixer: 'samix' or the 'automix' ablation")
+    g.add_argument('--samix-feature-index', type=int, default=None,
+                   help='forward_intermediates index the Mixer reads (default: stride 16, >= 8x8 on small inputs)')
+    g.add_argument('--samix-mixer-opt', type=str, default=None,
+                   help='Mixer optimizer (default: sgd for CNNs, adamw for transformers)')
+    g.add_argument('--samix-mixer-lr', type=float, default=None,
+                   help='Mixer lr (default: 0.1 for sgd, the backbone lr for adamw)')
+    g.add_argument('--samix-mixer-min-lr', type=float, default=None,
+                   help='Mixer lr at the end of the cosine (default: lr / 100)')
+    g.add_argument('--samix-mixer-momentum', type=float, default=0.9, help='Mixer SGD momentum')
+    g.add_argument('--samix-mixer-weight-decay', type=float, default=0.0, help='Mixer weight decay')
+    g.add_argument('--samix-mixer-dropout', type=float, default=None,
+                   help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
+    g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
+                   help='k of the lam rescale (-1 off; 0.25 CIFAR-like, 1 fine-grained)')
+    g.add_argument('--samix-eta', type=float, default=None,
+                   help='eta of the Mixer loss (default: 0.1 ImageNet-scale, 0.5 small data)')
+    g.add_argument('--samix-mixer-loss', type=str, default='eta', help="Mixer loss: 'eta' (spec §4) or 'mce'")
+    g.add_argument('--samix-momentum-start', type=float, default=None,
+                   help='momentum-encoder start (default: min(0.999, 1 - 10/T), T = total steps)')
+    g.add_argument('--samix-momentum-end', type=float, default=None,
+                   help='momentum-encoder end (default: min(paper value, 1 - 1/T))')
+    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight beta of the mask losses')
+    g.add_argument('--samix-beta-schedule', type=str, default='auto',
+                   help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
+    g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
+    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
+    g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
+    g.add_argument('--samix-mixer-batch-frac', type=float, default=1.0,
+                   help='fraction of the batch the Mixer trains on (1 = paper)')
+    g.add_argument('--samix-mixer-every', type=int, default=1, help='train the Mixer every k-th step (1 = paper)')
+    g.add_argument('--samix-vis-interval', type=int, default=10,
+                   help='epochs between mixed-sample image grids (tensorboard + PNG); 0 = off')
+
+
+# groups of arguments in the order they show in --help
 ARGUMENT_GROUPS = [
     _add_data_args, _add_model_args, _add_optimizer_args, _add_schedule_args,
-    _add_augmentation_args, _add_norm_ema_args, _add_misc_args,
+    _add_augmentation_args, _add_samix_args, _add_norm_ema_args, _add_misc_args,
 ]
 
 

@@ -23,10 +23,12 @@ from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..factory import create_mixup, mixing_active
 from .args import ConfigError
+from .checkpoint import CheckpointState, restore_mixer_state
 from .loop import StepContext, evaluate, train_one_epoch
 from .setup import (
     check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
     dataset_num_classes, resolve_device)
+from .visualize import write_mix_grid
 
 _logger = logging.getLogger(__name__)
 
@@ -145,14 +147,18 @@ def train(args, args_text: str) -> TrainResult:
                                      device='cpu' if args.model_ema_force_cpu else None)
         if args.resume:
             load_checkpoint(model_ema.module, args.resume, use_ema=True)
-    mixup_fn = create_mixup(args, model, args.num_classes)
+    loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
+    mixup_fn = create_mixup(
+        args, model, args.num_classes, input_size=data_config['input_size'], steps_per_epoch=len(loader_train),
+        train_size=len(dataset_train), amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
+    if args.resume and mixup_fn is not None:
+        restore_mixer_state(mixup_fn, args.resume)
     if args.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
     if args.torchcompile:
         model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
 
-    loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
     train_loss_fn = create_train_loss(args, mixing_active(args)).to(device)
 
     output_dir = saver = tb_writer = None
@@ -162,7 +168,8 @@ def train(args, args_text: str) -> TrainResult:
         saver = utils.CheckpointSaver(
             model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
             checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
-            decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist)
+            decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist,
+            task=CheckpointState(model, model_ema, mixup_fn))
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
 
@@ -205,6 +212,11 @@ def train(args, args_text: str) -> TrainResult:
             if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
                 utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
             ema_metrics = evaluate(model_ema.module, loader_eval, ctx, log_suffix=' (EMA)')
+        if primary and _is_vis_epoch(args, mixup_fn, epoch, num_epochs):
+            x, _ = next(iter(loader_train))  # shuffled: a mix of classes
+            png = write_mix_grid(mixup_fn, x.to(device)[:8], data_config['mean'], data_config['std'], epoch,
+                                 output_dir, tb_writer)
+            _logger.info(f'Mixed samples written to {png}')
         if primary:
             _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
                               write_header=best_metric is None)
@@ -218,6 +230,13 @@ def train(args, args_text: str) -> TrainResult:
     return TrainResult(model=utils.unwrap_model(model), output_dir=output_dir, last_epoch=epoch,
                        eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None)
+
+
+def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:
+    """Image grids every --samix-vis-interval epochs and at the last epoch, for mixers that can preview."""
+    if not hasattr(mixup_fn, 'preview') or args.samix_vis_interval <= 0:
+        return False
+    return epoch % args.samix_vis_interval == 0 or epoch == num_epochs - 1
 
 
 def _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,

@@ -1,0 +1,103 @@
+""" Momentum encoder f_θ̄ of SAMix and the schedules that drive the online Mixer (spec §3, §5).
+
+`MomentumEncoder` is timm's `ModelEmaV3` with frozen parameters and a momentum that follows a
+schedule; the schedules are small pure functions of the step so that resuming only needs the
+step counter.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch.nn as nn
+from timm.utils import ModelEmaV3
+
+# final momentum of the paper's schedules (§5), by scale of the data
+PAPER_MOMENTUM_END = dict(imagenet=0.99999, small=0.999999)
+
+
+@dataclass(frozen=True)
+class MomentumSchedule:
+    """m(t): constant `start` for the first `warmup_frac` of `total_steps`, then a cosine rise to `end` (§5).
+
+    Args:
+        start: momentum during the first part of training.
+        end: momentum at the last step.
+        total_steps: length of the run in SAMix calls.
+        warmup_frac: fraction of the run held at `start` (0.1 for CNNs, 0.25 for ViTs).
+    """
+    start: float
+    end: float
+    total_steps: int
+    warmup_frac: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        hold = int(self.warmup_frac * self.total_steps)
+        if step <= hold or self.total_steps <= hold:
+            return self.start
+        progress = min(1.0, (step - hold) / (self.total_steps - hold))
+        return self.end - (self.end - self.start) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def scaled_momentum(total_steps: int, paper_end: float = PAPER_MOMENTUM_END['imagenet']):
+    """(start, end) scaled to the run length T: start = min(0.999, 1 − 10/T), end = min(paper, 1 − 1/T) (§5).
+
+    On ImageNet-length runs (≥ 100k steps) this is the paper's schedule; on short runs it keeps
+    θ̄ from freezing near its random initialisation.
+    """
+    total_steps = max(total_steps, 20)
+    return min(0.999, 1 - 10 / total_steps), min(paper_end, 1 - 1 / total_steps)
+
+
+@dataclass(frozen=True)
+class BetaSchedule:
+    """Weight β of the mask losses (§3): `linear` from `beta` to 0 over the run, or `constant`.
+
+    Args:
+        beta: initial (or constant) weight, 0.1 in the paper.
+        mode: 'linear' (ImageNet-scale recipes) or 'constant' (small datasets).
+        total_steps: length of the run in SAMix calls.
+    """
+    beta: float = 0.1
+    mode: str = 'linear'
+    total_steps: int = 1
+
+    def __post_init__(self):
+        if self.mode not in ('linear', 'constant'):
+            raise ValueError(f"beta schedule must be 'linear' or 'constant', got {self.mode!r}")
+
+    def __call__(self, step: int) -> float:
+        if self.mode == 'constant':
+            return self.beta
+        return self.beta * max(0.0, 1 - step / max(self.total_steps, 1))
+
+
+class MomentumEncoder(ModelEmaV3):
+    """Frozen EMA copy θ̄ of the classifier θ (§5): parameters lerp with momentum m(t), buffers copy.
+
+    The copy runs with batch statistics (train mode) like MoCo's key encoder, so its BatchNorm
+    running buffers do not influence SAMix; copying them from θ (which DDP keeps equal on all
+    ranks) keeps every rank's encoder identical.
+
+    Args:
+        model: the classifier being trained (unwrapped, before DDP).
+        schedule: momentum as a function of the step.
+    """
+
+    def __init__(self, model: nn.Module, schedule: MomentumSchedule):
+        super().__init__(model, exclude_buffers=True)
+        self.schedule = schedule
+        self.module.requires_grad_(False)
+        self.module.train()
+
+    def step(self, model: nn.Module, step: int) -> float:
+        """θ̄ ← m θ̄ + (1 − m) θ with m = schedule(step); returns m."""
+        self.decay = self.schedule(step)
+        self.update(model)
+        return self.decay
+
+
+def describe_schedules(momentum: MomentumSchedule, beta: BetaSchedule, note: Optional[str] = None) -> str:
+    """One log line with the schedule values chosen for this run."""
+    text = (f'momentum {momentum.start:.6g} -> {momentum.end:.6g} (cosine after {momentum.warmup_frac:.0%} of '
+            f'{momentum.total_steps} steps), mask-loss beta {beta.beta:g} {beta.mode}')
+    return text + (f' ({note})' if note else '')

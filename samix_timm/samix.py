@@ -1,0 +1,278 @@
+""" SAMix: learned, data-dependent mixing with the call shape of `timm.data.Mixup` (spec §5).
+
+`samix(x, target) -> (x_mixed, soft_target)`. Inside the call the Mixer is trained online:
+a momentum encoder θ̄ of the classifier reads the clean batch (§1), the Mixer proposes masks
+(§2), the classifier-branch mask mixes the batch handed back to the training loop (§3), and a
+second, independent mixing trains the Mixer through θ̄ with the η-balanced loss plus the mask
+losses (§3, §4). The training loop's own optimizer, scaler, scheduler and checkpointing of the
+classifier stay untouched.
+"""
+import logging
+from contextlib import nullcontext
+from functools import partial
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from timm.data.mixup import one_hot
+from timm.scheduler import CosineLRScheduler
+
+from .errors import ConfigError
+from .features import FeatureTap
+from .losses import eta_balanced_bce, mask_losses, mixup_ce
+from .mixer import MixerNumericsError, create_mixer
+from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+
+_logger = logging.getLogger(__name__)
+
+
+def soft_target(target: torch.Tensor, index: torch.Tensor, lam: float, num_classes: int,
+                smoothing: float = 0.0) -> torch.Tensor:
+    """λ·onehot(y) + (1 − λ)·onehot(y[π]) with timm's label smoothing (as `timm.data.mixup.mixup_target`)."""
+    off = smoothing / num_classes
+    on = 1. - smoothing + off
+    y1 = one_hot(target, num_classes, on_value=on, off_value=off)
+    y2 = one_hot(target[index], num_classes, on_value=on, off_value=off)
+    return y1 * lam + y2 * (1. - lam)
+
+
+def mix_images(x: torch.Tensor, s: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x_mix = (1 − s) ⊙ x + s ⊙ x[π] (§0); s is the per-pixel weight of the partner."""
+    s = s.to(x.dtype)
+    return x + s * (x[index] - x)  # same as (1 - s) * x + s * x[index], one temporary less
+
+
+def adjust_lam(s: torch.Tensor, lam: float) -> torch.Tensor:
+    """Rescale each sample's mask so that mean(1 − s) = λ exactly (§3 λ adjusting)."""
+    keep = (1. - s).mean(dim=(1, 2, 3), keepdim=True)  # Nx1x1x1, mean weight of the sample itself
+    shrink_keep = 1. - (1. - s) * (lam / keep.clamp(min=1e-6))  # mean(1 − s) > λ: scale (1 − s) down
+    shrink_partner = s * ((1. - lam) / (1. - keep).clamp(min=1e-6))  # mean(1 − s) ≤ λ: scale s down
+    return torch.where(keep > lam, shrink_keep, shrink_partner)
+
+
+class SAMix:
+    """Drop-in for `timm.data.Mixup` whose masks come from an online-trained Mixer (§5).
+
+    Args:
+        model: the classifier being trained (unwrapped, on its device; before DDP wrapping).
+        num_classes: classes of the soft targets.
+        total_steps: SAMix calls in the whole run (schedules are functions of the step).
+        mixer: a Mixer name for `create_mixer` ('samix', 'automix') or a built Mixer M_φ.
+        mixer_kwargs: constructor kwargs when `mixer` is a name.
+        mixer_optimizer: factory `params -> torch.optim.Optimizer` (default SGD lr 0.1, momentum 0.9).
+        tap_index: stage index of the features the Mixer reads (default: see `FeatureTap`).
+        input_size: training input size, for the small-input stage rule of `FeatureTap`.
+        mixer_min_lr: Mixer learning rate at the last step (cosine from the optimizer's lr).
+        alpha: λ ~ Beta(alpha, alpha) (2 in the paper).
+        eta: weight of the classes outside the mixed pair in the Mixer loss (§4).
+        mixer_loss: 'eta' (η-balanced BCE, §4) or 'mce' (soft-target CE, original configs).
+        momentum: schedule of the momentum encoder (§5).
+        beta: schedule of the mask-loss weight (§3).
+        mask_margin: tolerance of ℓ_μ (§3).
+        lam_margin: λ ≤ margin or ≥ 1 − margin gives the plain-mixup mask 1 − λ (§3).
+        lam_adjust_prob: probability of λ adjusting the classifier-branch mask (§3).
+        mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
+        mixer_every: train the Mixer every k-th call (1 = paper).
+        label_smoothing: timm label smoothing of the soft targets.
+        prob: probability of mixing a batch (timm `mixup_prob`).
+        amp_autocast: autocast context factory of the training loop.
+        grad_scaler: `torch.amp.GradScaler` for fp16 training of the Mixer, or None.
+    """
+
+    def __init__(
+            self,
+            model: nn.Module,
+            num_classes: int,
+            total_steps: int,
+            mixer: Union[str, nn.Module] = 'samix',
+            mixer_kwargs: Optional[Dict] = None,
+            mixer_optimizer: Optional[Callable] = None,
+            tap_index: Optional[int] = None,
+            input_size: Optional[Tuple[int, ...]] = None,
+            mixer_min_lr: float = 1e-3,
+            alpha: float = 2.0,
+            eta: float = 0.1,
+            mixer_loss: str = 'eta',
+            momentum: Optional[MomentumSchedule] = None,
+            beta: Optional[BetaSchedule] = None,
+            mask_margin: float = 0.1,
+            lam_margin: float = 0.08,
+            lam_adjust_prob: float = 0.0,
+            mixer_batch_frac: float = 1.0,
+            mixer_every: int = 1,
+            label_smoothing: float = 0.1,
+            prob: float = 1.0,
+            amp_autocast: Callable = nullcontext,
+            grad_scaler: Optional[torch.amp.GradScaler] = None,
+    ):
+        model_classes = getattr(model, 'num_classes', None)
+        if model_classes is not None and model_classes != num_classes:
+            raise ConfigError(f'SAMix num_classes {num_classes} differs from the {model_classes} outputs of the '
+                              f'model: pass num_classes={model_classes} (or --num-classes to train.py)')
+        if mixer_loss not in ('eta', 'mce'):
+            raise ConfigError(f"--samix-mixer-loss {mixer_loss} is not known: use 'eta' or 'mce'")
+        if not 0 < mixer_batch_frac <= 1:
+            raise ConfigError(f'--samix-mixer-batch-frac {mixer_batch_frac} must be in (0, 1]')
+        if mixer_every < 1:
+            raise ConfigError(f'--samix-mixer-every {mixer_every} must be 1 or more')
+        self.model = model
+        self.num_classes = num_classes
+        self.total_steps = total_steps
+        self.momentum = momentum or MomentumSchedule(0.999, 0.99999, total_steps)
+        self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
+        self.encoder = MomentumEncoder(model, self.momentum)
+        self.tap = FeatureTap(self.encoder.module, index=tap_index, input_size=input_size)
+        if isinstance(mixer, str):
+            mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
+        self.mixer = mixer.to(next(model.parameters()).device)
+        mixer_optimizer = mixer_optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9)  # §5.4 ResNet default
+        self.optimizer = mixer_optimizer(self.mixer.parameters())
+        self.lr_scheduler = CosineLRScheduler(
+            self.optimizer, t_initial=max(total_steps, 1), lr_min=mixer_min_lr, t_in_epochs=False)
+        self.alpha, self.eta, self.mixer_loss = alpha, eta, mixer_loss
+        self.mask_margin, self.lam_margin, self.lam_adjust_prob = mask_margin, lam_margin, lam_adjust_prob
+        self.mixer_batch_frac, self.mixer_every = mixer_batch_frac, mixer_every
+        self.label_smoothing, self.mix_prob = label_smoothing, prob
+        self.amp_autocast = amp_autocast
+        self.grad_scaler = grad_scaler
+        self.mixup_enabled = True
+        self.step = 0
+        self.fp32_features = False  # set after an fp16 overflow of the attention (§2: fall back once)
+        self.last_metrics: Dict[str, torch.Tensor] = {}
+
+    # -- the call of timm.data.Mixup -------------------------------------------------------------
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK)."""
+        if target.ndim != 1:
+            raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine '
+                              '--mixup samix with collate-time mixing (FastCollateMixup)')
+        self.last_metrics = {}
+        m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
+        self.step += 1
+        if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
+            return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
+                                  self.label_smoothing)
+        lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
+        index_q = torch.randperm(x.shape[0], device=x.device)
+        try:
+            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q)
+        except MixerNumericsError as e:
+            if self.fp32_features:
+                raise MixerNumericsError(f'{e} Happened with fp32 features too: the Mixer diverged, lower '
+                                         f'--samix-mixer-lr (or disable --amp).') from None
+            # §2: attention overflow from low-precision features: recompute them in fp32, once
+            _logger.warning('Mixer attention was not finite: computing the Mixer features in fp32 from now on')
+            self.fp32_features = True
+            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q)
+        self.last_metrics.update(momentum=m, lam=lam_q)
+        return x_mix, soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
+
+    def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor) -> torch.Tensor:
+        z = self._features(x)  # §5.2, NxCxhxw, no grad
+        with torch.no_grad():
+            s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:])  # §5.3
+            x_mix = mix_images(x, s_q, index_q)
+        if (self.step - 1) % self.mixer_every == 0:
+            self._train_mixer(x, target, z, lam_k)  # §5.4
+        return x_mix
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage-l map of θ̄ on the clean batch (§1), fp32 after an fp16 overflow."""
+        with torch.no_grad(), (nullcontext() if self.fp32_features else self.amp_autocast()):
+            return self.tap(x)
+
+    def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size) -> torch.Tensor:
+        """Mask of the batch handed to the classifier: lam_margin and optional λ adjusting (§3)."""
+        if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
+            return torch.full((z.shape[0], 1, *out_size), 1. - lam, device=z.device)
+        s = self.mixer(z, lam, index, out_size)
+        if self.lam_adjust_prob > 0 and np.random.rand() < self.lam_adjust_prob:
+            s = adjust_lam(s, lam)
+        return s
+
+    def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
+        """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
+        n = max(2, int(round(self.mixer_batch_frac * x.shape[0])))
+        x, target, z = x[:n], target[:n], z[:n]
+        index = torch.randperm(n, device=x.device)
+        s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
+        x_mix = mix_images(x, s, index)
+        with self.amp_autocast():
+            logits = self.encoder.module(x_mix)  # θ̄ frozen: grad flows to x_mix only
+        if self.mixer_loss == 'eta':
+            loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
+        else:
+            loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes))
+        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
+        beta = self.beta(self.step)
+        loss = loss_cls + beta * (loss_mu + loss_var)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            self._sync_grads()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            self._sync_grads()
+            self.optimizer.step()
+        self.lr_scheduler.step_update(self.step)
+        self._sync_buffers()
+        self.last_metrics.update(
+            mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
+            mask_keep=(1. - s.detach()).mean(), lam_k=lam, beta=beta,
+            mixer_lr=self.optimizer.param_groups[0]['lr'])
+
+    def _sync_grads(self) -> None:
+        """Average the Mixer's gradients over ranks so every rank keeps the same Mixer."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        for p in self.mixer.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics of the Mixer on every rank (as DDP's broadcast_buffers)."""
+        if dist.is_available() and dist.is_initialized():
+            for b in self.mixer.buffers():
+                dist.broadcast(b, 0)
+
+    # -- inspection and state --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
+        """(x_i, x_j, s, x_mix) for display, Mixer and encoder in eval mode; changes no state."""
+        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
+        self.mixer.eval()
+        self.encoder.module.eval()
+        try:
+            s = self.classifier_mask(self._features(x), lam, index, x.shape[-2:])
+        finally:
+            self.mixer.train()
+            self.encoder.module.train()
+        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
+
+    def state_dict(self) -> Dict:
+        """Everything needed to continue: step, Mixer, its optimizer and scaler, the momentum encoder."""
+        return dict(
+            step=self.step, fp32_features=self.fp32_features, mixer=self.mixer.state_dict(),
+            optimizer=self.optimizer.state_dict(), encoder=self.encoder.module.state_dict(),
+            grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.step = state['step']
+        self.fp32_features = state.get('fp32_features', False)
+        self.mixer.load_state_dict(state['mixer'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.encoder.module.load_state_dict(state['encoder'])
+        if self.grad_scaler is not None and state.get('grad_scaler') is not None:
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
+        self.lr_scheduler.step_update(self.step)

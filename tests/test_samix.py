@@ -1,0 +1,221 @@
+""" SAMix as a timm Mixup drop-in: gradient routing, targets, schedules, state, numerics. """
+import io
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.data.mixup import mixup_target
+from timm.loss import SoftTargetCrossEntropy
+
+from samix_timm import SAMix
+from samix_timm.errors import ConfigError
+from samix_timm.features import FeatureTapError
+from samix_timm.mixer import MixerNumericsError
+from samix_timm.momentum import BetaSchedule, MomentumSchedule, scaled_momentum
+from samix_timm.samix import adjust_lam, soft_target
+
+K = 10
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return timm.create_model('test_resnet', num_classes=K)
+
+
+def _samix(model, **kw):
+    kw.setdefault('total_steps', 100)
+    kw.setdefault('input_size', (3, 32, 32))
+    kw.setdefault('label_smoothing', 0.1)
+    return SAMix(model, K, **kw)
+
+
+def _batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, K, (n,), generator=g)
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _changed(before, module):
+    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v.detach())}
+
+
+def test_gradient_routing():
+    model = _model()
+    samix = _samix(model, lam_margin=0.0)
+    p_model, p_mixer, p_enc = _params(model), _params(samix.mixer), _params(samix.encoder.module)
+    x, y = _batch()
+    np.random.seed(0)
+    x_mix, target = samix(x, y)
+    # the Mixer loss moved every Mixer parameter and nothing else
+    assert _changed(p_mixer, samix.mixer) == set(p_mixer)
+    assert not _changed(p_model, model)
+    assert not _changed(p_enc, samix.encoder.module)
+    assert all(p.grad is None for p in samix.encoder.module.parameters())
+    assert not any(p.requires_grad for p in samix.encoder.module.parameters())
+    # the returned batch carries no graph back to the Mixer: the loop's loss reaches the classifier only
+    assert not x_mix.requires_grad
+    mixer_grads = {k: p.grad.clone() for k, p in samix.mixer.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    SoftTargetCrossEntropy()(model(x_mix), target).backward()
+    opt.step()
+    assert all(p.grad is not None for p in model.parameters())
+    assert all(torch.equal(mixer_grads[k], p.grad) for k, p in samix.mixer.named_parameters())
+    assert all(p.grad is None for p in samix.encoder.module.parameters())
+    assert _changed(p_model, model)
+    # the next call moves θ̄ towards the updated θ by (1 - m)
+    m = samix.momentum(1)
+    samix(x, y)
+    name = next(iter(p_enc))
+    expected = m * p_enc[name] + (1 - m) * dict(model.named_parameters())[name].detach()
+    torch.testing.assert_close(dict(samix.encoder.module.named_parameters())[name], expected)
+
+
+def test_constant_mask_targets_equal_timm_mixup_target(monkeypatch):
+    samix = _samix(_model(), lam_margin=0.08)
+    x, y = _batch(8)
+    lam = 0.05  # inside the lam margin: the classifier mask is the constant 1 - lam (§3)
+    monkeypatch.setattr(np.random, 'beta', lambda a, b, size=None: np.full(size, lam))
+    monkeypatch.setattr(torch, 'randperm', lambda n, **kw: torch.arange(n - 1, -1, -1))
+    x_mix, target = samix(x, y)
+    torch.testing.assert_close(x_mix, lam * x + (1 - lam) * x.flip(0))
+    torch.testing.assert_close(target, mixup_target(y, K, lam=lam, smoothing=0.1))
+
+
+@pytest.mark.parametrize('lam,smoothing', [(0.3, 0.0), (0.7, 0.1), (1.0, 0.2)])
+def test_soft_target_matches_timm(lam, smoothing):
+    y = torch.tensor([1, 4, 4, 9, 0])
+    torch.testing.assert_close(soft_target(y, torch.arange(4, -1, -1), lam, K, smoothing),
+                               mixup_target(y, K, lam=lam, smoothing=smoothing))
+
+
+def test_odd_batch_and_shapes():
+    samix = _samix(_model())
+    x, y = _batch(5)
+    x_mix, target = samix(x, y)
+    assert x_mix.shape == x.shape and target.shape == (5, K)
+    torch.testing.assert_close(target.sum(1), torch.ones(5))
+    assert set(samix.last_metrics) >= {'mixer_loss', 'mask_mu', 'mask_var', 'mask_keep', 'mixer_lr', 'momentum'}
+
+
+def test_mixup_disabled_returns_clean_batch_and_smoothed_targets():
+    samix = _samix(_model())
+    samix.mixup_enabled = False
+    x, y = _batch()
+    p_mixer = _params(samix.mixer)
+    x_out, target = samix(x, y)
+    assert x_out is x
+    torch.testing.assert_close(target, mixup_target(y, K, lam=1.0, smoothing=0.1))
+    assert not _changed(p_mixer, samix.mixer)
+
+
+def test_mixer_economies():
+    x, y = _batch(8)
+    every = _samix(_model(), mixer_every=2)
+    before = _params(every.mixer)
+    every(x, y)
+    assert _changed(before, every.mixer)
+    before = _params(every.mixer)
+    every(x, y)  # second call: no Mixer update
+    assert not _changed(before, every.mixer)
+    half = _samix(_model(), mixer_batch_frac=0.5)
+    half(x, y)
+    assert half.last_metrics['mixer_loss'] > 0
+
+
+def test_state_dict_resumes_exactly():
+    x, y = _batch(6)
+    a = _samix(_model())
+    for _ in range(2):
+        a(x, y)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)  # as a checkpoint does: no tensor shared between a and b
+    buffer.seek(0)
+    b = _samix(_model())
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    assert b.step == 2 and b.optimizer.param_groups[0]['lr'] == a.optimizer.param_groups[0]['lr']
+    torch.manual_seed(7), np.random.seed(7)
+    xa, ta = a(x, y)
+    torch.manual_seed(7), np.random.seed(7)
+    xb, tb = b(x, y)
+    torch.testing.assert_close(xa, xb)
+    torch.testing.assert_close(ta, tb)
+    for (k, pa), pb in zip(a.mixer.named_parameters(), b.mixer.parameters()):
+        torch.testing.assert_close(pa, pb, msg=k)
+
+
+def test_soft_targets_input_is_refused():
+    samix = _samix(_model())
+    x, y = _batch()
+    with pytest.raises(ConfigError, match='collate-time mixing'):
+        samix(x, torch.nn.functional.one_hot(y, K).float())
+
+
+def test_bad_settings_and_models():
+    with pytest.raises(ConfigError, match='num_classes'):
+        SAMix(_model(), 5, total_steps=10)
+    with pytest.raises(ConfigError, match='mixer-batch-frac'):
+        _samix(_model(), mixer_batch_frac=0)
+    with pytest.raises(ConfigError, match="'eta' or 'mce'"):
+        _samix(_model(), mixer_loss='bce')
+
+    class Plain(nn.Module):
+        num_classes = K
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, K)
+
+    with pytest.raises(FeatureTapError, match='--samix-feature-index'):
+        SAMix(Plain(), K, total_steps=10)
+
+
+def test_low_precision_overflow_falls_back_to_fp32_once(monkeypatch):
+    samix = _samix(_model(), amp_autocast=partial(torch.autocast, device_type='cpu', dtype=torch.bfloat16))
+    forward = samix.mixer.forward
+    seen = []
+
+    def fragile(z, *a, **kw):  # attention overflows whenever the features are not fp32
+        seen.append(z.dtype)
+        if z.dtype != torch.float32:
+            raise MixerNumericsError('attention not finite')
+        return forward(z, *a, **kw)
+
+    monkeypatch.setattr(samix.mixer, 'forward', fragile)
+    x, y = _batch()
+    x_mix, _ = samix(x, y)
+    assert samix.fp32_features and seen[0] == torch.bfloat16 and seen[-1] == torch.float32
+    assert torch.isfinite(x_mix).all()
+    monkeypatch.setattr(samix.mixer, 'forward', lambda *a, **kw: (_ for _ in ()).throw(MixerNumericsError('nan')))
+    with pytest.raises(MixerNumericsError, match='lower --samix-mixer-lr'):
+        samix(x, y)
+
+
+def test_adjust_lam_makes_mask_mean_exact():
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(4, 1, 8, 8, generator=g) ** torch.tensor([0.3, 1, 3, 6]).view(4, 1, 1, 1)
+    for lam in (0.2, 0.5, 0.8):
+        out = adjust_lam(s, lam)
+        torch.testing.assert_close((1 - out).mean(dim=(1, 2, 3)), torch.full((4,), lam))
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_momentum_schedules():
+    assert scaled_momentum(600) == pytest.approx((1 - 10 / 600, 1 - 1 / 600))
+    assert scaled_momentum(1_000_000) == pytest.approx((0.999, 0.99999))
+    assert scaled_momentum(1_000_000, 0.999999) == pytest.approx((0.999, 0.999999))
+    sched = MomentumSchedule(0.99, 0.999, total_steps=1000, warmup_frac=0.1)
+    assert sched(0) == sched(100) == 0.99
+    assert sched(550) == pytest.approx(0.99 + 0.009 * (1 - math.cos(math.pi * 0.5)) / 2)
+    assert sched(1000) == pytest.approx(0.999)
+    assert BetaSchedule(0.1, 'linear', 100)(50) == pytest.approx(0.05)
+    assert BetaSchedule(0.1, 'linear', 100)(100) == 0
+    assert BetaSchedule(0.1, 'constant', 100)(100) == 0.1
+    with pytest.raises(ValueError):
+        BetaSchedule(0.1, 'cosine', 100)
