@@ -74,9 +74,10 @@ class BetaSchedule:
 class MomentumEncoder(ModelEmaV3):
     """Frozen EMA copy θ̄ of the classifier θ (§5): parameters lerp with momentum m(t), buffers copy.
 
-    The copy runs with batch statistics (train mode) like MoCo's key encoder, so its BatchNorm
-    running buffers do not influence SAMix; copying them from θ (which DDP keeps equal on all
-    ranks) keeps every rank's encoder identical.
+    The copy normalises with batch statistics (train mode), like MoCo's key encoder, and its own
+    passes leave its BatchNorm running statistics untouched (momentum 0): they mirror θ's, which
+    DDP keeps equal on all ranks, so every rank holds the same encoder. (Spec §5 lets θ̄'s own
+    passes update them; SAMix never reads them, and mirroring is what keeps ranks identical.)
 
     Args:
         model: the classifier being trained (unwrapped, before DDP).
@@ -88,6 +89,9 @@ class MomentumEncoder(ModelEmaV3):
         self.schedule = schedule
         self.module.requires_grad_(False)
         self.module.train()
+        for m in self.module.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+                m.momentum = 0.0
 
     def step(self, model: nn.Module, step: int) -> float:
         """θ̄ ← m θ̄ + (1 − m) θ with m = schedule(step); returns m."""

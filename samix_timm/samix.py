@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from timm.data.mixup import one_hot
 from timm.scheduler import CosineLRScheduler
 
@@ -50,6 +51,20 @@ def adjust_lam(s: torch.Tensor, lam: float) -> torch.Tensor:
     shrink_keep = 1. - (1. - s) * (lam / keep.clamp(min=1e-6))  # mean(1 − s) > λ: scale (1 − s) down
     shrink_partner = s * ((1. - lam) / (1. - keep).clamp(min=1e-6))  # mean(1 − s) ≤ λ: scale s down
     return torch.where(keep > lam, shrink_keep, shrink_partner)
+
+
+def _broadcast_from_rank0(module: nn.Module, params: bool = True) -> None:
+    """Copy rank 0's buffers (and parameters) to every rank, one broadcast per dtype; no-op without DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    tensors = [*(module.parameters() if params else ()), *module.buffers()]
+    with torch.no_grad():
+        for dtype in dict.fromkeys(t.dtype for t in tensors):  # same order on every rank
+            group = [t for t in tensors if t.dtype == dtype]
+            flat = _flatten_dense_tensors(group)
+            dist.broadcast(flat, 0)
+            for t, synced in zip(group, _unflatten_dense_tensors(flat, group)):
+                t.copy_(synced)
 
 
 class SAMix:
@@ -127,6 +142,8 @@ class SAMix:
         if isinstance(mixer, str):
             mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
         self.mixer = mixer.to(next(model.parameters()).device)
+        _broadcast_from_rank0(self.mixer)  # every rank starts from rank 0's Mixer and θ̄
+        _broadcast_from_rank0(self.encoder.module)
         mixer_optimizer = mixer_optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9)  # §5.4 ResNet default
         self.optimizer = mixer_optimizer(self.mixer.parameters())
         self.lr_scheduler = CosineLRScheduler(
@@ -151,6 +168,7 @@ class SAMix:
                               '--mixup samix with collate-time mixing (FastCollateMixup)')
         self.last_metrics = {}
         m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
+        _broadcast_from_rank0(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
         if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
             return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
@@ -241,9 +259,7 @@ class SAMix:
 
     def _sync_buffers(self) -> None:
         """Rank 0's BatchNorm statistics of the Mixer on every rank (as DDP's broadcast_buffers)."""
-        if dist.is_available() and dist.is_initialized():
-            for b in self.mixer.buffers():
-                dist.broadcast(b, 0)
+        _broadcast_from_rank0(self.mixer, params=False)
 
     # -- inspection and state --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-""" Run under torchrun by test_train.py: train briefly, then write this rank's weights. """
+""" Run under torchrun by the tests: train briefly, then write this rank's weights (and SAMix state). """
 import sys
 from pathlib import Path
 
@@ -11,4 +11,5 @@ if __name__ == '__main__':
     args, text = parse_train_args(argv)
     result = train(args, text)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    torch.save(dict(state=state, metrics=result.eval_metrics), out / f'rank{args.rank}.pt')
+    samix = result.mixup_fn.state_dict() if hasattr(result.mixup_fn, 'state_dict') else None
+    torch.save(dict(state=state, samix=samix, metrics=result.eval_metrics), out / f'rank{args.rank}.pt')

@@ -37,6 +37,7 @@ _logger = logging.getLogger(__name__)
 class TrainResult:
     """What a finished run reports (also printed by train.py); `model` is the unwrapped classifier."""
     model: nn.Module
+    mixup_fn: Optional[object]
     output_dir: Optional[Path]
     last_epoch: int
     eval_metrics: Dict[str, float]
@@ -227,7 +228,7 @@ def train(args, args_text: str) -> TrainResult:
             lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
     if tb_writer is not None:
         tb_writer.close()
-    return TrainResult(model=utils.unwrap_model(model), output_dir=output_dir, last_epoch=epoch,
+    return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=output_dir, last_epoch=epoch,
                        eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None)
 

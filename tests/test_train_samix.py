@@ -1,0 +1,79 @@
+""" `train.py --mixup samix` end to end on the embedded dataset (CPU). """
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from timm.models import create_model, load_checkpoint
+
+from conftest import FAST_ARGS, REPO
+from samix_timm.engine import parse_train_args, train
+
+SAMIX = ['--mixup', 'samix', '--samix-vis-interval', '1']
+
+
+def _train(data, out, *extra):
+    args, text = parse_train_args(['--data-dir', str(data), '--output', str(out), *FAST_ARGS, *SAMIX, *extra])
+    return train(args, text)
+
+
+def _summary(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_samix_run_learns_and_logs(embedded_data, tmp_path):
+    result = _train(embedded_data, tmp_path, '--epochs', '3', '--experiment', 'samix')
+    top1 = result.eval_metrics['top1']
+    assert top1 > 30, f'SAMix run reached only {top1:.1f}% top-1 (chance is 10%)'
+    run = result.output_dir
+    rows = _summary(run / 'summary.csv')
+    for key in ('train_mixer_loss', 'train_mask_mu', 'train_mask_var', 'train_mask_keep', 'train_mixer_lr',
+                'train_momentum'):
+        assert key in rows[-1], key
+    # the Mixer lr follows its cosine and the momentum rises over the run
+    assert float(rows[-1]['train_mixer_lr']) < float(rows[0]['train_mixer_lr'])
+    assert float(rows[-1]['train_momentum']) > float(rows[0]['train_momentum'])
+    assert sorted(p.name for p in run.glob('samix_mix_epoch*.png')) == [
+        'samix_mix_epoch000.png', 'samix_mix_epoch001.png', 'samix_mix_epoch002.png']
+    # the classifier checkpoint is what timm loads; SAMix state rides along
+    ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    assert {'state_dict', 'samix', 'optimizer', 'epoch'} <= set(ckpt)
+    model = create_model('test_resnet', num_classes=10)
+    load_checkpoint(model, str(run / 'last.pth.tar'))
+    for k, v in result.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+
+
+def test_samix_resume_reproduces_next_steps(small_data, tmp_path):
+    full = _train(small_data, tmp_path, '--epochs', '2', '--experiment', 'full', '--log-interval', '1')
+    resumed = _train(small_data, tmp_path, '--epochs', '2', '--experiment', 'resumed', '--log-interval', '1',
+                     '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))
+    a, b = _summary(full.output_dir / 'summary.csv'), _summary(resumed.output_dir / 'summary.csv')
+    assert int(b[0]['epoch']) == 1
+    for key in ('train_loss', 'train_mixer_loss', 'train_mask_keep', 'train_momentum', 'train_mixer_lr'):
+        assert float(a[1][key]) == pytest.approx(float(b[0][key]), rel=1e-5), key
+    sa, sb = full.mixup_fn.state_dict(), resumed.mixup_fn.state_dict()
+    assert sa['step'] == sb['step']
+    for part in ('mixer', 'encoder'):
+        for k in sa[part]:
+            torch.testing.assert_close(sa[part][k], sb[part][k], rtol=1e-5, atol=1e-6, msg=f'{part}.{k}')
+
+
+@pytest.mark.slow
+def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29523',
+           str(REPO / 'tests' / 'ddp_worker.py'), str(tmp_path), '--data-dir', str(small_data),
+           '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
+    assert r0['samix']['step'] == r1['samix']['step'] > 0
+    for part in ('mixer', 'encoder'):
+        for k, v in r0['samix'][part].items():
+            assert torch.equal(v, r1['samix'][part][k]), f'{part}.{k} differs between ranks'
+    for k in r0['state']:
+        assert torch.equal(r0['state'][k], r1['state'][k]), k
