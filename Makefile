@@ -18,7 +18,7 @@ data: $(BIN)/.installed
 	$(BIN)/python -m samix_timm.data --out $(DATA)
 
 demo: data
-	$(BIN)/python train.py --config configs/embedded_quickstart.yaml --data-dir $(DATA)
+	$(BIN)/python train.py --config configs/embedded_quickstart.yaml --data-dir $(DATA) --mixup samix
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests

@@ -72,6 +72,12 @@ def test_deit_tiny(deit_tiny):
         torch.testing.assert_close(tap(x), t.transpose(1, 2).reshape(1, 192, 14, 14))
 
 
+def test_deit_small():
+    tap = FeatureTap(timm.create_model('deit_small_patch16_224', pretrained=False).eval(), input_size=224)
+    assert (tap.index, tap.channels, tap.reduction) == (5, 384, 16)
+    assert tap_and_mix(tap, 224, n=1).shape == (1, 384, 14, 14)
+
+
 def test_swin_tiny(swin_tiny):
     tap = FeatureTap(swin_tiny, input_size=224)
     assert (tap.index, tap.channels, tap.reduction) == (2, 384, 16)
