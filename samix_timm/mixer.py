@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'rescale_lam', 'create_mixer', 'list_mixers',
+    'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name',
 ]
 
 LamType = Union[float, torch.Tensor]
@@ -238,6 +238,14 @@ _MIXERS: Dict[str, Type[nn.Module]] = {
     'samix': Mixer,
     'automix': AutoMixer,
 }
+
+
+def mixer_name(mixer: nn.Module) -> str:
+    """ The ``create_mixer`` name of a built Mixer. """
+    for name, cls in _MIXERS.items():
+        if type(mixer) is cls:
+            return name
+    raise ValueError(f'{type(mixer).__name__} is not a registered Mixer ({", ".join(list_mixers())}).')
 
 
 def list_mixers() -> List[str]:

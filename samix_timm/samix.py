@@ -23,7 +23,7 @@ from timm.scheduler import CosineLRScheduler
 from .errors import ConfigError
 from .features import FeatureTap
 from .losses import eta_balanced_bce, mask_losses, mixup_ce
-from .mixer import MixerNumericsError, create_mixer
+from .mixer import MixerNumericsError, create_mixer, mixer_name
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 
 _logger = logging.getLogger(__name__)
@@ -277,9 +277,10 @@ class SAMix:
         return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
 
     def state_dict(self) -> Dict:
-        """Everything needed to continue: step, Mixer, its optimizer and scaler, the momentum encoder."""
+        """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7)."""
         return dict(
-            step=self.step, fp32_features=self.fp32_features, mixer=self.mixer.state_dict(),
+            step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
+            mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
             optimizer=self.optimizer.state_dict(), encoder=self.encoder.module.state_dict(),
             grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
 
