@@ -7,7 +7,7 @@ only places that read `args`; everything they build takes plain keyword argument
 import logging
 from contextlib import nullcontext
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from timm.data import Mixup, resolve_data_config
 from timm.optim import create_optimizer_v2
 
 from .errors import ConfigError
+from .hub import create_pretrained_mixer
 from .mixer import list_mixers
 from .momentum import PAPER_MOMENTUM_END, BetaSchedule, MomentumSchedule, describe_schedules, scaled_momentum
 from .samix import SAMix
@@ -48,9 +49,19 @@ def _create_timm_mixup(args, model: nn.Module, num_classes: int, **_) -> Mixup:
         label_smoothing=args.smoothing, num_classes=num_classes)
 
 
-def _create_samix(args, model: nn.Module, num_classes: int, input_size: Sequence[int], steps_per_epoch: int,
-                  train_size: Optional[int], amp_autocast: Callable, fp16_scaler: bool) -> SAMix:
-    """SAMix with the §5 settings of the recipe family, scaled to this run's length and data size."""
+def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, steps_per_epoch: int,
+                  train_size: Optional[int], amp_autocast: Callable, fp16_scaler: bool):
+    """SAMix with the §5 settings of the recipe family, scaled to this run's length and data size;
+    SAMix^P (a frozen pre-trained Mixer, §7) with `--samix-pretrained`."""
+    if args.samix_pretrained:
+        mixer = create_pretrained_mixer(
+            args.samix_pretrained, num_classes=num_classes, alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,
+            lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing, prob=args.mixup_prob,
+            input_mean=data_config['mean'], input_std=data_config['std'], amp_autocast=amp_autocast)
+        _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
+                     f'extractor at {mixer.input_size}), frozen')
+        return mixer
+    input_size = data_config['input_size']
     if args.samix_mixer not in list_mixers():
         raise ConfigError(f"--samix-mixer {args.samix_mixer} is not known: use one of {', '.join(list_mixers())}")
     total = max(1, args.epochs * steps_per_epoch)
@@ -99,7 +110,7 @@ def create_mixup(
         model: nn.Module,
         num_classes: int,
         *,
-        input_size: Optional[Sequence[int]] = None,
+        data_config: Optional[Dict] = None,
         steps_per_epoch: Optional[int] = None,
         train_size: Optional[int] = None,
         amp_autocast: Optional[Callable] = None,
@@ -107,8 +118,8 @@ def create_mixup(
 ) -> Optional[Callable]:
     """timm `Mixup` for numeric alphas, a registered method for `--mixup NAME`, None when off.
 
-    Learned methods also need to know the run: `input_size` (C, H, W) of training (default: timm's
-    data config for `model`), `steps_per_epoch` (mixer calls per epoch; schedules scale with the run
+    Learned methods also need to know the run: `data_config` (timm's, for input size and
+    normalisation; default: resolved for `model`), `steps_per_epoch` (mixer calls per epoch; schedules scale with the run
     length), `train_size` (images, picks small-data defaults), the loop's `amp_autocast` and whether
     fp16 loss scaling is on.
     """
@@ -118,9 +129,9 @@ def create_mixup(
         return _create_timm_mixup(args, model, num_classes)
     if steps_per_epoch is None:
         raise ValueError(f'--mixup {args.mixup} needs steps_per_epoch (batches per epoch) to set its schedules')
-    if input_size is None:
-        input_size = resolve_data_config(vars(args), model=model)['input_size']
+    if data_config is None:
+        data_config = resolve_data_config(vars(args), model=model)
     return MIXUP_METHODS[args.mixup](
-        args, model, num_classes, input_size=input_size, steps_per_epoch=steps_per_epoch, train_size=train_size,
+        args, model, num_classes, data_config=data_config, steps_per_epoch=steps_per_epoch, train_size=train_size,
         amp_autocast=amp_autocast or nullcontext,
         fp16_scaler=fp16_scaler)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.profiler import record_function
 from timm.data.mixup import one_hot
 from timm.scheduler import CosineLRScheduler
 
@@ -167,8 +168,9 @@ class SAMix:
             raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine '
                               '--mixup samix with collate-time mixing (FastCollateMixup)')
         self.last_metrics = {}
-        m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
-        _broadcast_from_rank0(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
+        with record_function('samix/momentum_update'):
+            m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
+            _broadcast_from_rank0(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
         if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
             return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
@@ -189,8 +191,9 @@ class SAMix:
         return x_mix, soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
 
     def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor) -> torch.Tensor:
-        z = self._features(x)  # §5.2, NxCxhxw, no grad
-        with torch.no_grad():
+        with record_function('samix/features'):
+            z = self._features(x)  # §5.2, NxCxhxw, no grad
+        with torch.no_grad(), record_function('samix/classifier_mask'):
             s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:])  # §5.3
             x_mix = mix_images(x, s_q, index_q)
         if (self.step - 1) % self.mixer_every == 0:
@@ -218,9 +221,10 @@ class SAMix:
         n = max(2, int(round(self.mixer_batch_frac * x.shape[0])))
         x, target, z = x[:n], target[:n], z[:n]
         index = torch.randperm(n, device=x.device)
-        s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
-        x_mix = mix_images(x, s, index)
-        with self.amp_autocast():
+        with record_function('samix/mixer_forward'):
+            s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
+            x_mix = mix_images(x, s, index)
+        with self.amp_autocast(), record_function('samix/encoder_forward'):
             logits = self.encoder.module(x_mix)  # θ̄ frozen: grad flows to x_mix only
         if self.mixer_loss == 'eta':
             loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
@@ -229,6 +233,15 @@ class SAMix:
         loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
         beta = self.beta(self.step)
         loss = loss_cls + beta * (loss_mu + loss_var)
+        with record_function('samix/mixer_backward_step'):
+            self._update_mixer(loss)
+        self.last_metrics.update(
+            mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
+            mask_keep=(1. - s.detach()).mean(), lam_k=lam, beta=beta,
+            mixer_lr=self.optimizer.param_groups[0]['lr'])
+
+    def _update_mixer(self, loss: torch.Tensor) -> None:
+        """Backward to φ (through θ̄ and x_mix), rank-averaged gradients, Mixer optimizer and LR step."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -242,10 +255,6 @@ class SAMix:
             self.optimizer.step()
         self.lr_scheduler.step_update(self.step)
         self._sync_buffers()
-        self.last_metrics.update(
-            mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
-            mask_keep=(1. - s.detach()).mean(), lam_k=lam, beta=beta,
-            mixer_lr=self.optimizer.param_groups[0]['lr'])
 
     def _sync_grads(self) -> None:
         """Average the Mixer's gradients over ranks so every rank keeps the same Mixer."""

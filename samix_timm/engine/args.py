@@ -246,6 +246,8 @@ def _add_misc_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('SAMix parameters (used with --mixup samix; None = chosen per run, logged)')
+    g.add_argument('--samix-pretrained', type=str, default=None,
+                   help='SAMix^P: a frozen pre-trained Mixer (hub name or artifact path) instead of online training')
     g.add_argument('--samix-alpha', type=float, default=2.0, help='lam ~ Beta(alpha, alpha) (default: 2)')
     g.add_argument('--samix-mixer', type=str, default='samix', help="Mixer: 'samix' or the 'automix' ablation")
     g.add_argument('--samix-feature-index', type=int, default=None,

@@ -150,7 +150,7 @@ def train(args, args_text: str) -> TrainResult:
             load_checkpoint(model_ema.module, args.resume, use_ema=True)
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
     mixup_fn = create_mixup(
-        args, model, args.num_classes, input_size=data_config['input_size'], steps_per_epoch=len(loader_train),
+        args, model, args.num_classes, data_config=data_config, steps_per_epoch=len(loader_train),
         train_size=len(dataset_train), amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
     if args.resume and mixup_fn is not None:
         restore_mixer_state(mixup_fn, args.resume)

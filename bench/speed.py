@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+""" Cost of a training step with each mixing method, measured side by side in one run.
+
+A step = mix + forward + backward + optimizer step on a batch already in memory. Methods are
+interleaved (one step of each, repeated) after a warm-up, so drifts of the machine hit all of
+them alike; the table reports the median step time, its spread (interquartile range) and the
+ratio to timm Mixup from the same run. Peak memory is measured per method in a fresh
+subprocess (RSS on CPU, max allocated on CUDA). `--breakdown` profiles the online SAMix step.
+
+    python bench/speed.py --models resnet18 --img-size 64 --batch-size 64 --out bench/results/speed
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import timm
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from samix_timm import SAMix, SAMixPretrained  # noqa: E402
+from samix_timm.factory import is_transformer  # noqa: E402
+from samix_timm.features import FeatureTap  # noqa: E402
+from samix_timm.mixer import Mixer  # noqa: E402
+
+NUM_CLASSES = 100
+
+
+def random_artifact(extractor: str, img_size: int) -> Dict:
+    """A SAMix^P artifact with an untrained Mixer: same cost as a trained one (§7: R-18 extractor)."""
+    model = timm.create_model(extractor, num_classes=NUM_CLASSES)
+    index = FeatureTap(model, input_size=img_size).index
+    mixer = Mixer(FeatureTap(model, index=index).channels, dropout=0.0)
+    model.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+    return dict(
+        format_version=1, info={},
+        extractor=dict(model=extractor, num_classes=NUM_CLASSES, feature_index=index, state_dict=model.state_dict()),
+        mixer=dict(name='samix', config=mixer.config, state_dict=mixer.state_dict()),
+        data=dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], input_size=[3, img_size, img_size]))
+
+
+# method name -> builder(model, img_size, total_steps) -> callable(x, y) or None (no mixing)
+METHODS: Dict[str, Callable] = {
+    'none': lambda model, size, steps: None,
+    'mixup': lambda model, size, steps: Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
+    'cutmix': lambda model, size, steps: Mixup(cutmix_alpha=1.0, num_classes=NUM_CLASSES),
+    'samix': lambda model, size, steps: SAMix(model, NUM_CLASSES, steps, input_size=(3, size, size)),
+    'samix_frac0.5': lambda model, size, steps: SAMix(
+        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_batch_frac=0.5),
+    'samix_every2': lambda model, size, steps: SAMix(
+        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2),
+    'samix_every2_frac0.5': lambda model, size, steps: SAMix(
+        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2, mixer_batch_frac=0.5),
+    'samix_p': lambda model, size, steps: SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES),
+}
+
+
+class Runner:
+    """One model + optimizer + mixer, able to do one timed training step."""
+
+    def __init__(self, model_name: str, method: str, img_size: int, batch_size: int, device: torch.device, seed=0):
+        torch.manual_seed(seed)
+        kwargs = dict(img_size=img_size) if is_transformer(model_name) else {}
+        self.model = timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.mix = METHODS[method](self.model, img_size, 10_000)
+        self.loss_fn = SoftTargetCrossEntropy()
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device)
+        self.y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g).to(device)
+        self.device = device
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        if self.mix is None:
+            x, t = self.x, torch.nn.functional.one_hot(self.y, NUM_CLASSES).float()
+        else:
+            x, t = self.mix(self.x, self.y)
+        loss = self.loss_fn(self.model(x), t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def time_methods(model_name: str, methods: List[str], args, device) -> Dict[str, Dict]:
+    runners = {m: Runner(model_name, m, args.img_size, args.batch_size, device) for m in methods}
+    for r in runners.values():
+        for _ in range(args.warmup):
+            r.step()
+    times = {m: [] for m in methods}
+    for _ in range(args.reps):
+        for m, r in runners.items():
+            times[m].append(r.step())
+    out = {}
+    for m, t in times.items():
+        q1, med, q3 = np.percentile(t, [25, 50, 75])
+        out[m] = dict(median_s=float(med), iqr_s=float(q3 - q1), steps=len(t))
+    return out
+
+
+def peak_memory(model_name: str, method: str, args) -> float:
+    """Peak memory (MB) of a few steps of one method, in a fresh process."""
+    cmd = [sys.executable, __file__, '--single', method, '--models', model_name, '--img-size', str(args.img_size),
+           '--batch-size', str(args.batch_size), '--device', args.device]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def _single(args, device) -> None:
+    """Peak memory of model + optimizer + mixer state + activations over a few steps, in MB."""
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    base = _rss_mb()  # interpreter and libraries, before anything of the run exists
+    peak, done = [base], threading.Event()
+
+    def _sample():  # ru_maxrss would also count the import-time peak: sample RSS instead
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=_sample, daemon=True)
+    sampler.start()
+    r = Runner(args.models[0], args.single, args.img_size, args.batch_size, device)
+    for _ in range(3):
+        r.step()
+    done.set()
+    sampler.join()
+    print(torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda' else peak[0] - base)
+
+
+def breakdown(model_name: str, args, device) -> Dict[str, float]:
+    """Mean milliseconds per step of each `samix/*` region of the online SAMix step (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    r = Runner(model_name, 'samix', args.img_size, args.batch_size, device)
+    for _ in range(args.warmup):
+        r.step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    n = max(3, args.reps // 2)
+    total = 0.0
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            total += r.step()
+    regions = {e.key: e.cpu_time_total / 1000 / n for e in prof.key_averages() if e.key.startswith('samix/')}
+    regions['step total'] = total * 1000 / n
+    return regions
+
+
+def markdown(results: Dict, machine: str) -> str:
+    lines = [f'Machine: {machine}', '']
+    for model_name, res in results['models'].items():
+        lines += [f'### {model_name} ({results["img_size"]} px, batch {results["batch_size"]})', '',
+                  '| method | median step (s) | IQR (s) | × timm Mixup | peak memory (MB) | × timm Mixup |',
+                  '|---|---|---|---|---|---|']
+        base_t = res['time']['mixup']['median_s']
+        base_m = res.get('memory', {}).get('mixup')
+        for m, t in res['time'].items():
+            mem = res.get('memory', {}).get(m)
+            mem_txt = f'{mem:.0f} | {mem / base_m:.2f}' if mem and base_m else '– | –'
+            lines.append(f'| {m} | {t["median_s"]:.3f} | {t["iqr_s"]:.3f} | {t["median_s"] / base_t:.2f} | {mem_txt} |')
+        if 'breakdown' in res:
+            lines += ['', 'Online SAMix step, where the time goes (ms per step, torch.profiler):', '',
+                      '| region | ms |', '|---|---|']
+            lines += [f'| {k} | {v:.1f} |' for k, v in res['breakdown'].items()]
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', default=['resnet18', 'resnet50', 'deit_small_patch16_224'])
+    p.add_argument('--methods', nargs='+', default=list(METHODS))
+    p.add_argument('--img-size', type=int, default=64)
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--reps', type=int, default=7, help='interleaved timed steps per method')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--no-memory', action='store_true', help='skip the per-method memory subprocesses')
+    p.add_argument('--breakdown', action='store_true', help='profile the online SAMix step')
+    p.add_argument('--out', default='bench/results/speed', help='writes <out>.json and <out>.md')
+    p.add_argument('--single', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    unknown = set(args.methods) - set(METHODS)
+    if unknown or 'mixup' not in args.methods:
+        p.error(f'methods must include mixup (the reference) and come from {", ".join(METHODS)}')
+    device = torch.device(args.device)
+    if args.single:
+        return _single(args, device)
+    machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch '
+               f'{torch.__version__}, {args.device}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else ''))
+    results = dict(machine=machine, img_size=args.img_size, batch_size=args.batch_size, reps=args.reps,
+                   command=' '.join(sys.argv), models={})
+    for model_name in args.models:
+        res = dict(time=time_methods(model_name, args.methods, args, device))
+        if not args.no_memory:
+            res['memory'] = {m: peak_memory(model_name, m, args) for m in args.methods}
+        if args.breakdown:
+            res['breakdown'] = breakdown(model_name, args, device)
+        results['models'][model_name] = res
+        print(markdown(dict(results, models={model_name: res}), machine), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix('.json').write_text(json.dumps(results, indent=2))
+    out.with_suffix('.md').write_text(markdown(results, machine))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,26 @@
+""" `python -m samix_timm.export --checkpoint RUN/last.pth.tar --out mixers/my_mixer`: SAMix^P artifact (§7). """
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .errors import ConfigError
+from .pretrained import export_mixer
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--checkpoint', required=True, help='checkpoint of a `train.py --mixup samix` run')
+    parser.add_argument('--out', required=True, help='output path without hash; written as <out>-<sha256[:8]>.pth')
+    parser.add_argument('--description', default='', help='free text stored in the artifact')
+    args = parser.parse_args(argv)
+    try:
+        path, sha = export_mixer(args.checkpoint, args.out, args.description)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'{path}\nsha256 {sha}\nsize {path.stat().st_size / 1e6:.2f} MB')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

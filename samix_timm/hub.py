@@ -1,0 +1,118 @@
+""" Registry of published SAMix^P Mixers: name -> file or URL, sha256, and how it was made (§7). """
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .errors import ConfigError
+from .pretrained import load_artifact
+
+_logger = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / 'weights'
+
+
+@dataclass(frozen=True)
+class MixerEntry:
+    """One published Mixer.
+
+    Args:
+        name: hub name (also the hubconf entrypoint).
+        doc: what `torch.hub.help` shows: data, extractor, resolution, how it was made.
+        file: file name inside `samix_timm/weights/` for Mixers shipped with the package.
+        url: download URL for hosted Mixers (file name carries the sha256 prefix, torch.hub style).
+        sha256: full sha256 of the file.
+        recipe: command that trains and exports it, for entries not published yet.
+    """
+    name: str
+    doc: str
+    file: Optional[str] = None
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    recipe: Optional[str] = None
+
+
+_ENTRIES: Dict[str, MixerEntry] = {}
+
+
+def register(entry: MixerEntry) -> MixerEntry:
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def list_pretrained() -> List[str]:
+    """Names of all registered Mixers (published or not)."""
+    return sorted(_ENTRIES)
+
+
+def get_entry(name: str) -> MixerEntry:
+    if name not in _ENTRIES:
+        raise ConfigError(f"no pre-trained Mixer named '{name}': choose one of {', '.join(list_pretrained())} "
+                          f"or pass a path to an artifact")
+    return _ENTRIES[name]
+
+
+def load_pretrained_artifact(name_or_path: str) -> Dict[str, Any]:
+    """Artifact dict of a hub name or a local artifact path, sha256-checked."""
+    if name_or_path not in _ENTRIES and (Path(name_or_path).suffix == '.pth' or Path(name_or_path).exists()):
+        return load_artifact(name_or_path)
+    entry = get_entry(name_or_path)
+    if entry.file:
+        return load_artifact(WEIGHTS_DIR / entry.file, sha256=entry.sha256)
+    if entry.url:
+        path = Path(torch.hub.get_dir()) / 'checkpoints' / entry.url.rsplit('/', 1)[-1]
+        if not path.exists():
+            torch.hub.download_url_to_file(entry.url, str(path), hash_prefix=entry.sha256)
+        return load_artifact(path, sha256=entry.sha256)
+    raise ConfigError(f"the Mixer '{entry.name}' is registered but its weights are not published yet: "
+                      f"produce it yourself with: {entry.recipe}")
+
+
+register(MixerEntry(
+    name='samix_r18_cluttered_mnist',
+    doc='SAMix Mixer trained online on the embedded cluttered-MNIST dataset (4,000 images, 64 px) with a '
+        'resnet18 classifier; extractor = its momentum encoder up to layer2 (128x8x8 at 64 px), stored in '
+        'float16. Made by: python train.py --config configs/embedded_resnet18_samix.yaml --data-dir '
+        'data/cluttered_mnist, then python -m samix_timm.export --checkpoint <run>/last.pth.tar '
+        '--out samix_timm/weights/samix_r18_cluttered_mnist. Shipped inside the package (works offline).',
+    file='samix_r18_cluttered_mnist.pth',
+))
+register(MixerEntry(
+    name='samix_r18_in1k',
+    doc='SAMix Mixer on ImageNet-1k, resnet18 extractor at 224 px, supervised online SAMix (paper §7). '
+        'Weights not yet published.',
+    recipe='torchrun --nproc_per_node 8 train.py --config configs/in1k/pytorch100_resnet18_samix.yaml '
+           '--data-dir /path/to/imagenet, then python -m samix_timm.export --checkpoint <run>/last.pth.tar '
+           '--out samix_r18_in1k',
+))
+register(MixerEntry(
+    name='samix_r50_in1k_ssl',
+    doc='SAMix-C Mixer from self-supervised MoCo v2 pre-training on ImageNet-1k, resnet50 extractor at 224 px '
+        '(paper §6-§7). Weights not yet published; needs the self-supervised trainer (train_ssl.py).',
+    recipe='self-supervised SAMix (train_ssl.py, not available yet), then python -m samix_timm.export',
+))
+
+
+def create_pretrained_mixer(name_or_path: str, num_classes: int = 1000, **kwargs):
+    """`SAMixPretrained` from a hub name or artifact path; kwargs go to `SAMixPretrained`."""
+    from .pretrained import SAMixPretrained
+    return SAMixPretrained(load_pretrained_artifact(name_or_path), num_classes=num_classes, **kwargs)
+
+
+def hub_entrypoint(name: str):
+    """A torch.hub entrypoint `name(pretrained=True, **kwargs) -> SAMixPretrained` documented by its entry."""
+    entry = get_entry(name)
+
+    def entrypoint(pretrained: bool = True, **kwargs):
+        if not pretrained:
+            raise ConfigError(f"'{name}' is a pre-trained Mixer: pretrained=False has nothing to build; "
+                              f"train your own with `train.py --mixup samix` instead")
+        return create_pretrained_mixer(name, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = (f'{entry.doc}\n\n    Args:\n        pretrained: must be True.\n'
+                          f'        **kwargs: SAMixPretrained arguments (num_classes, alpha, lam_margin, '
+                          f'lam_adjust_prob, label_smoothing, prob, input_mean, input_std).')
+    return entrypoint

@@ -1,0 +1,215 @@
+""" SAMix^P: a frozen, pre-trained Mixer used as a plain augmentation (spec §7).
+
+An *artifact* is one torch file that rebuilds everything the mixing needs: the feature extractor
+(the momentum encoder θ̄ of an online SAMix run, truncated at the Mixer's stage), the Mixer, the
+input normalisation and resolution it was trained with, and a format version. Its sha256 is
+printed at export, kept in the hub registry and carried (first 8 hex digits) in the file name,
+as torch.hub does. `SAMixPretrained` has the call shape of `timm.data.Mixup`.
+"""
+import argparse
+import hashlib
+import logging
+import re
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import resolve_data_config
+
+from .errors import ConfigError
+from .mixer import create_mixer
+from .samix import adjust_lam, mix_images, soft_target
+
+_logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.pth$')
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool = True) -> Dict[str, Any]:
+    """The artifact dict of a finished `train.py --mixup samix` checkpoint (loaded with `torch.load`).
+
+    `half` stores the extractor weights in float16 (they are computed in float32 after loading).
+    """
+    if 'samix' not in checkpoint or 'args' not in checkpoint:
+        raise ConfigError('checkpoint holds no SAMix state: export a checkpoint of a `train.py --mixup samix` run')
+    args = vars(checkpoint['args']) if not isinstance(checkpoint['args'], dict) else checkpoint['args']
+    state = checkpoint['samix']
+    extractor = timm.create_model(args['model'], num_classes=args['num_classes'])
+    extractor.load_state_dict(state['encoder'])
+    index = state['feature_index']
+    extractor.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in extractor.state_dict().items()}
+    data = resolve_data_config(args, model=timm.create_model(args['model'], num_classes=args['num_classes']))
+    return dict(
+        format_version=FORMAT_VERSION,
+        extractor=dict(model=args['model'], num_classes=args['num_classes'], feature_index=index, state_dict=weights),
+        mixer=dict(name=state['mixer_name'], config=state['mixer_config'], state_dict=state['mixer']),
+        data=dict(mean=list(data['mean']), std=list(data['std']), input_size=list(data['input_size'])),
+        info=dict(description=description, epochs=checkpoint.get('epoch', -1) + 1, step=state['step'],
+                  timm_version=timm.__version__),
+    )
+
+
+def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], description: str = '') -> Tuple[Path, str]:
+    """Write the artifact of a SAMix checkpoint as `<out stem>-<sha256[:8]>.pth`; returns (path, sha256)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
+    artifact = build_artifact(checkpoint, description)
+    out = Path(out)
+    tmp = out.with_suffix('.tmp')
+    torch.save(artifact, tmp)
+    sha = file_sha256(tmp)
+    final = out.with_name(f'{out.stem}-{sha[:8]}.pth')
+    if final.exists():
+        raise ConfigError(f'{final} exists: remove it or choose another --out')
+    tmp.rename(final)
+    return final, sha
+
+
+def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[str, Any]:
+    """Read and check an artifact: sha256 (given, or the prefix in the file name), format, structure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Mixer artifact '{path}' not found: pass a file written by "
+                          f"`python -m samix_timm.export` or a hub name")
+    expected = sha256 or (m.group(1) if (m := _HASH_IN_NAME.search(path.name)) else None)
+    if expected is not None:
+        actual = file_sha256(path)
+        if not actual.startswith(expected):
+            raise ConfigError(f"Mixer artifact '{path}' has sha256 {actual[:16]}..., expected {expected[:16]}...: "
+                              f"the file is corrupt or truncated, download or export it again")
+    try:
+        artifact = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file
+        raise ConfigError(f"Mixer artifact '{path}' cannot be read ({type(e).__name__}): the file is corrupt or "
+                          f"truncated, download or export it again") from None
+    version = artifact.get('format_version') if isinstance(artifact, dict) else None
+    if not isinstance(version, int):
+        raise ConfigError(f"'{path}' is not a samix-timm Mixer artifact (no format_version)")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"Mixer artifact '{path}' has format {version}, newer than this samix-timm reads "
+                          f"({FORMAT_VERSION}): upgrade samix-timm")
+    return artifact
+
+
+def build_extractor(spec: Dict[str, Any]) -> nn.Module:
+    """The truncated feature extractor of an artifact, in eval mode, float32, frozen."""
+    try:
+        model = timm.create_model(spec['model'], num_classes=spec['num_classes'])
+    except RuntimeError as e:
+        raise ConfigError(f"the artifact's extractor '{spec['model']}' cannot be built by timm {timm.__version__} "
+                          f"({e}): install the timm version the artifact was made with") from None
+    model.prune_intermediate_layers(indices=[spec['feature_index']], prune_norm=True, prune_head=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in spec['state_dict'].items()})
+    return model.eval().requires_grad_(False)
+
+
+class SAMixPretrained:
+    """Drop-in for `timm.data.Mixup` with a frozen pre-trained Mixer (SAMix^P, §7).
+
+    The extractor sees the batch resized to the artifact's resolution and renormalised to its
+    mean/std; the mask is upsampled to the batch's H×W. No gradients, dropout off, BN in eval.
+
+    Args:
+        artifact: artifact dict (see `load_artifact`).
+        num_classes: classes of the soft targets (the classifier being trained; unrelated to the extractor).
+        alpha: λ ~ Beta(alpha, alpha).
+        lam_margin: λ this close to 0/1 gives the plain-mixup mask 1 − λ (§3).
+        lam_adjust_prob: probability of λ adjusting (§3).
+        label_smoothing: timm label smoothing of the soft targets.
+        prob: probability of mixing a batch (timm `mixup_prob`).
+        input_mean: normalisation of the batches this will receive (default: the artifact's).
+        input_std: see `input_mean`.
+        amp_autocast: autocast context factory for the extractor forward.
+    """
+
+    def __init__(
+            self,
+            artifact: Dict[str, Any],
+            num_classes: int = 1000,
+            alpha: float = 2.0,
+            lam_margin: float = 0.08,
+            lam_adjust_prob: float = 0.0,
+            label_smoothing: float = 0.1,
+            prob: float = 1.0,
+            input_mean: Optional[Sequence[float]] = None,
+            input_std: Optional[Sequence[float]] = None,
+            amp_autocast: Callable = nullcontext,
+    ):
+        self.artifact_info = dict(artifact['info'], **artifact['data'], extractor=artifact['extractor']['model'])
+        self.extractor = build_extractor(artifact['extractor'])
+        self.feature_index = artifact['extractor']['feature_index']
+        self.mixer = create_mixer(artifact['mixer']['name'], **artifact['mixer']['config'])
+        self.mixer.load_state_dict(artifact['mixer']['state_dict'])
+        self.mixer.eval().requires_grad_(False)
+        data = artifact['data']
+        self.input_size = tuple(data['input_size'][-2:])
+        mean_in, std_in = input_mean or data['mean'], input_std or data['std']
+        # x_ext = (x·std_in + mean_in − mean_ext) / std_ext = x·scale + shift
+        self._scale = torch.tensor([si / se for si, se in zip(std_in, data['std'])]).view(1, -1, 1, 1)
+        self._shift = torch.tensor([(mi - me) / se for mi, me, se in zip(mean_in, data['mean'], data['std'])]
+                                   ).view(1, -1, 1, 1)
+        self.num_classes, self.alpha, self.lam_margin = num_classes, alpha, lam_margin
+        self.lam_adjust_prob, self.label_smoothing, self.mix_prob = lam_adjust_prob, label_smoothing, prob
+        self.amp_autocast = amp_autocast
+        self.mixup_enabled = True
+
+    def to(self, device: Union[str, torch.device]) -> 'SAMixPretrained':
+        self.extractor.to(device)
+        self.mixer.to(device)
+        self._scale, self._shift = self._scale.to(device), self._shift.to(device)
+        return self
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Extractor map of a batch, at the artifact's resolution and normalisation."""
+        x = x.float() * self._scale + self._shift
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode='bilinear', align_corners=False, antialias=True)
+        with self.amp_autocast():
+            return self.extractor.forward_intermediates(
+                x, indices=[self.feature_index], intermediates_only=True, stop_early=True)[0]
+
+    @torch.no_grad()
+    def mask(self, x: torch.Tensor, lam: float, index: torch.Tensor) -> torch.Tensor:
+        """s (Nx1xHxW), the weight of x[index], for mixing ratio λ (lam_margin and λ adjusting of §3)."""
+        if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
+            return torch.full((x.shape[0], 1, *x.shape[-2:]), 1. - lam, device=x.device)
+        s = self.mixer(self.features(x), lam, index, x.shape[-2:])
+        if self.lam_adjust_prob > 0 and np.random.rand() < self.lam_adjust_prob:
+            s = adjust_lam(s, lam)
+        return s
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(x_mixed, soft_target NxK), like `timm.data.Mixup`."""
+        if self._scale.device != x.device:
+            self.to(x.device)
+        if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
+            return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
+                                  self.label_smoothing)
+        lam = float(np.random.beta(self.alpha, self.alpha))
+        index = torch.randperm(x.shape[0], device=x.device)
+        x_mix = mix_images(x, self.mask(x, lam, index), index)
+        return x_mix, soft_target(target, index, lam, self.num_classes, self.label_smoothing)
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
+        """(x_i, x_j, s, x_mix) for display."""
+        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
+        s = self.mask(x, lam, index)
+        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))

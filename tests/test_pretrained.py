@@ -1,0 +1,133 @@
+""" SAMix^P: export -> load round trip, hub registry, torch.hub, bad artifacts, training with it. """
+import argparse
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST_ARGS, REPO
+from samix_timm.engine import parse_train_args, train
+from samix_timm.errors import ConfigError
+from samix_timm.export import main as export_main
+from samix_timm.hub import create_pretrained_mixer, list_pretrained, load_pretrained_artifact
+from samix_timm.pretrained import FORMAT_VERSION, SAMixPretrained, build_artifact, file_sha256, load_artifact
+
+
+@pytest.fixture(scope='module')
+def samix_checkpoint(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('samix_run')
+    args, text = parse_train_args(['--data-dir', str(small_data), '--output', str(out), *FAST_ARGS,
+                                   '--mixup', 'samix', '--epochs', '1', '--samix-vis-interval', '0'])
+    return train(args, text).checkpoint
+
+
+@pytest.fixture(scope='module')
+def artifact_path(samix_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp('artifact') / 'mine'
+    assert export_main(['--checkpoint', str(samix_checkpoint), '--out', str(out)]) == 0
+    (path,) = out.parent.glob('mine-*.pth')
+    return path
+
+
+def _load_ckpt(path):
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def test_export_names_file_by_its_sha256(artifact_path):
+    sha = file_sha256(artifact_path)
+    assert artifact_path.name == f'mine-{sha[:8]}.pth'
+    art = load_artifact(artifact_path)
+    assert art['format_version'] == FORMAT_VERSION
+    assert art['extractor']['model'] == 'test_resnet' and art['data']['input_size'] == [3, 32, 32]
+    assert art['mixer']['name'] == 'samix' and art['mixer']['config']['in_channels'] > 0
+
+
+def test_round_trip_gives_bit_identical_masks(samix_checkpoint, artifact_path):
+    direct = SAMixPretrained(build_artifact(_load_ckpt(samix_checkpoint)), num_classes=10)
+    loaded = SAMixPretrained(load_artifact(artifact_path), num_classes=10)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([5, 4, 3, 2, 1, 0])
+    for lam in (0.3, 0.5, 0.7):
+        assert torch.equal(direct.mask(x, lam, index), loaded.mask(x, lam, index))
+    # frozen: nothing in the extractor or Mixer asks for gradients; eval mode (dropout off)
+    assert not any(p.requires_grad for p in loaded.mixer.parameters())
+    assert not loaded.mixer.training and not loaded.extractor.training
+
+
+def test_any_resolution_and_timm_mixup_shape(artifact_path):
+    mixer = SAMixPretrained(load_artifact(artifact_path), num_classes=7, label_smoothing=0.0)
+    for size in (32, 48, 96):
+        x, y = torch.randn(5, 3, size, size), torch.randint(0, 7, (5,))
+        x_mix, target = mixer(x, y)
+        assert x_mix.shape == x.shape and target.shape == (5, 7)
+        torch.testing.assert_close(target.sum(1), torch.ones(5))
+
+
+def test_bad_artifacts(artifact_path, tmp_path):
+    data = artifact_path.read_bytes()
+    wrong = tmp_path / 'mine-00000000.pth'
+    wrong.write_bytes(data)
+    with pytest.raises(ConfigError, match='corrupt or truncated'):
+        load_artifact(wrong)
+    with pytest.raises(ConfigError, match='sha256'):
+        load_artifact(artifact_path, sha256='f' * 64)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ConfigError, match='cannot be read'):
+        load_artifact(cut)
+    art = load_artifact(artifact_path)
+    future = tmp_path / 'future.pth'
+    torch.save(dict(art, format_version=FORMAT_VERSION + 1), future)
+    with pytest.raises(ConfigError, match='upgrade samix-timm'):
+        load_artifact(future)
+    alien = dict(art, extractor=dict(art['extractor'], model='resnet_from_the_future'))
+    with pytest.raises(ConfigError, match="extractor 'resnet_from_the_future' cannot be built"):
+        SAMixPretrained(alien)
+    with pytest.raises(ConfigError, match='samix_r18_cluttered_mnist'):
+        load_pretrained_artifact('samix_nope')
+    with pytest.raises(ConfigError, match='not published yet.*configs/'):
+        load_pretrained_artifact('samix_r18_in1k')
+
+
+def test_hubconf_entrypoints_with_docs():
+    # torch.hub.list/help only read GitHub repos: inspect hubconf.py the way they do
+    spec = importlib.util.spec_from_file_location('hubconf', REPO / 'hubconf.py')
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    assert hubconf.dependencies == ['torch', 'timm']
+    names = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith('_')]
+    assert set(list_pretrained()) <= set(names)
+    doc = hubconf.samix_r18_cluttered_mnist.__doc__
+    assert 'resnet18' in doc and 'embedded_resnet18_samix.yaml' in doc
+    with pytest.raises(ConfigError, match='pretrained=False'):
+        hubconf.samix_r18_cluttered_mnist(pretrained=False)
+
+
+def test_shipped_mixer_loads_offline_and_follows_lam(embedded_data):
+    mixer = torch.hub.load(str(REPO), 'samix_r18_cluttered_mnist', source='local', pretrained=True,
+                           trust_repo=True, num_classes=10)
+    assert isinstance(mixer, SAMixPretrained)
+    from timm.data import create_dataset, create_loader
+    ds = create_dataset('', root=str(embedded_data), split='validation')
+    loader = create_loader(ds, input_size=(3, 64, 64), batch_size=100, use_prefetcher=False, mean=(0.1,) * 3,
+                           std=(0.25,) * 3, crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
+    x, _ = next(iter(loader))
+    index = torch.roll(torch.arange(len(x)), 1)
+    for lam in (0.3, 0.5, 0.7):
+        s = mixer.mask(x, lam, index)
+        assert abs(float(s.mean()) - (1 - lam)) < 0.1, (lam, float(s.mean()))
+        # spatial: masks are not constant within an image
+        assert float(s.flatten(1).std(1).mean()) > 0.05
+
+
+@pytest.mark.parametrize('model,extra', [('resnet18', []), ('deit_tiny_patch16_224', ['--model-kwargs', 'img_size=32'])])
+def test_train_with_pretrained_mixer(small_data, tmp_path, artifact_path, model, extra):
+    args, text = parse_train_args(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_ARGS,
+                                   '--model', model, *extra, '--mixup', 'samix', '--samix-pretrained',
+                                   str(artifact_path), '--epochs', '1', '--opt', 'adamw', '--lr', '1e-3'])
+    result = train(args, text)
+    assert isinstance(result.mixup_fn, SAMixPretrained)
+    assert np.isfinite(result.eval_metrics['loss'])
+    assert (result.output_dir / 'samix_mix_epoch000.png').is_file()
