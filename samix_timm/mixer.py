@@ -9,7 +9,8 @@ Mixers are built by name through ``create_mixer`` ("samix", "automix"); each exp
 the constructor kwargs, so ``create_mixer(name, **mixer.config)`` rebuilds it.
 """
 import math
-from typing import Any, Dict, List, Sequence, Type, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name',
+    'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]
@@ -234,6 +235,34 @@ class AutoMixer(nn.Module):
         p = self.attention(self.qk(z_i), self.qk(z_j))  # Nxhwxhw, fp32
         v = self.value(z_j)  # Nx1xhxw
         return _attention_mask(p, v, out_size, self.upsample)
+
+
+def set_inference_mode(mixer: nn.Module) -> List[tuple]:
+    """ Dropout off, BatchNorm on batch statistics without touching its running statistics.
+
+    This is how a Mixer is used frozen (previews, SAMix^P §7): it was trained with batch
+    statistics, so eval-mode BN (running statistics) would feed it inputs it never saw — e.g. the
+    λ scaling of §2.1, which batch statistics normalise away. Returns the previous states.
+    """
+    saved = [(m, m.training, getattr(m, 'momentum', None)) for m in mixer.modules()]
+    for m in mixer.modules():
+        m.training = isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if m.training:
+            m.momentum = 0.0
+    return saved
+
+
+@contextmanager
+def mixer_inference(mixer: nn.Module) -> Iterator[nn.Module]:
+    """ `set_inference_mode` for the duration of a block; the previous states come back on exit. """
+    saved = set_inference_mode(mixer)
+    try:
+        yield mixer
+    finally:
+        for m, training, momentum in saved:
+            m.training = training
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = momentum
 
 
 _MIXERS: Dict[str, Type[nn.Module]] = {

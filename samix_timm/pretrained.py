@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.data import resolve_data_config
 
 from .errors import ConfigError
-from .mixer import create_mixer
+from .mixer import create_mixer, set_inference_mode
 from .samix import adjust_lam, mix_images, soft_target
 
 _logger = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ class SAMixPretrained:
     """Drop-in for `timm.data.Mixup` with a frozen pre-trained Mixer (SAMix^P, §7).
 
     The extractor sees the batch resized to the artifact's resolution and renormalised to its
-    mean/std; the mask is upsampled to the batch's H×W. No gradients, dropout off, BN in eval.
+    mean/std; the mask is upsampled to the batch's H×W. No gradients; extractor in eval mode;
+    Mixer with dropout off and BatchNorm on batch statistics, as it was trained (`set_inference_mode`).
 
     Args:
         artifact: artifact dict (see `load_artifact`).
@@ -156,7 +157,8 @@ class SAMixPretrained:
         self.feature_index = artifact['extractor']['feature_index']
         self.mixer = create_mixer(artifact['mixer']['name'], **artifact['mixer']['config'])
         self.mixer.load_state_dict(artifact['mixer']['state_dict'])
-        self.mixer.eval().requires_grad_(False)
+        self.mixer.requires_grad_(False)
+        set_inference_mode(self.mixer)  # dropout off, BN on batch statistics, as in training
         data = artifact['data']
         self.input_size = tuple(data['input_size'][-2:])
         mean_in, std_in = input_mean or data['mean'], input_std or data['std']

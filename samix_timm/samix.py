@@ -24,7 +24,7 @@ from timm.scheduler import CosineLRScheduler
 from .errors import ConfigError
 from .features import FeatureTap
 from .losses import eta_balanced_bce, mask_losses, mixup_ce
-from .mixer import MixerNumericsError, create_mixer, mixer_name
+from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 
 _logger = logging.getLogger(__name__)
@@ -274,14 +274,13 @@ class SAMix:
 
     @torch.no_grad()
     def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
-        """(x_i, x_j, s, x_mix) for display, Mixer and encoder in eval mode; changes no state."""
+        """(x_i, x_j, s, x_mix) for display: encoder in eval mode, Mixer as `mixer_inference`; changes no state."""
         index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
-        self.mixer.eval()
         self.encoder.module.eval()
         try:
-            s = self.classifier_mask(self._features(x), lam, index, x.shape[-2:])
+            with mixer_inference(self.mixer):
+                s = self.classifier_mask(self._features(x), lam, index, x.shape[-2:])
         finally:
-            self.mixer.train()
             self.encoder.module.train()
         return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
 

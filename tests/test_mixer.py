@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from samix_timm.mixer import (
-    AutoMixer, Mixer, MixerNumericsError, create_mixer, list_mixers, rescale_lam)
+    AutoMixer, Mixer, MixerNumericsError, create_mixer, list_mixers, mixer_inference, rescale_lam)
 
 torch.set_num_threads(1)
 
@@ -188,3 +188,14 @@ def test_create_mixer_registry():
     assert isinstance(create_mixer('automix', 256), AutoMixer)
     with pytest.raises(ValueError, match='automix, samix'):
         create_mixer('puzzlemix', 256)
+
+
+def test_mixer_inference_mode_is_deterministic_and_restores_state():
+    z, index = batch()
+    mixer = Mixer(32, dropout=0.5)
+    mean = mixer.value[1].running_mean.clone()
+    with mixer_inference(mixer):
+        a, b = mixer(z, 0.5, index, 16), mixer(z, 0.5, index, 16)
+    assert torch.equal(a, b)  # dropout off
+    assert torch.equal(mean, mixer.value[1].running_mean)  # running statistics untouched
+    assert mixer.training and mixer.value[4].training and mixer.value[1].momentum == 0.1

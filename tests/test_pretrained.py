@@ -53,7 +53,12 @@ def test_round_trip_gives_bit_identical_masks(samix_checkpoint, artifact_path):
         assert torch.equal(direct.mask(x, lam, index), loaded.mask(x, lam, index))
     # frozen: nothing in the extractor or Mixer asks for gradients; eval mode (dropout off)
     assert not any(p.requires_grad for p in loaded.mixer.parameters())
-    assert not loaded.mixer.training and not loaded.extractor.training
+    assert not loaded.extractor.training
+    assert not any(m.training for m in loaded.mixer.modules() if isinstance(m, torch.nn.Dropout))
+    bn = [m for m in loaded.mixer.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [m.running_mean.clone() for m in bn]
+    loaded.mask(x, 0.5, index)  # batch statistics, running statistics untouched
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, bn))
 
 
 def test_any_resolution_and_timm_mixup_shape(artifact_path):
