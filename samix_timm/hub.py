@@ -83,7 +83,7 @@ register(MixerEntry(
     name='samix_r18_in1k',
     doc='SAMix Mixer on ImageNet-1k, resnet18 extractor at 224 px, supervised online SAMix (paper §7). '
         'Weights not yet published.',
-    recipe='torchrun --nproc_per_node 8 train.py --config configs/in1k/pytorch100_resnet18_samix.yaml '
+    recipe='torchrun --nproc_per_node 4 train.py --config configs/in1k/pt100_resnet18_samix.yaml '
            '--data-dir /path/to/imagenet, then python -m samix_timm.export --checkpoint <run>/last.pth.tar '
            '--out samix_r18_in1k',
 ))
