@@ -181,6 +181,7 @@ class Mixer(nn.Module):
         Returns:
             s in [0, 1], Nx1xHxW fp32, the weight of x[index].
         """
+        z = z.to(self.query.weight.dtype)  # low-precision features from an autocast pass
         lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
         # §2.1 adaptive lambda encoding (residual scaling)
         z_i = (1. + lam) * z  # NxCxhxw
@@ -229,6 +230,7 @@ class AutoMixer(nn.Module):
     def forward(self, z: torch.Tensor, lam: LamType, index: torch.Tensor, out_size: SizeType) -> torch.Tensor:
         """ Mask of the partner images; same contract as ``Mixer.forward``. """
         n, _, h, w = z.shape
+        z = z.to(self.qk.weight.dtype)  # low-precision features from an autocast pass
         lam = _lam_map(lam, z).to(z.dtype).expand(n, 1, h, w)  # Nx1xhxw
         z_i = torch.cat([z, lam], dim=1)  # Nx(C+1)xhxw
         z_j = torch.cat([z[index], 1. - lam], dim=1)  # Nx(C+1)xhxw

@@ -199,3 +199,10 @@ def test_mixer_inference_mode_is_deterministic_and_restores_state():
     assert torch.equal(a, b)  # dropout off
     assert torch.equal(mean, mixer.value[1].running_mean)  # running statistics untouched
     assert mixer.training and mixer.value[4].training and mixer.value[1].momentum == 0.1
+
+
+@pytest.mark.parametrize('cls', [Mixer, AutoMixer])
+def test_low_precision_features_outside_autocast(cls):
+    z, index = batch()
+    s = cls(32)(z.bfloat16(), 0.5, index, 16)  # features from an autocast pass, Mixer called outside it
+    assert s.dtype == torch.float32 and s.shape == (4, 1, 16, 16)
