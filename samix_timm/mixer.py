@@ -258,6 +258,9 @@ def set_inference_mode(mixer: nn.Module) -> List[tuple]:
 def mixer_inference(mixer: nn.Module) -> Iterator[nn.Module]:
     """ `set_inference_mode` for the duration of a block; the previous states come back on exit. """
     saved = set_inference_mode(mixer)
+    # BN counts its forwards even at momentum 0: keep the count too, so a preview changes no state
+    counts = {m: m.num_batches_tracked.clone() for m, _, _ in saved
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None}
     try:
         yield mixer
     finally:
@@ -265,6 +268,8 @@ def mixer_inference(mixer: nn.Module) -> Iterator[nn.Module]:
             m.training = training
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = momentum
+        for m, count in counts.items():
+            m.num_batches_tracked.copy_(count)
 
 
 _MIXERS: Dict[str, Type[nn.Module]] = {
