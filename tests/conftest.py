@@ -2,8 +2,10 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from samix_timm.data import ClutteredMnistConfig, build_cluttered_mnist
 
@@ -31,3 +33,30 @@ FAST_ARGS = [
     '--color-jitter', '0', '-b', '50', '--opt', 'sgd', '--lr', '0.1', '--weight-decay', '5e-4',
     '--warmup-epochs', '0', '--smoothing', '0', '--workers', '0', '--log-interval', '5', '--device', 'cpu',
 ]
+
+
+def make_image_folder(root, classes: int = 4, train: int = 2, val: int = 1, size: int = 40):
+    """A tiny ImageFolder of random RGB PNGs: root/{train,val}/class<k>/<i>.png."""
+    rng = np.random.default_rng(0)
+    for split, n in (('train', train), ('val', val)):
+        for c in range(classes):
+            folder = root / split / f'class{c}'
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f'{i}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Batch-4 steps at 32 px gain nothing from threads; on a busy 2-core machine a second thread made
+    them ~6x slower (measured). conftest's setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp('tiny_imagefolder'))

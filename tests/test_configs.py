@@ -16,11 +16,9 @@ import logging
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from timm.data import Mixup
 
 from conftest import REPO
@@ -35,31 +33,7 @@ HEAVY_MODELS = ('resnet101', 'resnext101_32x4d')
 HEAVY_RECIPES = ('rsb-a1', 'rsb-a2', 'rsb-a3', 'deit300', 'swin300')
 
 
-def make_image_folder(root, classes: int = 4, train: int = 2, val: int = 1, size: int = 40):
-    """A tiny ImageFolder of random RGB PNGs: root/{train,val}/class<k>/<i>.png."""
-    rng = np.random.default_rng(0)
-    for split, n in (('train', train), ('val', val)):
-        for c in range(classes):
-            folder = root / split / f'class{c}'
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f'{i}.png')
-    return root
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Batch-4 steps at 32 px gain nothing from threads; on a busy 2-core machine a second thread made
-    them ~6x slower (measured). conftest's setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp('tiny_imagefolder'))
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def _param(path):

@@ -9,7 +9,6 @@ import yaml
 
 from conftest import REPO
 from samix_timm import reproduce
-from test_configs import make_image_folder
 
 CIFAR = [REPO / 'configs' / 'small' / f'cifar100_resnet18_{m}.yaml' for m in ('samix', 'mixup')]
 TINY_RUN = ['--epochs', '2', '--img-size', '32', '--extra', '-b', '4', '--workers', '0', '--device', 'cpu']
@@ -17,19 +16,7 @@ ROW = re.compile(r'^\| (?P<config>[\w.-]+) \| (?P<gpus>\d+) × (?P<batch>\d+) \|
                  r'(?P<expected>[^|]+) \| (?P<measured>[^|]*) \| (?P<metric>[^|]+) \| (?P<cost>[^|]*) \|$')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Batch-4 steps at 32 px gain nothing from threads; on a busy 2-core machine a second thread made
-    them ~6x slower (measured). conftest's setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp('tiny_imagefolder'))
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def _table_rows(text):
