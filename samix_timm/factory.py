@@ -74,14 +74,16 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
     mixer_kwargs = dict(dropout=dropout, lam_rescale_k=args.samix_lam_rescale_k) if args.samix_mixer == 'samix' else {}
 
     opt = args.samix_mixer_opt or ('adamw' if vit else 'sgd')
-    lr = args.samix_mixer_lr or (args.lr if opt.lower() in ('adamw', 'adam', 'lamb') and args.lr else 0.1)
+    lr = args.samix_mixer_lr if args.samix_mixer_lr is not None else (args.lr if opt.lower() in ('adamw', 'adam', 'lamb') and args.lr else 0.1)
     min_lr = args.samix_mixer_min_lr if args.samix_mixer_min_lr is not None else lr / 100
     mixer_optimizer = partial(create_optimizer_v2, opt=opt, lr=lr, weight_decay=args.samix_mixer_weight_decay,
                               momentum=args.samix_mixer_momentum)
 
     start, end = scaled_momentum(total, PAPER_MOMENTUM_END['small' if small else 'imagenet'])
-    momentum = MomentumSchedule(start=args.samix_momentum_start or start, end=args.samix_momentum_end or end,
-                                total_steps=total, warmup_frac=0.25 if vit else 0.1)
+    momentum = MomentumSchedule(
+        start=start if args.samix_momentum_start is None else args.samix_momentum_start,
+        end=end if args.samix_momentum_end is None else args.samix_momentum_end,
+        total_steps=total, warmup_frac=0.25 if vit else 0.1)
     beta_mode = args.samix_beta_schedule
     if beta_mode == 'auto':
         beta_mode = 'constant' if small else 'linear'

@@ -130,6 +130,7 @@ class Mixer(nn.Module):
         dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
     """
+    variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
     def __init__(
             self,
@@ -207,6 +208,7 @@ class AutoMixer(nn.Module):
         reduction: Width of the shared Q/K conv is C // reduction.
         upsample: Mask upsampling, 'nearest' (AutoMix) or 'bilinear'.
     """
+    variance_loss = False  # AutoMix trains its Mixer with ℓ_μ only (§2, last paragraph)
 
     def __init__(self, in_channels: int, reduction: int = 2, upsample: str = 'nearest'):
         super().__init__()

@@ -231,6 +231,8 @@ class SAMix:
         else:
             loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes))
         loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
+        if not self.mixer.variance_loss:
+            loss_var = torch.zeros_like(loss_var)
         beta = self.beta(self.step)
         loss = loss_cls + beta * (loss_mu + loss_var)
         with record_function('samix/mixer_backward_step'):

@@ -219,3 +219,23 @@ def test_momentum_schedules():
     assert BetaSchedule(0.1, 'constant', 100)(100) == 0.1
     with pytest.raises(ValueError):
         BetaSchedule(0.1, 'cosine', 100)
+
+
+def test_automix_ablation_trains_with_mean_loss_only():
+    x, y = _batch(8)
+    for name, has_var in [('samix', True), ('automix', False)]:
+        samix = _samix(_model(), mixer=name, lam_margin=0.0)
+        np.random.seed(0)
+        samix(x, y)
+        assert (samix.last_metrics['mask_var'] != 0) == has_var, name  # §3 ℓ_σ only for the SAMix Mixer
+
+
+def test_factory_keeps_explicit_zero_settings():
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import create_mixup
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mixer-lr', '0',
+                                '--samix-momentum-start', '0', '--samix-momentum-end', '0'])
+    samix = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                         steps_per_epoch=10, train_size=100)
+    assert samix.optimizer.param_groups[0]['lr'] == 0
+    assert samix.momentum(0) == 0 and samix.momentum(samix.total_steps) == 0
