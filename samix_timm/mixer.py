@@ -10,7 +10,7 @@ the constructor kwargs, so ``create_mixer(name, **mixer.config)`` rebuilds it.
 """
 import math
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Sequence, Type, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
@@ -170,23 +170,33 @@ class Mixer(nn.Module):
         """ Constructor kwargs; ``Mixer(**mixer.config)`` rebuilds an identical (untrained) Mixer. """
         return dict(self._config)
 
-    def forward(self, z: torch.Tensor, lam: LamType, index: torch.Tensor, out_size: SizeType) -> torch.Tensor:
+    def forward(
+            self,
+            z: torch.Tensor,
+            lam: LamType,
+            index: torch.Tensor,
+            out_size: SizeType,
+            z_partner: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """ Mask of the partner images.
 
         Args:
             z: Stop-gradient stage-l features of the clean batch, NxCxhxw (§1).
             lam: Mixing ratio of the batch (float) or of each sample ((N,) tensor).
-            index: Permutation (LongTensor, N); the partner of sample n is index[n].
+            index: Partner indices (LongTensor, N); the partner of sample n is index[n].
             out_size: Image size (H, W) or an int for square images.
+            z_partner: Features the partners are taken from (MxCxhxw, e.g. the other view or a
+                gathered batch in self-supervised mixing, §6); None means ``z`` itself.
 
         Returns:
-            s in [0, 1], Nx1xHxW fp32, the weight of x[index].
+            s in [0, 1], Nx1xHxW fp32, the weight of the partner image.
         """
         z = z.to(self.query.weight.dtype)  # low-precision features from an autocast pass
+        z_p = z if z_partner is None else z_partner.to(z.dtype)
         lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
         # §2.1 adaptive lambda encoding (residual scaling)
         z_i = (1. + lam) * z  # NxCxhxw
-        z_j = (2. - lam) * z[index]  # NxCxhxw
+        z_j = (2. - lam) * z_p[index]  # NxCxhxw
         # §2.2 mixing attention on the concatenated pair
         u = torch.cat([z_i, z_j], dim=1)  # Nx2Cxhxw
         p = self.attention(self.query(u), self.key(u))  # Nxhwxhw, fp32
@@ -229,13 +239,21 @@ class AutoMixer(nn.Module):
         """ Constructor kwargs; ``AutoMixer(**mixer.config)`` rebuilds an identical (untrained) Mixer. """
         return dict(self._config)
 
-    def forward(self, z: torch.Tensor, lam: LamType, index: torch.Tensor, out_size: SizeType) -> torch.Tensor:
+    def forward(
+            self,
+            z: torch.Tensor,
+            lam: LamType,
+            index: torch.Tensor,
+            out_size: SizeType,
+            z_partner: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """ Mask of the partner images; same contract as ``Mixer.forward``. """
         n, _, h, w = z.shape
         z = z.to(self.qk.weight.dtype)  # low-precision features from an autocast pass
+        z_p = z if z_partner is None else z_partner.to(z.dtype)
         lam = _lam_map(lam, z).to(z.dtype).expand(n, 1, h, w)  # Nx1xhxw
         z_i = torch.cat([z, lam], dim=1)  # Nx(C+1)xhxw
-        z_j = torch.cat([z[index], 1. - lam], dim=1)  # Nx(C+1)xhxw
+        z_j = torch.cat([z_p[index], 1. - lam], dim=1)  # Nx(C+1)xhxw
         p = self.attention(self.qk(z_i), self.qk(z_j))  # Nxhwxhw, fp32
         v = self.value(z_j)  # Nx1xhxw
         return _attention_mask(p, v, out_size, self.upsample)

@@ -337,7 +337,12 @@ def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, An
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, str]:
     """Parse the command line after applying `--config` as new defaults; returns (args, args_text)."""
-    parser = create_train_parser()
+    return parse_with_config(create_train_parser(), argv)
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None
+                      ) -> Tuple[argparse.Namespace, str]:
+    """timm's two-stage parse for any parser: `--config` YAML keys become defaults, then the command line."""
     config_parser = argparse.ArgumentParser(add_help=False)
     config_parser.add_argument('-c', '--config', default='', type=str)
     cfg_args, remaining = config_parser.parse_known_args(argv)

@@ -1,0 +1,70 @@
+""" Data of MoCo v2: the two-view augmentation (§6), indexed datasets and feature extraction. """
+from typing import Callable, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from timm.data import create_transform
+
+__all__ = ['moco_v2_transform', 'eval_transform', 'TwoViewDataset', 'extract_features']
+
+
+def moco_v2_transform(
+        img_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale: Tuple[float, float] = (0.2, 1.),
+        hflip: float = 0.5,
+        color_jitter: float = 0.4,
+        color_jitter_prob: float = 0.8,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+) -> Callable:
+    """MoCo v2 augmentation (§6): RandomResizedCrop, colour jitter (b/c/s = cj, hue = cj/4) with
+    probability 0.8, grayscale 0.2, Gaussian blur (σ 0.1–2, kernel ≈ 10% of the image) 0.5, flip."""
+    kernel = max(3, int(0.1 * img_size) // 2 * 2 + 1)
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=tuple(scale)),
+        T.RandomApply([T.ColorJitter(color_jitter, color_jitter, color_jitter, color_jitter / 4)], p=color_jitter_prob),
+        T.RandomGrayscale(p=grayscale_prob),
+        T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_prob),
+        T.RandomHorizontalFlip(p=hflip),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def eval_transform(img_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 0.875) -> Callable:
+    """timm's evaluation transform (resize, centre crop, normalise) for probes and clustering."""
+    return create_transform(img_size, is_training=False, mean=tuple(mean), std=tuple(std), crop_pct=crop_pct)
+
+
+class TwoViewDataset(Dataset):
+    """Two independent augmentations of each image, with its index: ((x1, x2), index).
+
+    Args:
+        dataset: A dataset of (PIL image, target) pairs (timm ``create_dataset`` without transform).
+        transform: The augmentation applied twice.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        img, _ = self.dataset[index]
+        return (self.transform(img), self.transform(img)), index
+
+
+@torch.no_grad()
+def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(features NxC, targets N) of ``fn`` over a loader of (images, targets), in loader order, on CPU."""
+    feats, targets = [], []
+    for x, y in loader:
+        feats.append(fn(x.to(device)).float().cpu())
+        targets.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(targets)
+

@@ -1,0 +1,105 @@
+""" The online Mixer of self-supervised SAMix (spec §6): masks for the encoder, and its own update.
+
+The branch is loss-agnostic: the caller passes ``score(x_mix) -> loss`` (SAMix-I's l_eta^I through
+the frozen momentum encoder, or SAMix-C's class-level l_eta on the cluster head), and the branch
+adds the mask losses (§3), back-propagates to the Mixer only, averages its gradients over ranks
+and steps its own SGD with a cosine learning rate (§5.4).
+"""
+from typing import Callable, Dict, Optional
+
+import torch
+from timm.scheduler import CosineLRScheduler
+
+from ..losses import mask_losses
+from ..mixer import create_mixer
+from ..momentum import BetaSchedule
+from .distributed import average_gradients, broadcast_
+from .mixing import mix_cross_view
+
+__all__ = ['SSLMixerBranch']
+
+
+class SSLMixerBranch:
+    """Mixer M_φ with its optimizer for cross-view mixing.
+
+    Args:
+        in_channels: Channels of the momentum encoder's stage-l map.
+        total_steps: Steps of the run (cosine learning rate, β schedule).
+        mixer: ``create_mixer`` name ('samix' or 'automix').
+        mixer_kwargs: Constructor kwargs of the Mixer (e.g. ``dropout=0.``).
+        lr: Mixer SGD learning rate (0.1, §5.4).
+        min_lr: Learning rate at the last step.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        beta: Schedule of the mask-loss weight (§3).
+        mask_margin: Tolerance of l_mu (§3).
+        lam_margin: Encoder-branch mask is the constant 1 − λ when λ is this close to 0 or 1 (§3).
+        device: Device of the Mixer.
+    """
+
+    def __init__(
+            self,
+            in_channels: int,
+            total_steps: int,
+            mixer: str = 'samix',
+            mixer_kwargs: Optional[Dict] = None,
+            lr: float = 0.1,
+            min_lr: float = 1e-3,
+            momentum: float = 0.9,
+            weight_decay: float = 0.,
+            beta: Optional[BetaSchedule] = None,
+            mask_margin: float = 0.1,
+            lam_margin: float = 0.08,
+            device: Optional[torch.device] = None,
+    ):
+        self.mixer = create_mixer(mixer, in_channels, **(mixer_kwargs or {})).to(device)
+        for t in (*self.mixer.parameters(), *self.mixer.buffers()):
+            broadcast_(t.data)  # every rank starts from rank 0's Mixer
+        self.optimizer = torch.optim.SGD(self.mixer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.lr_scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1), lr_min=min_lr,
+                                              t_in_epochs=False)
+        self.beta = beta or BetaSchedule(0.1, 'constant', total_steps)
+        self.mask_margin, self.lam_margin = mask_margin, lam_margin
+
+    @torch.no_grad()
+    def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
+        """Encoder-branch mask s (Nx1xHxW) of view 1 with partners z2_all[index] (no gradient)."""
+        if lam <= self.lam_margin or lam >= 1. - self.lam_margin:
+            return torch.full((z1.shape[0], 1, *size), 1. - lam, device=z1.device)
+        return self.mixer(z1, lam, index, size, z_partner=z2_all)
+
+    def train_step(
+            self,
+            x1: torch.Tensor,
+            x2_all: torch.Tensor,
+            z1: torch.Tensor,
+            z2_all: torch.Tensor,
+            lam: float,
+            index: torch.Tensor,
+            score: Callable[[torch.Tensor], torch.Tensor],
+            step: int,
+    ) -> Dict[str, float]:
+        """One Mixer update: L_φ = score(x_mix) + β(l_mu + l_sigma), gradient to φ only (§3, §6)."""
+        s = self.mixer(z1, lam, index, x1.shape[-2:], z_partner=z2_all)  # Nx1xHxW, grad to φ
+        x_mix = mix_cross_view(x1, x2_all, s, index)
+        loss_mix = score(x_mix)
+        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
+        beta = self.beta(step)
+        loss = loss_mix + beta * (loss_mu + loss_var)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(list(self.mixer.parameters()))
+        self.optimizer.step()
+        self.lr_scheduler.step_update(step + 1)
+        for b in self.mixer.buffers():
+            broadcast_(b)  # rank 0's BN statistics everywhere, as DDP's broadcast_buffers
+        return dict(mixer_loss=float(loss_mix), mask_mu=float(loss_mu), mask_var=float(loss_var),
+                    mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
+
+    def state_dict(self) -> Dict:
+        return dict(mixer=self.mixer.state_dict(), optimizer=self.optimizer.state_dict())
+
+    def load_state_dict(self, state: Dict, step: int) -> None:
+        self.mixer.load_state_dict(state['mixer'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.lr_scheduler.step_update(step)

@@ -1,0 +1,216 @@
+""" MoCo v2 with cross-view mixing: the baselines and SAMix-I / SAMix-C (spec §6).
+
+``MoCoOnline`` is the trained module (encoder + optional cluster head) that DDP wraps;
+``MoCoSAMix`` holds everything else (momentum encoder, queue, Mixer branch, pseudo-labels) and
+computes one step's loss, reading like the method:
+
+    θ̄ ← m θ̄ + (1 − m) θ                                 momentum update
+    k1, k2, z1, z2 = f_θ̄(x1), f_θ̄(x2)                     keys and stage-l maps (shuffled BN)
+    Mixer branch:  s_k = M_φ(z1, z2[π_k], λ_k)  -> L_φ     (SAMix-I/-C only, gradient to φ only)
+    encoder branch: s_q (Mixer / mixup / cutmix), x_mix = (1 − s_q) x1 + s_q x2[π_q]
+    L_θ = infoNCE(q1, k2, Q) + l_-^I(q_mix, k2, k1[π_q], Q, λ_q)  (+ cluster head CE for SAMix-C)
+    enqueue k2
+"""
+import logging
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..features import FeatureTap
+from ..losses import eta_balanced_bce
+from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .distributed import gather, shuffle_batch, unshuffle
+from .encoder import SSLEncoder
+from .losses import eta_instance_loss, info_nce, lam_info_nce
+from .mixer_branch import SSLMixerBranch
+from .mixing import get_ssl_mode, global_derangement, mix_cross_view
+from .queue import KeyQueue
+
+__all__ = ['MoCoOnline', 'MoCoSAMix']
+
+_logger = logging.getLogger(__name__)
+
+
+class MoCoOnline(nn.Module):
+    """What the encoder optimizer trains: the encoder f_θ and, for SAMix-C, the cluster head.
+
+    Args:
+        encoder: Backbone + projector.
+        num_clusters: Outputs of the cluster-classifier head (0 = no head).
+    """
+
+    def __init__(self, encoder: SSLEncoder, num_clusters: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.cluster_head = nn.Linear(encoder.backbone.num_features, num_clusters) if num_clusters else None
+
+    def forward(self, x: torch.Tensor, x_mix: Optional[torch.Tensor] = None,
+                head_input: Optional[torch.Tensor] = None):
+        """(q NxD, q_mix NxD or None, cluster logits NxC or None) in one call, as DDP needs."""
+        q = self.encoder(x)
+        q_mix = self.encoder(x_mix) if x_mix is not None else None
+        logits = self.cluster_head(head_input) if head_input is not None else None
+        return q, q_mix, logits
+
+
+class MoCoSAMix:
+    """MoCo v2 + one ``--ssl-mix`` mode (none, mixup, cutmix, samix_i, samix_c).
+
+    Args:
+        online: The unwrapped ``MoCoOnline`` (before DDP).
+        mode: ``--ssl-mix`` name.
+        total_steps: Steps of the whole run (schedules are functions of the step).
+        queue_size: Keys in the queue (65,536 ImageNet-1k, 16,384 small data, §6).
+        temperature: T of every contrastive loss (0.2).
+        moco_momentum: Key-encoder momentum m (0.999 in MoCo v2; constant).
+        alpha: λ ~ Beta(α, α) (§0).
+        mix_weight: Weight of the mixed-image loss in the encoder loss.
+        eta: η of the Mixer losses (§4, 0.5).
+        tap_index: Stage the Mixer reads (default: ``FeatureTap``'s rule for ``input_size``).
+        input_size: Training image size for the small-input stage rule (§1).
+        mixer_kwargs: kwargs of ``SSLMixerBranch`` (mixer, mixer_kwargs, lr, min_lr, beta, ...).
+    """
+
+    def __init__(
+            self,
+            online: MoCoOnline,
+            mode: str,
+            total_steps: int,
+            queue_size: int = 16384,
+            temperature: float = 0.2,
+            moco_momentum: float = 0.999,
+            alpha: float = 2.0,
+            mix_weight: float = 1.0,
+            eta: float = 0.5,
+            tap_index: Optional[int] = None,
+            input_size: Optional[int] = None,
+            mixer_kwargs: Optional[Dict] = None,
+    ):
+        self.mode = get_ssl_mode(mode)
+        if self.mode.uses_clusters and online.cluster_head is None:
+            raise ConfigError('--ssl-mix samix_c needs a cluster head: pass --num-clusters C (C >= 2)')
+        if not 0. <= moco_momentum < 1.:
+            raise ConfigError(f'--moco-momentum {moco_momentum} must be in [0, 1)')
+        device = next(online.parameters()).device
+        self.online = online
+        self.temperature, self.alpha, self.mix_weight, self.eta = temperature, alpha, mix_weight, eta
+        self.momentum = MomentumEncoder(online.encoder, MomentumSchedule(moco_momentum, moco_momentum, total_steps))
+        tap = FeatureTap(self.momentum.module.backbone, index=tap_index, input_size=input_size)
+        self.tap_index = tap.index
+        self.queue = KeyQueue(queue_size, online.encoder.projector[-1].out_features).to(device)
+        self.mixer: Optional[SSLMixerBranch] = None
+        if self.mode.mixer_loss is not None:
+            kwargs = dict(beta=BetaSchedule(0.1, 'constant', total_steps), **(mixer_kwargs or {}))
+            self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, **kwargs)
+        self.pseudo_labels: Optional[torch.Tensor] = None  # (num_train,) for SAMix-C
+        self._pending_keys: Optional[torch.Tensor] = None
+        self.step = 0
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(key NxD, pooled features NxC, stage-l map) of f_θ̄ on ``x``, with shuffled BN under DDP."""
+        xs, order = shuffle_batch(x)
+        k, pooled, z = self.momentum.module.forward_with_map(xs, self.tap_index)
+        return unshuffle(k, order), unshuffle(pooled, order), unshuffle(z, order)
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def __call__(self, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, index: torch.Tensor
+                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Loss of the encoder (and cluster head) for views ``x1``, ``x2`` of the samples ``index``.
+
+        Trains the Mixer on the way (SAMix modes). ``model`` is ``online`` or its DDP wrapper.
+        Call ``after_step`` once the encoder's optimizer has stepped.
+        """
+        metrics: Dict[str, float] = {}
+        metrics['moco_momentum'] = self.momentum.step(self.online.encoder, self.step)  # θ̄ before the keys, as MoCo
+        negatives = self.queue.keys.clone()  # KxD, the queue before this batch's keys
+        k2, pooled2, z2 = self.keys(x2)
+        x_mix = head_input = None
+        lam = 1.
+        if self.mode.mixes:
+            k1, pooled1, z1 = self.keys(x1)
+            x2_all, z2_all, k1_all = gather(x2), gather(z2), gather(k1)  # partners come from the global batch
+            if self.mixer is not None:
+                metrics.update(self._train_mixer(x1, x2_all, z1, z2_all, k2, k1_all, negatives, index))
+            lam = float(np.random.beta(self.alpha, self.alpha))
+            index_q = global_derangement(x1.shape[0], x1.device)  # π_q, used for images and keys alike
+            if self.mixer is not None:
+                s = self.mixer.mask(z1, z2_all, lam, index_q, x1.shape[-2:])
+            else:
+                s, lam = self.mode.mask(lam, x1.shape[0], x1.shape[-2:], x1.device)
+            x_mix = mix_cross_view(x1, x2_all, s, index_q)
+            k_partner = k1_all[index_q]  # key of the partner's other view (§6)
+            if self.mode.uses_clusters:
+                head_input = pooled1
+        q, q_mix, logits = model(x1, x_mix, head_input)
+        loss_moco = info_nce(q, k2, negatives, self.temperature)
+        loss = loss_moco
+        metrics['loss_moco'] = float(loss_moco.detach())
+        if q_mix is not None:
+            loss_mix = lam_info_nce(q_mix, k2, k_partner, negatives, lam, self.temperature)  # §6 encoder loss
+            loss = loss + self.mix_weight * loss_mix
+            metrics.update(loss_mix=float(loss_mix.detach()), lam=lam)
+        if logits is not None:
+            loss_head = F.cross_entropy(logits, self.pseudo_labels[index.cpu()].to(logits.device))
+            loss = loss + loss_head
+            metrics['loss_cluster_head'] = float(loss_head.detach())
+        self._pending_keys = k2
+        return loss, metrics
+
+    def after_step(self) -> None:
+        """Enqueue this step's keys (gathered over ranks) and advance the step counter."""
+        self.queue.enqueue(gather(self._pending_keys))
+        self._pending_keys = None
+        self.step += 1
+
+    def _train_mixer(self, x1, x2_all, z1, z2_all, k2, k1_all, negatives, index) -> Dict[str, float]:
+        """Mixer branch with its own λ_k and π_k (§5.4, §6), loss through frozen θ̄ (and head)."""
+        lam = float(np.random.beta(self.alpha, self.alpha))
+        index_k = global_derangement(x1.shape[0], x1.device)  # π_k: images, Mixer features and keys
+        encoder = self.momentum.module
+        if self.mode.mixer_loss == 'instance':
+            k_partner = k1_all[index_k]
+
+            def score(x_mix):  # l_eta^I = l_+^I + η l_-^I through f_θ̄ (§4)
+                return eta_instance_loss(encoder(x_mix), k2, k_partner, negatives, lam, self.eta, self.temperature)
+        else:
+            labels = self.pseudo_labels[index.cpu()].to(x1.device)
+            labels_partner = gather(labels)[index_k]
+            head = self.online.cluster_head
+
+            def score(x_mix):  # class-level l_eta on the (frozen) cluster head (§4, §6)
+                logits = F.linear(encoder.backbone(x_mix), head.weight.detach(), head.bias.detach())
+                return eta_balanced_bce(logits, labels, labels_partner, lam, self.eta)
+        metrics = self.mixer.train_step(x1, x2_all, z1, z2_all, lam, index_k, score, self.step)
+        metrics['lam_k'] = lam
+        return metrics
+
+    # -- pseudo-labels (SAMix-C) ------------------------------------------------------------------
+
+    def set_pseudo_labels(self, labels: torch.Tensor) -> None:
+        """k-means cluster of every training sample (§6), indexed like the training dataset."""
+        self.pseudo_labels = labels.long().cpu()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> Dict:
+        return dict(step=self.step, momentum_encoder=self.momentum.module.state_dict(),
+                    queue=self.queue.state_dict(), tap_index=self.tap_index,
+                    mixer=self.mixer.state_dict() if self.mixer is not None else None,
+                    pseudo_labels=self.pseudo_labels)
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.step = state['step']
+        self.momentum.module.load_state_dict(state['momentum_encoder'])
+        self.queue.load_state_dict(state['queue'])
+        if self.mixer is not None:
+            self.mixer.load_state_dict(state['mixer'], self.step)
+        if state.get('pseudo_labels') is not None:
+            self.set_pseudo_labels(state['pseudo_labels'])
