@@ -44,6 +44,26 @@ def run_train(argv: Optional[Sequence[str]] = None) -> int:
     return _guarded(_run)
 
 
+def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
+    """train_ssl.py: parse the SSL arguments, train, print where the results are."""
+    from .ssl.args import parse_ssl_args
+    from .ssl.engine import train_ssl
+
+    def _run() -> int:
+        setup_default_logging()
+        args, args_text = parse_ssl_args(argv)
+        result = train_ssl(args, args_text)
+        if result.output_dir is not None:
+            knn = f'{result.knn_top1:.2f}%' if result.knn_top1 is not None else 'not measured'
+            print(f'\nkNN top-1 {knn} after {result.last_epoch + 1} epochs\n'
+                  f'  checkpoint:  {result.checkpoint}\n'
+                  f'  probes:      python -m samix_timm.ssl.probe --checkpoint {result.checkpoint} --data-dir {args.data_dir}\n'
+                  f'  tensorboard: tensorboard --logdir {result.output_dir}')
+        return 0
+
+    return _guarded(_run)
+
+
 def run_validate(argv: Optional[Sequence[str]] = None) -> int:
     """validate.py: evaluate one checkpoint and print its metrics as JSON."""
     import json

@@ -104,7 +104,7 @@ class MoCoSAMix:
         self.queue = KeyQueue(queue_size, online.encoder.projector[-1].out_features).to(device)
         self.mixer: Optional[SSLMixerBranch] = None
         if self.mode.mixer_loss is not None:
-            kwargs = dict(beta=BetaSchedule(0.1, 'constant', total_steps), **(mixer_kwargs or {}))
+            kwargs = {'beta': BetaSchedule(0.1, 'constant', total_steps), **(mixer_kwargs or {})}
             self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, **kwargs)
         self.pseudo_labels: Optional[torch.Tensor] = None  # (num_train,) for SAMix-C
         self._pending_keys: Optional[torch.Tensor] = None

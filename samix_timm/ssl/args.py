@@ -1,0 +1,94 @@
+""" Command line of train_ssl.py: timm's argument names where timm has one, plus the MoCo / SSL-mix arguments.
+
+Two-stage parsing as train.py: ``--config FILE.yaml`` keys become defaults, the command line wins.
+"""
+import argparse
+from typing import Optional, Sequence, Tuple
+
+from ..engine.args import ParseKwargs, parse_with_config
+from .mixing import list_ssl_modes
+
+__all__ = ['create_ssl_parser', 'parse_ssl_args']
+
+
+def create_ssl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description='Self-supervised MoCo v2 (+ Mixup/CutMix/SAMix-I/SAMix-C) on a timm model')
+    p.add_argument('-c', '--config', default='', type=str, metavar='FILE', help='YAML recipe of argument defaults')
+    p.add_argument('data', nargs='?', metavar='DIR', const=None, help='dataset root (timm style, use --data-dir)')
+    g = p.add_argument_group('Data')
+    g.add_argument('--data-dir', metavar='DIR', help='ImageFolder root with train/ and val/')
+    g.add_argument('--dataset', default='', metavar='NAME', help='timm dataset type; empty = ImageFolder')
+    g.add_argument('--train-split', default='train', help='train split')
+    g.add_argument('--val-split', default='validation', help='split of the kNN monitor (also finds val/)')
+    g = p.add_argument_group('Model')
+    g.add_argument('--model', default='resnet50', help='timm backbone (built headless)')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra create_model kwargs')
+    g.add_argument('--img-size', type=int, default=224, help='training image size')
+    g.add_argument('--mean', type=float, nargs=3, default=(0.485, 0.456, 0.406), help='dataset mean')
+    g.add_argument('--std', type=float, nargs=3, default=(0.229, 0.224, 0.225), help='dataset std')
+    g.add_argument('--crop-pct', type=float, default=0.875, help='centre crop of probes and clustering')
+    g.add_argument('--resume', default='', help='continue a train_ssl.py checkpoint (last.pth.tar)')
+    g.add_argument('-b', '--batch-size', type=int, default=256, help='batch size per process')
+    g = p.add_argument_group('Optimizer and schedule')
+    g.add_argument('--opt', default='sgd', help='timm optimizer name')
+    g.add_argument('--lr', type=float, default=0.03, help='learning rate (MoCo v2: 0.03 at batch 256)')
+    g.add_argument('--momentum', type=float, default=0.9, help='optimizer momentum')
+    g.add_argument('--weight-decay', type=float, default=1e-4, help='weight decay')
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, help='extra optimizer kwargs')
+    g.add_argument('--sched', default='cosine', help='timm scheduler (cosine, step, multistep, ...)')
+    g.add_argument('--epochs', type=int, default=200, help='epochs to train')
+    g.add_argument('--warmup-epochs', type=int, default=0, help='linear warmup epochs')
+    g.add_argument('--warmup-lr', type=float, default=1e-5, help='warmup start lr')
+    g.add_argument('--min-lr', type=float, default=0., help='lr at the end of the schedule')
+    g.add_argument('--decay-milestones', type=int, nargs='+', default=[120, 160], help='multistep epochs')
+    g.add_argument('--decay-rate', type=float, default=0.1, help='step/multistep decay')
+    g = p.add_argument_group('MoCo v2 augmentation (§6)')
+    g.add_argument('--scale', type=float, nargs=2, default=(0.2, 1.0), help='RandomResizedCrop scale')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.4, help='brightness/contrast/saturation (hue = /4)')
+    g.add_argument('--color-jitter-prob', type=float, default=0.8, help='colour jitter probability')
+    g.add_argument('--grayscale-prob', type=float, default=0.2, help='grayscale probability')
+    g.add_argument('--gaussian-blur-prob', type=float, default=0.5, help='blur probability')
+    g = p.add_argument_group('MoCo v2 and mixing (§4, §6)')
+    g.add_argument('--ssl-mix', default='none', choices=list_ssl_modes(), help='mixing mode')
+    g.add_argument('--queue-size', type=int, default=16384, help='keys in the queue (65536 IN-1k, 16384 small)')
+    g.add_argument('--temperature', type=float, default=0.2, help='infoNCE temperature T')
+    g.add_argument('--moco-momentum', type=float, default=0.999, help='key-encoder momentum m')
+    g.add_argument('--proj-hidden', type=int, default=2048, help='projector hidden width')
+    g.add_argument('--proj-dim', type=int, default=128, help='embedding dimension')
+    g.add_argument('--ssl-alpha', type=float, default=2.0, help='lam ~ Beta(alpha, alpha)')
+    g.add_argument('--mix-weight', type=float, default=1.0, help='weight of the mixed-image infoNCE')
+    g.add_argument('--eta', type=float, default=0.5, help='eta of the Mixer loss (§4)')
+    g.add_argument('--num-clusters', type=int, default=200, help='k-means clusters C (samix_c)')
+    g.add_argument('--cluster-interval', type=int, default=10, help='epochs between k-means refreshes (samix_c)')
+    g.add_argument('--cluster-pca-dim', type=int, default=256, help='PCA dimension before k-means')
+    g.add_argument('--cluster-iters', type=int, default=20, help='k-means iterations')
+    g.add_argument('--samix-mixer', default='samix', help="Mixer: 'samix' or 'automix'")
+    g.add_argument('--samix-feature-index', type=int, default=None, help='stage of the momentum encoder the Mixer reads')
+    g.add_argument('--samix-mixer-lr', type=float, default=0.1, help='Mixer SGD lr')
+    g.add_argument('--samix-mixer-min-lr', type=float, default=1e-3, help='Mixer lr at the end of the cosine')
+    g.add_argument('--samix-mixer-dropout', type=float, default=0.0, help='Mixer dropout (0.1 ImageNet)')
+    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight of the mask losses (§3)')
+    g.add_argument('--samix-beta-schedule', default='constant', choices=('constant', 'linear'),
+                   help='constant (small data) or linear to 0 (ImageNet-scale), §3')
+    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
+    g = p.add_argument_group('Monitoring, output, devices')
+    g.add_argument('--knn-interval', type=int, default=1, help='epochs between kNN monitors on the val split (0 = off)')
+    g.add_argument('--knn-k', type=int, default=20, help='neighbours of the kNN monitor')
+    g.add_argument('--output', default='output/ssl', help='output root')
+    g.add_argument('--experiment', default='', help='output sub-folder name')
+    g.add_argument('--checkpoint-hist', type=int, default=3, help='epoch checkpoints kept besides last.pth.tar')
+    g.add_argument('--log-interval', type=int, default=50, help='steps between log lines')
+    g.add_argument('--seed', type=int, default=42, help='random seed')
+    g.add_argument('-j', '--workers', type=int, default=4, help='data loader workers')
+    g.add_argument('--pin-mem', action='store_true', default=False, help='pin loader memory')
+    g.add_argument('--device', default=None, help='default cuda if available, else cpu')
+    g.add_argument('--dist-backend', default=None, help='nccl on cuda, else gloo')
+    g.add_argument('--dist-url', default=None, help='distributed init url (env:// by default)')
+    g.add_argument('--local_rank', '--local-rank', default=0, type=int)
+    return p
+
+
+def parse_ssl_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, str]:
+    """Parse train_ssl.py's command line after applying ``--config``; returns (args, args_text)."""
+    return parse_with_config(create_ssl_parser(), argv)

@@ -1,0 +1,225 @@
+""" The training run behind train_ssl.py: MoCo v2 (+ a mixing mode) on a timm backbone (spec §6).
+
+As ``engine.train``: every epoch reseeds all RNGs from (seed, epoch, rank) and loader workers
+are fresh per epoch, so ``--resume`` reproduces the uninterrupted run; an existing output folder
+is never reused; tensorboard scalars beside ``summary.csv`` and ``args.yaml``. Under torchrun the
+encoder is DDP-wrapped, keys use shuffled BN, and the queue and the mixing permutations span
+the gathered batch (see ``moco``, ``distributed``).
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from timm import utils
+from timm.data import create_dataset
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..engine.setup import check_data_dir, create_output_dir, resolve_device
+from ..engine.train import epoch_seed
+from ..errors import ConfigError
+from ..momentum import BetaSchedule
+from .cluster import kmeans_labels, require_faiss
+from .data import TwoViewDataset, eval_transform, extract_features, moco_v2_transform
+from .distributed import broadcast_
+from .encoder import create_ssl_encoder
+from .mixing import get_ssl_mode
+from .moco import MoCoOnline, MoCoSAMix
+from .probe import eval_features, knn_probe
+
+_logger = logging.getLogger(__name__)
+
+CONFIG_KEYS = ('model', 'model_kwargs', 'img_size', 'mean', 'std', 'crop_pct', 'ssl_mix', 'proj_hidden', 'proj_dim')
+
+
+@dataclass
+class SSLResult:
+    """What a finished run reports; ``encoder`` is the unwrapped online encoder."""
+    encoder: nn.Module
+    moco: MoCoSAMix
+    output_dir: Optional[Path]
+    last_epoch: int
+    train_metrics: Dict[str, float]
+    knn_top1: Optional[float]
+    checkpoint: Optional[Path]
+
+
+def _check_args(args, mode) -> None:
+    if args.batch_size < 2:
+        raise ConfigError(f'--batch-size {args.batch_size}: mixing partners need at least 2 samples per batch')
+    if args.queue_size < args.batch_size * args.world_size:
+        raise ConfigError(f'--queue-size {args.queue_size} is smaller than the global batch '
+                          f'{args.batch_size * args.world_size}: raise --queue-size')
+    if mode.uses_clusters:
+        require_faiss()
+        if args.cluster_interval < 1:
+            raise ConfigError(f'--cluster-interval {args.cluster_interval} must be 1 or more epochs')
+
+
+def _train_loader(args, dataset) -> DataLoader:
+    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if args.distributed else None
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.workers, pin_memory=args.pin_mem, drop_last=True,
+                        persistent_workers=False)  # fresh workers per epoch: resume reproduces
+    if len(loader) == 0:
+        raise ConfigError(f'--batch-size {args.batch_size} is larger than the {len(dataset)} training images '
+                          f'per process: lower --batch-size')
+    return loader
+
+
+def _eval_loader(args, split: str) -> DataLoader:
+    dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=False,
+                             transform=eval_transform(args.img_size, args.mean, args.std, args.crop_pct))
+    return DataLoader(dataset, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers)
+
+
+def refresh_pseudo_labels(args, moco: MoCoSAMix, loader: DataLoader, epoch: int, device) -> torch.Tensor:
+    """k-means of f_θ̄'s pooled train-set features (rank 0), broadcast to every rank (§6)."""
+    n = len(loader.dataset)
+    labels = torch.zeros(n, dtype=torch.long, device=device)
+    if utils.is_primary(args):
+        feats, _ = extract_features(moco.momentum.module.backbone, loader, device)
+        labels.copy_(kmeans_labels(feats, args.num_clusters, args.cluster_pca_dim, args.cluster_iters,
+                                   seed=args.seed + epoch))
+    moco.set_pseudo_labels(broadcast_(labels))
+    return moco.pseudo_labels
+
+
+def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optimizer, lr_scheduler, args,
+                    tb_writer=None) -> Dict[str, float]:
+    """One pass over the two-view loader; returns the mean of each logged quantity."""
+    model.train()
+    meters: Dict[str, utils.AverageMeter] = {}
+    start = time.time()
+    for i, ((x1, x2), index) in enumerate(loader):
+        x1, x2 = x1.to(args.device, non_blocking=True), x2.to(args.device, non_blocking=True)
+        loss, metrics = moco(model, x1, x2, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        moco.after_step()
+        step = epoch * len(loader) + i + 1
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(step)
+        metrics['loss'] = float(loss.detach())
+        for k, v in metrics.items():
+            meters.setdefault(k, utils.AverageMeter()).update(float(v), x1.shape[0])
+        if tb_writer is not None:
+            for k, v in metrics.items():
+                tb_writer.add_scalar(f'train/{k}', float(v), step)
+            tb_writer.add_scalar('train/lr', optimizer.param_groups[0]['lr'], step)
+        if utils.is_primary(args) and (i % args.log_interval == 0 or i == len(loader) - 1):
+            _logger.info(f'epoch {epoch} [{i + 1}/{len(loader)}] loss {meters["loss"].avg:.4f} '
+                         f'lr {optimizer.param_groups[0]["lr"]:.4g} {(time.time() - start) / (i + 1):.3f}s/step')
+    return {k: m.avg for k, m in meters.items()}
+
+
+def _save(state: Dict, output_dir: Path, epoch: int, keep: int) -> Path:
+    """last.pth.tar (atomically replaced) and checkpoint-<epoch>.pth.tar, keeping the newest ``keep``."""
+    tmp = output_dir / 'tmp.pth.tar'
+    torch.save(state, tmp)
+    os.replace(tmp, output_dir / 'last.pth.tar')
+    if keep > 0:
+        torch.save(state, output_dir / f'checkpoint-{epoch}.pth.tar')
+        old = output_dir / f'checkpoint-{epoch - keep}.pth.tar'
+        if old.exists():
+            old.unlink()
+    return output_dir / 'last.pth.tar'
+
+
+def train_ssl(args, args_text: str) -> SSLResult:
+    """Run a whole self-supervised training as configured by ``args`` (see ``args.create_ssl_parser``)."""
+    device = resolve_device(args)
+    primary = utils.is_primary(args)
+    mode = get_ssl_mode(args.ssl_mix)
+    check_data_dir(args)
+    _check_args(args, mode)
+    utils.random_seed(args.seed, args.rank)
+
+    base = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True)
+    augment = moco_v2_transform(args.img_size, args.mean, args.std, tuple(args.scale), args.hflip,
+                                args.color_jitter, args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob)
+    loader = _train_loader(args, TwoViewDataset(base, augment))
+    total_steps = args.epochs * len(loader)
+
+    encoder = create_ssl_encoder(args.model, args.proj_hidden, args.proj_dim, **args.model_kwargs)
+    online = MoCoOnline(encoder, args.num_clusters if mode.uses_clusters else 0).to(device)
+    optimizer = create_optimizer_v2(online, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                    momentum=args.momentum, **args.opt_kwargs)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_milestones=args.decay_milestones,
+        decay_rate=args.decay_rate, min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+        step_on_epochs=False, updates_per_epoch=len(loader))
+    mixer_kwargs = dict(mixer=args.samix_mixer, mixer_kwargs=dict(dropout=args.samix_mixer_dropout),
+                        lr=args.samix_mixer_lr, min_lr=args.samix_mixer_min_lr, lam_margin=args.samix_lam_margin,
+                        beta=BetaSchedule(args.samix_mask_beta, args.samix_beta_schedule, total_steps))
+    moco = MoCoSAMix(online, args.ssl_mix, total_steps, queue_size=args.queue_size, temperature=args.temperature,
+                     moco_momentum=args.moco_momentum, alpha=args.ssl_alpha, mix_weight=args.mix_weight,
+                     eta=args.eta, tap_index=args.samix_feature_index, input_size=args.img_size,
+                     mixer_kwargs=mixer_kwargs)
+
+    start_epoch = 0
+    if args.resume:
+        if not Path(args.resume).is_file():
+            raise ConfigError(f"--resume '{args.resume}' is not a file: pass output/ssl/<run>/last.pth.tar")
+        ckpt = torch.load(args.resume, map_location=device, weights_only=False)
+        online.load_state_dict(ckpt['online'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        moco.load_state_dict(ckpt['moco'])
+        start_epoch = ckpt['epoch'] + 1
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(start_epoch * len(loader))
+        if primary:
+            _logger.info(f'Resumed {args.resume} at epoch {start_epoch}')
+    model = online
+    if args.distributed:
+        model = nn.parallel.DistributedDataParallel(online, device_ids=[device] if device.type == 'cuda' else None)
+
+    output_dir = tb_writer = None
+    if primary:
+        output_dir = create_output_dir(args, dict(input_size=(3, args.img_size, args.img_size)))
+        (output_dir / 'args.yaml').write_text(args_text)
+        from torch.utils.tensorboard import SummaryWriter
+        tb_writer = SummaryWriter(log_dir=str(output_dir))
+        _logger.info(f'MoCo v2 + {args.ssl_mix} on {args.model}: {num_epochs} epochs x {len(loader)} steps, '
+                     f'Mixer stage {moco.tap_index}, output in {output_dir}')
+
+    cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
+    knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
+        if primary and args.knn_interval > 0 else None
+    train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
+    for epoch in range(start_epoch, num_epochs):
+        utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
+        if args.distributed:
+            loader.sampler.set_epoch(epoch)
+        if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
+            refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
+        train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer)
+        if lr_scheduler is not None:
+            lr_scheduler.step(epoch + 1)
+        if not primary:
+            continue
+        row = dict(train_metrics)
+        if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
+            feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
+            knn_top1 = row['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
+            _logger.info(f'epoch {epoch}: kNN top-1 {knn_top1:.2f}%')
+        for k, v in row.items():
+            tb_writer.add_scalar(f'epoch/{k}', v, epoch)
+        utils.update_summary(epoch, row, {}, filename=str(output_dir / 'summary.csv'),
+                             lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
+        state = dict(epoch=epoch, config={k: getattr(args, k) for k in CONFIG_KEYS}, args=vars(args),
+                     encoder=online.encoder.state_dict(), online=online.state_dict(),
+                     optimizer=optimizer.state_dict(), moco=moco.state_dict())
+        checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
+    if tb_writer is not None:
+        tb_writer.close()
+    return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
+                     train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
+
