@@ -93,7 +93,7 @@ class SSLMixerBranch:
         self.lr_scheduler.step_update(step + 1)
         for b in self.mixer.buffers():
             broadcast_(b)  # rank 0's BN statistics everywhere, as DDP's broadcast_buffers
-        return dict(mixer_loss=float(loss_mix.detach()), mask_mu=float(loss_mu), mask_var=float(loss_var),
+        return dict(mixer_loss=float(loss_mix.detach()), mask_mu=float(loss_mu.detach()), mask_var=float(loss_var.detach()),
                     mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
 
     def state_dict(self) -> Dict:

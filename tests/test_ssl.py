@@ -1,0 +1,205 @@
+""" Self-supervised SAMix pieces (spec §4, §6): losses by hand, queue, permutation, Mixer gradients, errors. """
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import samix_timm.ssl.moco as moco_mod
+from samix_timm.errors import ConfigError
+from samix_timm.ssl import (
+    KeyQueue, MoCoOnline, MoCoSAMix, create_ssl_encoder, derangement, eta_instance_loss, get_ssl_mode,
+    info_nce, kmeans_labels, lam_info_nce, mix_cross_view, require_faiss, two_way_loss)
+from samix_timm.ssl.mixing import cutmix_mask
+
+
+def _ce0(*logits):
+    """-log softmax(logits)[0] in plain Python."""
+    return -logits[0] + math.log(sum(math.exp(v) for v in logits))
+
+
+def _dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def test_instance_losses_match_hand_computation():
+    T, lam, eta = 0.5, 0.7, 0.5
+    q = [[1., 0.], [0.6, 0.8]]
+    ki = [[0.6, 0.8], [1., 0.]]
+    kj = [[0., 1.], [0.8, -0.6]]
+    queue = [[-1., 0.], [0., -1.], [0.8, 0.6]]
+    plus = minus = 0.
+    for n in range(2):
+        si, sj = _dot(q[n], ki[n]) / T, _dot(q[n], kj[n]) / T
+        negs = [_dot(q[n], k) / T for k in queue]
+        plus += lam * _ce0(si, sj) + (1 - lam) * _ce0(sj, si)
+        minus += lam * _ce0(si, *negs) + (1 - lam) * _ce0(sj, *negs)
+    plus, minus = plus / 2, minus / 2
+    t = [torch.tensor(v) for v in (q, ki, kj, queue)]
+    assert two_way_loss(t[0], t[1], t[2], lam, T).item() == pytest.approx(plus, rel=1e-6)
+    assert lam_info_nce(*t, lam, T).item() == pytest.approx(minus, rel=1e-6)
+    assert eta_instance_loss(*t, lam, eta, T).item() == pytest.approx(plus + eta * minus, rel=1e-6)
+    # lam = 1 reduces l_-^I to MoCo's infoNCE with the sample's own key
+    assert lam_info_nce(*t, 1., T).item() == pytest.approx(info_nce(t[0], t[1], t[3], T).item(), rel=1e-6)
+    # per-sample lam
+    per = lam_info_nce(*t, torch.tensor([lam, lam]), T)
+    assert per.item() == pytest.approx(minus, rel=1e-6)
+
+
+def test_queue_enqueue_wraps_around():
+    queue = KeyQueue(5, 2)
+    a = F.normalize(torch.randn(3, 2), dim=1)
+    b = F.normalize(torch.randn(3, 2), dim=1)
+    queue.enqueue(a)
+    assert int(queue.ptr) == 3
+    torch.testing.assert_close(queue.keys[:3], a)
+    queue.enqueue(b)  # slots 3, 4, then 0
+    assert int(queue.ptr) == 1
+    torch.testing.assert_close(queue.keys[3:], b[:2])
+    torch.testing.assert_close(queue.keys[0], b[2])
+    torch.testing.assert_close(queue.keys[1:3], a[1:])
+    with pytest.raises(ValueError, match='at least as large'):
+        queue.enqueue(torch.randn(6, 2))
+
+
+def test_derangement_has_no_fixed_point():
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 3, 7, 64):
+        for _ in range(50):
+            index = derangement(n, generator=gen)
+            assert sorted(index.tolist()) == list(range(n))
+            assert not (index == torch.arange(n)).any()
+
+
+def _moco(mode, n_train=32, **kw):
+    torch.manual_seed(0)
+    online = MoCoOnline(create_ssl_encoder('test_resnet', proj_hidden=64, proj_dim=16),
+                        num_clusters=4 if mode == 'samix_c' else 0)
+    moco = MoCoSAMix(online, mode, total_steps=10, queue_size=32, input_size=32,
+                     mixer_kwargs=dict(mixer_kwargs=dict(dropout=0.)), **kw)
+    if mode == 'samix_c':
+        moco.set_pseudo_labels(torch.arange(n_train) % 4)
+    return online, moco
+
+
+def _views(n=8):
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 32, 32, generator=gen), torch.randn(n, 3, 32, 32, generator=gen)
+
+
+def test_queue_receives_the_momentum_keys(one_thread):
+    online, moco = _moco('none')
+    x1, x2 = _views()
+    loss, _ = moco(online, x1, x2, torch.arange(8))
+    loss.backward()
+    moco.after_step()
+    with torch.no_grad():
+        expected = moco.momentum.module(x2)  # θ̄ is updated at the start of the next step only
+    torch.testing.assert_close(moco.queue.keys[:8], expected)
+    assert int(moco.queue.ptr) == 8 and moco.step == 1
+
+
+@pytest.mark.parametrize('mode', ['samix_i', 'samix_c'])
+def test_one_permutation_per_branch_for_images_features_and_keys(mode, monkeypatch, one_thread):
+    online, moco = _moco(mode)
+    x1, x2 = _views()
+    drawn, mixer_calls, scored, mixed = [], [], [], []
+    real_derangement, real_mixer_forward = moco_mod.global_derangement, moco.mixer.mixer.forward
+    real_lam_nce = moco_mod.lam_info_nce
+
+    def spy_derangement(n, device=None):
+        drawn.append(real_derangement(n, device))
+        return drawn[-1]
+
+    def spy_mixer(z, lam, index, size, z_partner=None):
+        mixer_calls.append((z, index, z_partner))
+        return real_mixer_forward(z, lam, index, size, z_partner=z_partner)
+
+    def spy_lam_nce(q_mix, k_i, k_j, queue, lam, temperature):
+        scored.append((k_i, k_j))
+        return real_lam_nce(q_mix, k_i, k_j, queue, lam, temperature)
+
+    real_forward = online.forward
+
+    def spy_forward(x, x_mix=None, head_input=None):
+        mixed.append(x_mix)
+        return real_forward(x, x_mix, head_input)
+
+    monkeypatch.setattr(moco_mod, 'global_derangement', spy_derangement)
+    monkeypatch.setattr(moco_mod, 'lam_info_nce', spy_lam_nce)
+    monkeypatch.setattr(moco.mixer.mixer, 'forward', spy_mixer)
+    monkeypatch.setattr(online, 'forward', spy_forward)
+    _, metrics = moco(online, x1, x2, torch.arange(8))
+
+    assert len(drawn) == 2  # π_k (Mixer branch), π_q (encoder branch)
+    pi_k, pi_q = drawn
+    k1, _, z1 = moco.keys(x1)
+    k2, _, z2 = moco.keys(x2)
+    for (z, index, z_partner), pi in zip(mixer_calls, (pi_k, pi_q)):
+        assert index is pi  # the Mixer reads partners z2[π] with the branch's π
+        torch.testing.assert_close(z, z1)
+        torch.testing.assert_close(z_partner, z2)
+    # encoder branch: the mixed image and its partner key use the same π_q
+    (k_i, k_j), = scored
+    torch.testing.assert_close(k_i, k2)
+    torch.testing.assert_close(k_j, k1[pi_q])
+    with torch.no_grad():
+        s = moco.mixer.mask(z1, z2, metrics['lam'], pi_q, (32, 32))
+    torch.testing.assert_close(mixed[0], mix_cross_view(x1, x2, s, pi_q))
+    assert not (pi_q == torch.arange(8)).any() and not (pi_k == torch.arange(8)).any()
+
+
+@pytest.mark.parametrize('mode', ['samix_i', 'samix_c'])
+def test_mixer_loss_reaches_only_the_mixer(mode, one_thread):
+    online, moco = _moco(mode)
+    x1, x2 = _views()
+    before = {k: v.detach().clone() for k, v in online.named_parameters()}
+    loss, metrics = moco(online, x1, x2, torch.arange(8))  # the Mixer branch has stepped inside
+    assert 'mixer_loss' in metrics
+    assert all(p.grad is None for p in online.parameters()), 'Mixer loss leaked into the encoder or cluster head'
+    assert all(p.grad is None for p in moco.momentum.module.parameters())
+    assert all(not p.requires_grad for p in moco.momentum.module.parameters())
+    grads = [p.grad for p in moco.mixer.mixer.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    for k, v in online.named_parameters():
+        torch.testing.assert_close(v.detach(), before[k], msg=k)  # the Mixer step changed no encoder weight
+    loss.backward()  # the encoder loss then reaches the encoder
+    assert all(p.grad is not None for p in online.encoder.parameters())
+
+
+def test_mixing_masks_and_modes():
+    s, lam = cutmix_mask(0.7, 4, (32, 32))
+    assert s.shape == (4, 1, 32, 32)
+    assert 1 - s.mean().item() == pytest.approx(lam)
+    assert get_ssl_mode('none').mixes is False and get_ssl_mode('samix_c').uses_clusters
+    with pytest.raises(ConfigError, match="--ssl-mix 'samix' is not known: use one of none, mixup"):
+        get_ssl_mode('samix')
+
+
+def test_kmeans_labels_and_errors():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 32, generator=gen)
+    x[:150, 0] += 10.  # two obvious groups
+    labels = kmeans_labels(x, 2, pca_dim=8, seed=0)
+    assert labels.shape == (300,) and set(labels.tolist()) == {0, 1}
+    assert len(set(labels[:150].tolist())) == 1 and len(set(labels[150:].tolist())) == 1
+    torch.testing.assert_close(labels, kmeans_labels(x, 2, pca_dim=8, seed=0))  # reproducible
+    with pytest.raises(ConfigError, match='--num-clusters 301 must be between 2 and the 300 training samples'):
+        kmeans_labels(x, 301)
+
+
+def test_missing_faiss_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'faiss', None)
+    with pytest.raises(ConfigError, match=r"pip install 'samix-timm\[ssl\]'"):
+        require_faiss()
+
+
+def test_bad_construction_errors():
+    online = MoCoOnline(create_ssl_encoder('test_resnet', proj_hidden=16, proj_dim=8))
+    with pytest.raises(ConfigError, match='--num-clusters'):
+        MoCoSAMix(online, 'samix_c', total_steps=1)
+    with pytest.raises(ConfigError, match='moco-momentum'):
+        MoCoSAMix(online, 'none', total_steps=1, moco_momentum=1.5)
+    with pytest.raises(ConfigError, match="unknown timm model 'resnet_nope'"):
+        create_ssl_encoder('resnet_nope')
