@@ -7,7 +7,10 @@ them alike; the table reports the median step time, its spread (interquartile ra
 ratio to timm Mixup from the same run. Peak memory is measured per method in a fresh
 subprocess (RSS on CPU, max allocated on CUDA). `--breakdown` profiles the online SAMix step.
 
-    python bench/speed.py --models resnet18 --img-size 64 --batch-size 64 --out bench/results/speed
+    python bench/speed.py --models resnet18 resnet50 deit_small_patch16_224:112 --img-size 64 --batch-size 32 --breakdown
+
+A model may carry its own resolution as NAME:SIZE (e.g. a ViT at 112 px, where 64 px would leave
+a 4x4 token map); the others use --img-size.
 """
 import argparse
 import json
@@ -18,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import timm
@@ -94,6 +97,12 @@ class Runner:
         return time.perf_counter() - start
 
 
+def split_size(spec: str, default: int) -> Tuple[str, int]:
+    """'name:size' -> (name, size); 'name' -> (name, default)."""
+    name, _, size = spec.partition(':')
+    return name, int(size) if size else default
+
+
 def time_methods(model_name: str, methods: List[str], args, device) -> Dict[str, Dict]:
     runners = {m: Runner(model_name, m, args.img_size, args.batch_size, device) for m in methods}
     for r in runners.values():
@@ -165,7 +174,7 @@ def breakdown(model_name: str, args, device) -> Dict[str, float]:
 def markdown(results: Dict, machine: str) -> str:
     lines = [f'Machine: {machine}', '']
     for model_name, res in results['models'].items():
-        lines += [f'### {model_name} ({results["img_size"]} px, batch {results["batch_size"]})', '',
+        lines += [f'### {model_name} ({res["img_size"]} px, batch {results["batch_size"]})', '',
                   '| method | median step (s) | IQR (s) | × timm Mixup | peak memory (MB) | × timm Mixup |',
                   '|---|---|---|---|---|---|']
         base_t = res['time']['mixup']['median_s']
@@ -184,7 +193,7 @@ def markdown(results: Dict, machine: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--models', nargs='+', default=['resnet18', 'resnet50', 'deit_small_patch16_224'])
+    p.add_argument('--models', nargs='+', default=['resnet18', 'resnet50', 'deit_small_patch16_224:112'])
     p.add_argument('--methods', nargs='+', default=list(METHODS))
     p.add_argument('--img-size', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=32)
@@ -206,8 +215,10 @@ def main() -> None:
                f'{torch.__version__}, {args.device}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else ''))
     results = dict(machine=machine, img_size=args.img_size, batch_size=args.batch_size, reps=args.reps,
                    command=' '.join(sys.argv), models={})
-    for model_name in args.models:
-        res = dict(time=time_methods(model_name, args.methods, args, device))
+    for spec in args.models:
+        model_name, size = split_size(spec, results['img_size'])
+        args.img_size = size
+        res = dict(img_size=size, time=time_methods(model_name, args.methods, args, device))
         if not args.no_memory:
             res['memory'] = {m: peak_memory(model_name, m, args) for m in args.methods}
         if args.breakdown:
