@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+""" Self-supervised SAMix on the embedded cluttered-MNIST dataset: MoCo v2 vs + Mixup vs SAMix-I vs SAMix-C.
+
+Every (mode, seed) is one train_ssl.py run of configs/ssl/embedded_bench.yaml (same epochs for all
+modes; the budget is explained there) followed by the kNN and linear probes of its backbone
+(python -m samix_timm.ssl.probe). A finished run appends one JSON line to
+``<results>/ssl_runs.jsonl``; a later invocation skips what is there, so the sweep is resumable.
+The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md``.
+
+    nice -n 10 python bench/ssl.py --data-dir data/cluttered_mnist --seeds 0 > bench/results/ssl.log 2>&1 &
+    python bench/ssl.py --table
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / 'configs' / 'ssl' / 'embedded_bench.yaml'
+MODES = {'mocov2': 'none', 'mocov2+mixup': 'mixup', 'samix_i': 'samix_i', 'samix_c': 'samix_c'}
+
+
+def _machine() -> str:
+    import torch
+    return f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU'
+
+
+def _done(runs_file: Path) -> List[Dict]:
+    if not runs_file.exists():
+        return []
+    return [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
+
+
+def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
+    """train_ssl.py then the probes, each in a one-thread subprocess; returns the result row."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    experiment = f'{name}-seed{seed}'
+    run_dir = out_root / experiment
+    cmd = [sys.executable, str(REPO / 'train_ssl.py'), '--config', str(CONFIG), '--data-dir', args.data_dir,
+           '--ssl-mix', MODES[name], '--seed', str(seed), '--output', str(out_root), '--experiment', experiment]
+    if args.epochs:
+        cmd += ['--epochs', str(args.epochs)]
+    if run_dir.exists():  # an interrupted run: start it again from scratch in a fresh folder
+        run_dir.rename(out_root / f'{experiment}-interrupted-{int(time.time())}')
+    start = time.time()
+    subprocess.run(cmd, env=env, check=True, cwd=REPO)
+    train_s = time.time() - start
+    probe_file = run_dir / 'probe.json'
+    subprocess.run([sys.executable, '-m', 'samix_timm.ssl.probe', '--checkpoint', str(run_dir / 'last.pth.tar'),
+                    '--data-dir', args.data_dir, '--linear-epochs', str(args.linear_epochs),
+                    '--results-file', str(probe_file)], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    probe = json.loads(probe_file.read_text())
+    return dict(method=name, ssl_mix=MODES[name], seed=seed, knn_top1=probe['knn_top1'],
+                linear_top1=probe['linear_top1'], train_s=round(train_s, 1), epochs=args.epochs or 'config',
+                machine=_machine())
+
+
+def table(rows: List[Dict]) -> str:
+    lines = ['| method | `--ssl-mix` | seeds | kNN top-1 (%) | linear top-1 (%) | train time / run |',
+             '|---|---|---|---|---|---|']
+    for name, mode in MODES.items():
+        done = [r for r in rows if r['method'] == name]
+        if not done:
+            continue
+
+        def stat(key):
+            v = np.array([r[key] for r in done], dtype=float)
+            return f'{v.mean():.2f} ± {v.std():.2f}' if len(v) > 1 else f'{v[0]:.2f}'
+        minutes = np.mean([r['train_s'] for r in done]) / 60
+        lines.append(f'| {name} | {mode} | {len(done)} | {stat("knn_top1")} | {stat("linear_top1")} | '
+                     f'{minutes:.1f} min |')
+    return '\n'.join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
+    p.add_argument('--seeds', type=int, nargs='+', default=[0])
+    p.add_argument('--methods', nargs='+', default=list(MODES), choices=list(MODES))
+    p.add_argument('--epochs', type=int, default=None, help='override the config epochs (same for all methods)')
+    p.add_argument('--linear-epochs', type=int, default=100, help='linear-probe epochs (§6: 100)')
+    p.add_argument('--threads', type=int, default=1, help='torch threads per run')
+    p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
+    p.add_argument('--table', action='store_true', help='only print the table of finished runs')
+    args = p.parse_args()
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    runs_file = results / 'ssl_runs.jsonl'
+    if not args.table:
+        for seed in args.seeds:
+            for name in args.methods:
+                if any(r['method'] == name and r['seed'] == seed for r in _done(runs_file)):
+                    print(f'skip {name} seed {seed}: already in {runs_file}')
+                    continue
+                row = run_one(name, seed, args, results / 'ssl_runs')
+                with open(runs_file, 'a') as f:
+                    f.write(json.dumps(row) + '\n')
+                print(json.dumps(row), flush=True)
+    rows = _done(runs_file)
+    text = table(rows)
+    print(text)
+    if rows:
+        cfg = CONFIG.relative_to(REPO)
+        (results / 'ssl.md').write_text(
+            f'# Self-supervised SAMix on the embedded cluttered-MNIST data\n\n'
+            f'`python bench/ssl.py --data-dir data/cluttered_mnist --seeds {" ".join(map(str, sorted({r["seed"] for r in rows})))}`'
+            f' (recipe `{cfg}`; probes: kNN k = 20 cosine, linear {args.linear_epochs} epochs on frozen features).\n'
+            f'Machine: {rows[0]["machine"]}, one thread per run, CPU shared with other jobs.\n\n{text}\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
