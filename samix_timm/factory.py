@@ -26,6 +26,26 @@ _logger = logging.getLogger(__name__)
 SMALL_DATA_IMAGES = 200_000
 _TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', 'test_vit')
 
+# --samix-preset NAME -> economies of the Mixer branch (§5.4); an explicit --samix-mixer-every or
+# --samix-mixer-batch-frac overrides its value. 'paper' trains the Mixer on the whole batch at every
+# step; 'fast' is what bench/ measured as the better cost/accuracy trade-off (README "Benchmarks").
+SAMIX_PRESETS: Dict[str, Dict[str, float]] = {
+    'paper': dict(mixer_every=1, mixer_batch_frac=1.0),
+    'fast': dict(mixer_every=2, mixer_batch_frac=0.5),
+}
+
+
+def samix_economies(args) -> Dict[str, float]:
+    """mixer_every / mixer_batch_frac of `--samix-preset`, with explicit flags taking precedence."""
+    if args.samix_preset not in SAMIX_PRESETS:
+        raise ConfigError(f"--samix-preset {args.samix_preset} is not known: use one of {', '.join(SAMIX_PRESETS)}")
+    economies = dict(SAMIX_PRESETS[args.samix_preset])
+    if args.samix_mixer_every is not None:
+        economies['mixer_every'] = args.samix_mixer_every
+    if args.samix_mixer_batch_frac is not None:
+        economies['mixer_batch_frac'] = args.samix_mixer_batch_frac
+    return economies
+
 
 def mixing_active(args) -> bool:
     """True when `args` asks for any batch mixing (timm's rule, plus method names)."""
@@ -89,8 +109,11 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         beta_mode = 'constant' if small else 'linear'
     beta = BetaSchedule(args.samix_mask_beta, beta_mode, total)
     eta = args.samix_eta if args.samix_eta is not None else (0.5 if small else 0.1)
+    economies = samix_economies(args)
     _logger.info(
         f'SAMix: {args.samix_mixer} Mixer, {opt} lr {lr:g} -> {min_lr:g}, eta {eta:g} ({args.samix_mixer_loss}), dropout {dropout:g}, '
+        f'preset {args.samix_preset} (Mixer trained every {economies["mixer_every"]} step(s) on '
+        f'{economies["mixer_batch_frac"]:g} of the batch), '
         + describe_schedules(momentum, beta, f'{"small" if small else "ImageNet-scale"} data, '
                                             f'{train_size} images'))
     grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
@@ -99,7 +122,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         tap_index=args.samix_feature_index, input_size=tuple(input_size), mixer_min_lr=min_lr, alpha=args.samix_alpha, eta=eta,
         mixer_loss=args.samix_mixer_loss, momentum=momentum, beta=beta, mask_margin=args.samix_mask_margin,
         lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob,
-        mixer_batch_frac=args.samix_mixer_batch_frac, mixer_every=args.samix_mixer_every,
+        **economies,
         label_smoothing=args.smoothing, prob=args.mixup_prob, amp_autocast=amp_autocast, grad_scaler=grad_scaler)
 
 

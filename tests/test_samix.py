@@ -239,3 +239,20 @@ def test_factory_keeps_explicit_zero_settings():
                          steps_per_epoch=10, train_size=100)
     assert samix.optimizer.param_groups[0]['lr'] == 0
     assert samix.momentum(0) == 0 and samix.momentum(samix.total_steps) == 0
+
+
+@pytest.mark.parametrize('flags,expected', [
+    ([], dict(mixer_every=1, mixer_batch_frac=1.0)),
+    (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(mixer_every=1, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'], dict(mixer_every=1, mixer_batch_frac=0.25)),
+])
+def test_presets_and_explicit_economies(flags, expected):
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import SAMIX_PRESETS, samix_economies
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', *flags])
+    assert samix_economies(args) == expected
+    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0)  # the paper stays one flag away
+    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, fast'):
+        args.samix_preset = 'nope'
+        samix_economies(args)

@@ -277,9 +277,12 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
-    g.add_argument('--samix-mixer-batch-frac', type=float, default=1.0,
-                   help='fraction of the batch the Mixer trains on (1 = paper)')
-    g.add_argument('--samix-mixer-every', type=int, default=1, help='train the Mixer every k-th step (1 = paper)')
+    g.add_argument('--samix-preset', type=str, default='paper',
+                   help="Mixer-branch economies: 'fast' or 'paper' (full batch, every step); see README Benchmarks")
+    g.add_argument('--samix-mixer-batch-frac', type=float, default=None,
+                   help='fraction of the batch the Mixer trains on (default: from --samix-preset; 1 = paper)')
+    g.add_argument('--samix-mixer-every', type=int, default=None,
+                   help='train the Mixer every k-th step (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-vis-interval', type=int, default=10,
                    help='epochs between mixed-sample image grids (tensorboard + PNG); 0 = off')
 
