@@ -137,9 +137,8 @@ def test_bad_input_is_one_line(extra, message, small_data, tmp_path, capsys, one
         code = run_train_ssl(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_SSL, '--epochs', '1',
                               *extra])
         assert code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert 'Traceback' not in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier runs' log handlers may write above it)
+    assert message in last and (last.startswith('error: ') or 'invalid choice' in last)
 
 
 class _no_raise:
