@@ -11,7 +11,6 @@ computes one step's loss, reading like the method:
     L_θ = infoNCE(q1, k2, Q) + l_-^I(q_mix, k2, k1[π_q], Q, λ_q)  (+ cluster head CE for SAMix-C)
     enqueue k2
 """
-import logging
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -31,8 +30,6 @@ from .mixing import get_ssl_mode, global_derangement, mix_cross_view
 from .queue import KeyQueue
 
 __all__ = ['MoCoOnline', 'MoCoSAMix']
-
-_logger = logging.getLogger(__name__)
 
 
 class MoCoOnline(nn.Module):

@@ -9,7 +9,6 @@ features extracted once without augmentation, learning rate ×0.1 at 60% and 80%
 """
 import argparse
 import json
-import logging
 import sys
 from typing import Dict, Optional, Sequence
 
@@ -26,7 +25,6 @@ from .encoder import backbone_state_dict
 
 __all__ = ['knn_probe', 'linear_probe', 'eval_features', 'backbone_features', 'probe_backbone', 'probe_checkpoint']
 
-_logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
