@@ -10,17 +10,21 @@ The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md`
     nice -n 10 python bench/ssl.py --data-dir data/cluttered_mnist --seeds 0 > bench/results/ssl.log 2>&1 &
     python bench/ssl.py --table
 """
-import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List
 
-import numpy as np
+# this file is named ssl.py: keep its folder off sys.path, or `import ssl` (asyncio, via torch) finds it
+sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, List  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'ssl' / 'embedded_bench.yaml'
@@ -47,15 +51,17 @@ def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
            '--ssl-mix', MODES[name], '--seed', str(seed), '--output', str(out_root), '--experiment', experiment]
     if args.epochs:
         cmd += ['--epochs', str(args.epochs)]
-    if run_dir.exists():  # an interrupted run: start it again from scratch in a fresh folder
-        run_dir.rename(out_root / f'{experiment}-interrupted-{int(time.time())}')
-    start = time.time()
-    subprocess.run(cmd, env=env, check=True, cwd=REPO)
-    train_s = time.time() - start
     probe_file = run_dir / 'probe.json'
-    subprocess.run([sys.executable, '-m', 'samix_timm.ssl.probe', '--checkpoint', str(run_dir / 'last.pth.tar'),
-                    '--data-dir', args.data_dir, '--linear-epochs', str(args.linear_epochs),
-                    '--results-file', str(probe_file)], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    if run_dir.exists() and not probe_file.exists():  # an interrupted run: start again in a fresh folder
+        run_dir.rename(out_root / f'{experiment}-interrupted-{int(time.time())}')
+    if not run_dir.exists():
+        subprocess.run(cmd, env=env, check=True, cwd=REPO)
+    # training wall time: from the run folder's args.yaml to its last checkpoint
+    train_s = (run_dir / 'last.pth.tar').stat().st_mtime - (run_dir / 'args.yaml').stat().st_mtime
+    if not probe_file.exists():
+        subprocess.run([sys.executable, '-m', 'samix_timm.ssl.probe', '--checkpoint', str(run_dir / 'last.pth.tar'),
+                        '--data-dir', args.data_dir, '--linear-epochs', str(args.linear_epochs),
+                        '--results-file', str(probe_file)], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     probe = json.loads(probe_file.read_text())
     return dict(method=name, ssl_mix=MODES[name], seed=seed, knn_top1=probe['knn_top1'],
                 linear_top1=probe['linear_top1'], train_s=round(train_s, 1), epochs=args.epochs or 'config',
