@@ -7,24 +7,23 @@ modes; the budget is explained there) followed by the kNN and linear probes of i
 ``<results>/ssl_runs.jsonl``; a later invocation skips what is there, so the sweep is resumable.
 The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md``.
 
-    nice -n 10 python bench/ssl.py --data-dir data/cluttered_mnist --seeds 0 > bench/results/ssl.log 2>&1 &
-    python bench/ssl.py --table
+    nice -n 10 python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 > bench/results/ssl.log 2>&1 &
+    python bench/ssl_probes.py --table
+
+(Named ssl_probes.py, not ssl.py: a bench/ssl.py would shadow the standard-library `ssl` for every
+script in bench/, since torch imports asyncio.)
 """
+import argparse
+import json
+import os
+import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Dict, List
 
-# this file is named ssl.py: keep its folder off sys.path, or `import ssl` (asyncio, via torch) finds it
-sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, List  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'ssl' / 'embedded_bench.yaml'
@@ -116,7 +115,7 @@ def main() -> int:
         cfg = CONFIG.relative_to(REPO)
         (results / 'ssl.md').write_text(
             f'# Self-supervised SAMix on the embedded cluttered-MNIST data\n\n'
-            f'`python bench/ssl.py --data-dir data/cluttered_mnist --seeds {" ".join(map(str, sorted({r["seed"] for r in rows})))}`'
+            f'`python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds {" ".join(map(str, sorted({r["seed"] for r in rows})))}`'
             f' (recipe `{cfg}`; probes: kNN k = 20 cosine, linear {args.linear_epochs} epochs on frozen features).\n'
             f'Machine: {rows[0]["machine"]}, one thread per run, CPU shared with other jobs.\n\n{text}\n')
     return 0
