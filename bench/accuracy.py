@@ -31,18 +31,19 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = ['--config', str(REPO / 'configs' / 'embedded_bench.yaml')]
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
-            'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix': 'samix', 'samix_every2_frac0.5': 'samix_every2_frac0.5',
+            'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix_paper': 'samix', 'samix_fast': 'samix_every2_frac0.5',
             'samix_p': 'samix_p'}
 
+# in the order a sweep runs them: the comparisons that choose the defaults first
 METHODS: Dict[str, List[str]] = {
     'vanilla': [],
     'mixup_a1': ['--mixup', '1.0'],
-    'mixup_a0.2': ['--mixup', '0.2'],
+    'samix_paper': ['--mixup', 'samix', '--samix-preset', 'paper'],
+    'samix_fast': ['--mixup', 'samix', '--samix-preset', 'fast'],
     'cutmix_a1': ['--cutmix', '1.0'],
+    'mixup_a0.2': ['--mixup', '0.2'],
     'cutmix_a0.2': ['--cutmix', '0.2'],
-    'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce'],
-    'samix': ['--mixup', 'samix'],
-    'samix_every2_frac0.5': ['--mixup', 'samix', '--samix-mixer-every', '2', '--samix-mixer-batch-frac', '0.5'],
+    'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper'],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
 }
 
