@@ -9,7 +9,7 @@ from .pretrained import export_mixer
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--checkpoint', required=True, help='checkpoint of a `train.py --mixup samix` run')
+    parser.add_argument('--checkpoint', required=True, help='checkpoint of a `train.py --mixup samix` or `train_ssl.py --ssl-mix samix_i|samix_c` run')
     parser.add_argument('--out', required=True, help='output path without hash; written as <out>-<sha256[:8]>.pth')
     parser.add_argument('--description', default='', help='free text stored in the artifact')
     args = parser.parse_args(argv)

@@ -94,8 +94,10 @@ register(MixerEntry(
 register(MixerEntry(
     name='samix_r50_in1k_ssl',
     doc='SAMix-C Mixer from self-supervised MoCo v2 pre-training on ImageNet-1k, resnet50 extractor at 224 px '
-        '(paper §6-§7). Weights not yet published; needs the self-supervised trainer (train_ssl.py).',
-    recipe='self-supervised SAMix (train_ssl.py, not available yet), then python -m samix_timm.export',
+        '(paper §6-§7). Weights not yet published.',
+    recipe='torchrun --nproc_per_node 8 train_ssl.py --config configs/ssl/in1k_resnet50_samix_c.yaml '
+           '--data-dir /path/to/imagenet --batch-size 32, then python -m samix_timm.export --checkpoint '
+           '<run>/last.pth.tar --out samix_r50_in1k_ssl',
 ))
 
 

@@ -40,28 +40,58 @@ def file_sha256(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool = True) -> Dict[str, Any]:
-    """The artifact dict of a finished `train.py --mixup samix` checkpoint (loaded with `torch.load`).
+def _supervised_parts(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """Extractor and Mixer of a `train.py --mixup samix` checkpoint (θ̄ = the SAMix momentum encoder)."""
+    state = checkpoint['samix']
+    return dict(encoder=state['encoder'], num_classes=checkpoint['args_dict']['num_classes'],
+                feature_index=state['feature_index'], mixer_name=state['mixer_name'],
+                mixer_config=state['mixer_config'], mixer=state['mixer'], step=state['step'])
 
+
+def _ssl_parts(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """Extractor and Mixer of a `train_ssl.py --ssl-mix samix_i|samix_c` checkpoint (θ̄ = the MoCo key encoder)."""
+    moco = checkpoint['moco']
+    if moco.get('mixer') is None:
+        raise ConfigError('this train_ssl.py checkpoint has no Mixer: export a run with --ssl-mix samix_i or samix_c')
+    prefix = 'backbone.'
+    encoder = {k[len(prefix):]: v for k, v in moco['momentum_encoder'].items() if k.startswith(prefix)}
+    branch = moco['mixer']
+    return dict(encoder=encoder, num_classes=0, feature_index=moco['tap_index'], mixer_name=branch['name'],
+                mixer_config=branch['config'], mixer=branch['mixer'], step=moco['step'])
+
+
+# checkpoint key that identifies the kind of run -> reader of its extractor and Mixer
+_CHECKPOINT_KINDS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    'samix': _supervised_parts,
+    'moco': _ssl_parts,
+}
+
+
+def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool = True) -> Dict[str, Any]:
+    """The artifact dict of a finished online SAMix run (loaded with `torch.load`).
+
+    Reads `train.py --mixup samix` checkpoints and `train_ssl.py` SAMix-I/-C checkpoints.
     `half` stores the extractor weights in float16 (they are computed in float32 after loading).
     """
-    if 'samix' not in checkpoint or 'args' not in checkpoint:
-        raise ConfigError('checkpoint holds no SAMix state: export a checkpoint of a `train.py --mixup samix` run')
+    kind = next((k for k in _CHECKPOINT_KINDS if k in checkpoint), None)
+    if kind is None or 'args' not in checkpoint:
+        raise ConfigError('checkpoint holds no SAMix state: export a checkpoint of a `train.py --mixup samix` or '
+                          '`train_ssl.py --ssl-mix samix_i|samix_c` run')
     args = vars(checkpoint['args']) if not isinstance(checkpoint['args'], dict) else checkpoint['args']
-    state = checkpoint['samix']
-    extractor = timm.create_model(args['model'], num_classes=args['num_classes'])
-    extractor.load_state_dict(state['encoder'])
-    index = state['feature_index']
+    parts = _CHECKPOINT_KINDS[kind](dict(checkpoint, args_dict=args))
+    extractor = timm.create_model(args['model'], num_classes=parts['num_classes'])
+    extractor.load_state_dict(parts['encoder'])
+    index = parts['feature_index']
     extractor.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
     weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in extractor.state_dict().items()}
-    data = resolve_data_config(args, model=timm.create_model(args['model'], num_classes=args['num_classes']))
+    data = resolve_data_config(args, model=timm.create_model(args['model'], num_classes=parts['num_classes']))
     return dict(
         format_version=FORMAT_VERSION,
-        extractor=dict(model=args['model'], num_classes=args['num_classes'], feature_index=index, state_dict=weights),
-        mixer=dict(name=state['mixer_name'], config=state['mixer_config'], state_dict=state['mixer']),
+        extractor=dict(model=args['model'], num_classes=parts['num_classes'], feature_index=index, state_dict=weights),
+        mixer=dict(name=parts['mixer_name'], config=parts['mixer_config'], state_dict=parts['mixer']),
         data=dict(mean=list(data['mean']), std=list(data['std']), input_size=list(data['input_size'])),
-        info=dict(description=description, epochs=checkpoint.get('epoch', -1) + 1, step=state['step'],
-                  timm_version=timm.__version__),
+        info=dict(description=description, epochs=checkpoint.get('epoch', -1) + 1, step=parts['step'],
+                  timm_version=timm.__version__, source=kind),
     )
 
 

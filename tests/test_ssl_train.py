@@ -10,6 +10,7 @@ import samix_timm.ssl.engine as ssl_engine
 from samix_timm.cli import run_train_ssl
 from samix_timm.engine import parse_train_args
 from samix_timm.engine.train import build_model
+from samix_timm.errors import ConfigError
 from samix_timm.ssl import export_backbone
 from samix_timm.ssl.args import parse_ssl_args
 from samix_timm.ssl.encoder import backbone_state_dict
@@ -147,3 +148,27 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_samix_i_run_exports_as_pretrained_mixer(small_data, tmp_path, one_thread):
+    from samix_timm.mixer import mixer_inference
+    from samix_timm.pretrained import SAMixPretrained, build_artifact, export_mixer, load_artifact
+    result = _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'samix_i')
+    path, sha = export_mixer(result.checkpoint, tmp_path / 'ssl_mixer')
+    art = load_artifact(path)
+    assert path.name == f'ssl_mixer-{sha[:8]}.pth' and art['info']['source'] == 'moco'
+    assert art['extractor']['feature_index'] == result.moco.tap_index
+    # in fp32 the artifact reproduces the run's own Mixer on the key encoder's stage-l map (§6, §7)
+    ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
+    pre = SAMixPretrained(build_artifact(ckpt, half=False), num_classes=10)
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([1, 2, 3, 4, 5, 0])
+    encoder = result.moco.momentum.module.backbone.eval()
+    with torch.no_grad(), mixer_inference(result.moco.mixer.mixer) as mixer:
+        z = encoder.forward_intermediates(x, indices=[result.moco.tap_index], intermediates_only=True)[0]
+        expected = mixer(z, 0.4, index, (32, 32))
+    torch.testing.assert_close(pre.mask(x, 0.4, index), expected)
+    # a run without a Mixer has nothing to export
+    plain = _run(small_data, tmp_path / 'plain', '--epochs', '1', '--ssl-mix', 'none')
+    with pytest.raises(ConfigError, match='has no Mixer'):
+        export_mixer(plain.checkpoint, tmp_path / 'none')

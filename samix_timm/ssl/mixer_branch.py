@@ -11,7 +11,7 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from ..losses import mask_losses
-from ..mixer import create_mixer
+from ..mixer import create_mixer, mixer_name
 from ..momentum import BetaSchedule
 from .distributed import average_gradients, broadcast_
 from .mixing import mix_cross_view
@@ -97,7 +97,9 @@ class SSLMixerBranch:
                     mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
 
     def state_dict(self) -> Dict:
-        return dict(mixer=self.mixer.state_dict(), optimizer=self.optimizer.state_dict())
+        """Mixer weights, name and config (what a SAMix^P export needs) and its optimizer."""
+        return dict(mixer=self.mixer.state_dict(), name=mixer_name(self.mixer), config=self.mixer.config,
+                    optimizer=self.optimizer.state_dict())
 
     def load_state_dict(self, state: Dict, step: int) -> None:
         self.mixer.load_state_dict(state['mixer'])
