@@ -187,8 +187,9 @@ def train_ssl(args, args_text: str) -> SSLResult:
         (output_dir / 'args.yaml').write_text(args_text)
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
+        mixer_info = f'Mixer on stage {moco.tap_index}, ' if moco.mixer is not None else ''
         _logger.info(f'MoCo v2 + {args.ssl_mix} on {args.model}: {num_epochs} epochs x {len(loader)} steps, '
-                     f'Mixer stage {moco.tap_index}, output in {output_dir}')
+                     f'{mixer_info}output in {output_dir}')
 
     cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
     knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
