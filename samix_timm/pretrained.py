@@ -101,6 +101,7 @@ def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], descr
         checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
     artifact = build_artifact(checkpoint, description)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.tmp')
     torch.save(artifact, tmp)
     sha = file_sha256(tmp)

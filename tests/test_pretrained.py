@@ -116,7 +116,7 @@ def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
     assert isinstance(mixer, SAMixPretrained)
     from timm.data import create_dataset, create_loader
     ds = create_dataset('', root=str(embedded_data), split='validation')
-    loader = create_loader(ds, input_size=(3, 64, 64), batch_size=100, use_prefetcher=False, mean=(0.1,) * 3,
+    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=100, use_prefetcher=False, mean=(0.1,) * 3,
                            std=(0.25,) * 3, crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
     x, _ = next(iter(loader))
     index = torch.roll(torch.arange(len(x)), 1)
@@ -125,9 +125,9 @@ def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
         s = mixer.mask(x, lam, index)
         means.append(float(s.mean()))
         assert float(s.flatten(1).std(1).mean()) > 0.3  # near-binary spatial masks, far from constant
-    # the partner's share falls as lam rises (the issue asks |mean - (1 - lam)| < 0.1; measured 0.55/0.51/0.44)
-    assert means[0] > means[1] > means[2]
-    assert abs(means[1] - 0.5) < 0.1
+    # the mean partner share follows 1 - lam (measured 0.74 / 0.53 / 0.24 for the shipped Mixer)
+    for lam, mean in zip((0.3, 0.5, 0.7), means):
+        assert abs(mean - (1 - lam)) < 0.1, (lam, means)
     # with lam adjusting (§3) the ratio is exact
     exact = SAMixPretrained(load_pretrained_artifact('samix_r18_cluttered_mnist'), 10, lam_adjust_prob=1.0)
     for lam in (0.3, 0.7):
