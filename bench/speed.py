@@ -2,9 +2,10 @@
 """ Cost of a training step with each mixing method, measured side by side in one run.
 
 A step = mix + forward + backward + optimizer step on a batch already in memory. Methods are
-interleaved (one step of each, repeated) after a warm-up, so drifts of the machine hit all of
-them alike; the table reports the median step time, its spread (interquartile range) and the
-ratio to timm Mixup from the same run. Peak memory is measured per method in a fresh
+interleaved (a window of steps of each, repeated) after a warm-up, so drifts of the machine hit all
+of them alike; a sample is the mean step time over its window (2 steps: a whole cycle of
+`mixer_every=2`), and the table reports the median sample, its spread (interquartile range) and
+the ratio to timm Mixup from the same run. Peak memory is measured per method in a fresh
 subprocess (RSS on CPU, max allocated on CUDA). `--breakdown` profiles the online SAMix step.
 
     python bench/speed.py --models resnet18 resnet50 deit_small_patch16_224:112 --img-size 64 --batch-size 32 --breakdown
@@ -110,8 +111,8 @@ def time_methods(model_name: str, methods: List[str], args, device) -> Dict[str,
             r.step()
     times = {m: [] for m in methods}
     for _ in range(args.reps):
-        for m, r in runners.items():
-            times[m].append(r.step())
+        for m, r in runners.items():  # one sample = the mean of a window of steps (a --samix-mixer-every cycle)
+            times[m].append(sum(r.step() for _ in range(args.window)) / args.window)
     out = {}
     for m, t in times.items():
         q1, med, q3 = np.percentile(t, [25, 50, 75])
@@ -172,7 +173,8 @@ def breakdown(model_name: str, args, device) -> Dict[str, float]:
 
 
 def markdown(results: Dict, machine: str) -> str:
-    lines = [f'Machine: {machine}', '']
+    lines = [f'Machine: {machine}', f'Command: `{results["command"]}`',
+             f'Step time = median over {results["reps"]} interleaved samples, each the mean of {results.get("window", 1)} steps.', '']
     for model_name, res in results['models'].items():
         lines += [f'### {model_name} ({res["img_size"]} px, batch {results["batch_size"]})', '',
                   '| method | median step (s) | IQR (s) | × timm Mixup | peak memory (MB) | × timm Mixup |',
@@ -199,6 +201,8 @@ def main() -> None:
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--reps', type=int, default=7, help='interleaved timed steps per method')
     p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--window', type=int, default=2,
+                   help='steps per timed sample; a multiple of every --samix-mixer-every timed, so each sample holds whole cycles')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--no-memory', action='store_true', help='skip the per-method memory subprocesses')
     p.add_argument('--breakdown', action='store_true', help='profile the online SAMix step')
@@ -213,8 +217,8 @@ def main() -> None:
         return _single(args, device)
     machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch '
                f'{torch.__version__}, {args.device}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else ''))
-    results = dict(machine=machine, img_size=args.img_size, batch_size=args.batch_size, reps=args.reps,
-                   command=' '.join(sys.argv), models={})
+    results = dict(machine=machine, img_size=args.img_size, batch_size=args.batch_size, reps=args.reps, window=args.window,
+                   command='python ' + ' '.join(sys.argv), models={})
     for spec in args.models:
         model_name, size = split_size(spec, results['img_size'])
         args.img_size = size
