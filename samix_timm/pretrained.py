@@ -40,15 +40,15 @@ def file_sha256(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def _supervised_parts(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+def _supervised_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, Any]:
     """Extractor and Mixer of a `train.py --mixup samix` checkpoint (θ̄ = the SAMix momentum encoder)."""
     state = checkpoint['samix']
-    return dict(encoder=state['encoder'], num_classes=checkpoint['args_dict']['num_classes'],
+    return dict(encoder=state['encoder'], num_classes=args['num_classes'],
                 feature_index=state['feature_index'], mixer_name=state['mixer_name'],
                 mixer_config=state['mixer_config'], mixer=state['mixer'], step=state['step'])
 
 
-def _ssl_parts(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+def _ssl_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, Any]:
     """Extractor and Mixer of a `train_ssl.py --ssl-mix samix_i|samix_c` checkpoint (θ̄ = the MoCo key encoder)."""
     moco = checkpoint['moco']
     if moco.get('mixer') is None:
@@ -61,7 +61,7 @@ def _ssl_parts(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # checkpoint key that identifies the kind of run -> reader of its extractor and Mixer
-_CHECKPOINT_KINDS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+_CHECKPOINT_KINDS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
     'samix': _supervised_parts,
     'moco': _ssl_parts,
 }
@@ -78,7 +78,7 @@ def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool
         raise ConfigError('checkpoint holds no SAMix state: export a checkpoint of a `train.py --mixup samix` or '
                           '`train_ssl.py --ssl-mix samix_i|samix_c` run')
     args = vars(checkpoint['args']) if not isinstance(checkpoint['args'], dict) else checkpoint['args']
-    parts = _CHECKPOINT_KINDS[kind](dict(checkpoint, args_dict=args))
+    parts = _CHECKPOINT_KINDS[kind](checkpoint, args)
     extractor = timm.create_model(args['model'], num_classes=parts['num_classes'])
     extractor.load_state_dict(parts['encoder'])
     index = parts['feature_index']
