@@ -2,15 +2,17 @@
 """ Accuracy of each mixing method on the embedded cluttered-MNIST dataset: a resumable sweep.
 
 Each (method, seed) is one `train.py` run of configs/embedded_bench.yaml (the budget is explained
-there); a finished run appends one JSON line to `<results>/accuracy_runs.jsonl`, and a later
-invocation skips what is already there, so a sweep that takes hours can be stopped and resumed
-(also in another session). `--jobs 2` runs two one-thread trainings side by side (on a 2-core CPU
-that is faster than one two-thread run; wall times stay comparable between methods). `--table`
-prints mean ± std top-1 (online and EMA) and wall time per method, and writes a PNG of accuracy
-against the step-time ratio to timm Mixup that bench/speed.py measured (`--speed` JSON).
+there); a finished run appends one JSON line to `<results>/accuracy_runs.jsonl` with the epochs and
+image size it ran at, and a later invocation skips what is already there for the same budget, so a
+sweep that takes hours can be stopped and resumed (also in another session). `--jobs 2` runs two
+one-thread trainings side by side (on a 2-core CPU that is faster than one two-thread run; wall
+times stay comparable between methods). `--table` prints mean ± std top-1 (online and EMA) and wall
+time per method for one budget, and writes a PNG of accuracy against the step-time ratio to timm
+Mixup that bench/speed.py measured (`--speed` JSON, `--speed-model`).
 
     nohup python bench/accuracy.py --data-dir data/cluttered_mnist --seeds 0 1 2 --jobs 2 > bench/results/accuracy.log &
     python bench/accuracy.py --table
+    python bench/accuracy.py --table --img-size 32 --methods vanilla mixup_a1   # the 32-px check of the recipe
 """
 import argparse
 import csv
@@ -22,13 +24,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-BASE = ['--config', str(REPO / 'configs' / 'embedded_bench.yaml')]
+RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
+BASE = ['--config', str(RECIPE)]
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix_paper': 'samix', 'samix_fast': 'samix_every2_frac0.5',
@@ -46,6 +50,7 @@ METHODS: Dict[str, List[str]] = {
     'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper'],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
 }
+RECIPE_CFG = yaml.safe_load(RECIPE.read_text())
 
 
 def _done(results: Path) -> List[Dict]:
@@ -58,7 +63,7 @@ def run_one(method: str, seed: int, args) -> Dict:
     exp = f'{method}-s{seed}'
     cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
-           '--epochs', str(args.epochs)]
+           '--epochs', str(args.epochs), '--img-size', str(args.img_size)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -67,27 +72,41 @@ def run_one(method: str, seed: int, args) -> Dict:
     run_dir = max(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime)
     with open(run_dir / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
-    return dict(method=method, seed=seed, epochs=args.epochs, top1=float(last['eval_top1']),
+    return dict(method=method, seed=seed, epochs=args.epochs, img_size=args.img_size, top1=float(last['eval_top1']),
                 ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                 jobs=args.jobs, threads=args.threads)
 
 
-def speed_ratios(path: Path) -> Dict[str, float]:
-    """Step time / timm Mixup step time per speed.py method, for the first model of a speed.py JSON."""
-    if not path.exists():
-        return {}
-    res = next(iter(json.loads(path.read_text())['models'].values()))['time']
-    return {m: t['median_s'] / res['mixup']['median_s'] for m, t in res.items()}
+def speed_ratios(path: Path, model: str) -> Tuple[Dict[str, float], str]:
+    """Step time / timm Mixup step time per speed.py method for `model` in a speed.py JSON, and
+    where those timings come from (model, resolution, batch)."""
+    data = json.loads(path.read_text()) if path.exists() else {'models': {}}
+    if model not in data['models']:
+        return {}, f'no {model} entry in {path.name}'
+    res = data['models'][model]
+    ratios = {m: t['median_s'] / res['time']['mixup']['median_s'] for m, t in res['time'].items()}
+    return ratios, f"{path.name}: {model} {res['img_size']} px, batch {data['batch_size']}"
 
 
-def table(results: Path, speed: Path) -> str:
-    rows = _done(results)
+def _mean_std(v: np.ndarray) -> str:
+    """'mean ± std' over seeds (sample std); a single run has no spread to report."""
+    return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f} (1 run)'
+
+
+def budget_name(epochs: int, img_size: int) -> str:
+    return f'{img_size}px_{epochs}ep'
+
+
+def table(results: Path, speed: Path, speed_model: str, epochs: int, img_size: int,
+          methods: List[str]) -> str:
+    """Markdown table of the finished runs of one budget (+ the accuracy-vs-cost PNG beside it)."""
     by = {}
-    for r in rows:
-        by.setdefault(r['method'], []).append(r)
-    ratios = speed_ratios(speed)
+    for r in _done(results):
+        if (r['epochs'], r['img_size']) == (epochs, img_size) and r['method'] in methods:
+            by.setdefault(r['method'], []).append(r)
+    ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
-             'step time × timm Mixup (speed.py) |', '|---|---|---|---|---|---|']
+             f'step time × timm Mixup ({source}) |', '|---|---|---|---|---|---|']
     stats = {}
     for m in METHODS:
         if m not in by:
@@ -95,7 +114,7 @@ def table(results: Path, speed: Path) -> str:
         t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
         ratio = ratios.get(SPEED_OF[m], np.nan)
         stats[m] = (max(t1.mean(), ema.mean()), ratio)
-        lines.append(f'| {m} | {len(t1)} | {t1.mean():.2f} ± {t1.std():.2f} | {ema.mean():.2f} ± {ema.std():.2f} | '
+        lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
                      f'{wall.mean() / 60:.1f} | {ratio:.2f} |')
     stats = {m: v for m, v in stats.items() if np.isfinite(v[1])}
     if stats:
@@ -106,10 +125,11 @@ def table(results: Path, speed: Path) -> str:
         for m, (acc, cost) in stats.items():
             ax.scatter(cost, acc)
             ax.annotate(m, (cost, acc), fontsize=8)
-        ax.set_xlabel(f'training step time relative to timm Mixup ({speed.name})')
+        ax.set_xlabel(f'step time relative to timm Mixup ({source})', fontsize=8)
         ax.set_ylabel('best of online / EMA top-1 (%)')
+        ax.set_title(f'cluttered MNIST, resnet18 {img_size} px, {epochs} epochs', fontsize=9)
         fig.tight_layout()
-        fig.savefig(results / 'accuracy_vs_cost.png', dpi=120)
+        fig.savefig(results / f'accuracy_vs_cost_{budget_name(epochs, img_size)}.png', dpi=120)
     return '\n'.join(lines)
 
 
@@ -118,12 +138,15 @@ def main() -> None:
     p.add_argument('--data-dir', default='data/cluttered_mnist')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
-    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--epochs', type=int, default=RECIPE_CFG['epochs'])
+    p.add_argument('--img-size', type=int, default=RECIPE_CFG['img_size'])
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--jobs', type=int, default=1, help='runs side by side')
     p.add_argument('--threads', type=int, default=None, help='torch threads per run (default: 1 when --jobs > 1)')
-    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_accuracy_recipe.json'),
-                   help='speed.py JSON for the cost axis (same model and resolution as the recipe)')
+    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed.json'),
+                   help='speed.py JSON for the cost axis')
+    p.add_argument('--speed-model', default='resnet18',
+                   help='model entry of that JSON (the recipe model; speed.json has it at 64 px)')
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
@@ -133,8 +156,9 @@ def main() -> None:
     if args.threads is None and args.jobs > 1:
         args.threads = 1
     if not args.table:
-        done = {(r['method'], r['seed'], r['epochs']) for r in _done(results)}
-        todo = [(m, s) for s in args.seeds for m in args.methods if (m, s, args.epochs) not in done]
+        done = {(r['method'], r['seed'], r['epochs'], r['img_size']) for r in _done(results)}
+        todo = [(m, s) for s in args.seeds for m in args.methods
+                if (m, s, args.epochs, args.img_size) not in done]
         lock = threading.Lock()
 
         def _run(job):
@@ -145,8 +169,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
-    text = table(results, Path(args.speed))
-    (results / 'accuracy.md').write_text(text + '\n')
+    text = table(results, Path(args.speed), args.speed_model, args.epochs, args.img_size, args.methods)
+    (results / f'accuracy_{budget_name(args.epochs, args.img_size)}.md').write_text(text + '\n')
     print(text)
 
 
