@@ -36,7 +36,7 @@ BASE = ['--config', str(RECIPE)]
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix_paper': 'samix', 'samix_fast': 'samix_every2_frac0.5',
-            'samix_p': 'samix_p'}
+            'samix_p': 'samix_p_shipped'}
 
 # in the order a sweep runs them: the comparisons that choose the defaults first
 METHODS: Dict[str, List[str]] = {
@@ -63,7 +63,7 @@ def run_one(method: str, seed: int, args) -> Dict:
     exp = f'{method}-s{seed}'
     cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
-           '--epochs', str(args.epochs), '--img-size', str(args.img_size)]
+           '--epochs', str(args.epochs), '--img-size', str(args.img_size), '--model', args.model]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -72,7 +72,7 @@ def run_one(method: str, seed: int, args) -> Dict:
     run_dir = max(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime)
     with open(run_dir / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
-    return dict(method=method, seed=seed, epochs=args.epochs, img_size=args.img_size, top1=float(last['eval_top1']),
+    return dict(method=method, seed=seed, model=args.model, epochs=args.epochs, img_size=args.img_size, top1=float(last['eval_top1']),
                 ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                 jobs=args.jobs, threads=args.threads)
 
@@ -93,16 +93,22 @@ def _mean_std(v: np.ndarray) -> str:
     return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f} (1 run)'
 
 
-def budget_name(epochs: int, img_size: int) -> str:
-    return f'{img_size}px_{epochs}ep'
+def budget(record) -> Tuple[str, int, int]:
+    """What makes runs comparable: model, epochs, image size (runs from before `model` was recorded
+    used resnet18)."""
+    return record.get('model', 'resnet18'), record['epochs'], record['img_size']
 
 
-def table(results: Path, speed: Path, speed_model: str, epochs: int, img_size: int,
+def budget_name(model: str, epochs: int, img_size: int) -> str:
+    return f'{model}_{img_size}px_{epochs}ep'
+
+
+def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
           methods: List[str]) -> str:
     """Markdown table of the finished runs of one budget (+ the accuracy-vs-cost PNG beside it)."""
     by = {}
     for r in _done(results):
-        if (r['epochs'], r['img_size']) == (epochs, img_size) and r['method'] in methods:
+        if budget(r) == (model, epochs, img_size) and r['method'] in methods:
             by.setdefault(r['method'], []).append(r)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
@@ -127,9 +133,9 @@ def table(results: Path, speed: Path, speed_model: str, epochs: int, img_size: i
             ax.annotate(m, (cost, acc), fontsize=8)
         ax.set_xlabel(f'step time relative to timm Mixup ({source})', fontsize=8)
         ax.set_ylabel('best of online / EMA top-1 (%)')
-        ax.set_title(f'cluttered MNIST, resnet18 {img_size} px, {epochs} epochs', fontsize=9)
+        ax.set_title(f'cluttered MNIST, {model} {img_size} px, {epochs} epochs', fontsize=9)
         fig.tight_layout()
-        fig.savefig(results / f'accuracy_vs_cost_{budget_name(epochs, img_size)}.png', dpi=120)
+        fig.savefig(results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size)}.png', dpi=120)
     return '\n'.join(lines)
 
 
@@ -138,15 +144,15 @@ def main() -> None:
     p.add_argument('--data-dir', default='data/cluttered_mnist')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
+    p.add_argument('--model', default=RECIPE_CFG['model'])
     p.add_argument('--epochs', type=int, default=RECIPE_CFG['epochs'])
     p.add_argument('--img-size', type=int, default=RECIPE_CFG['img_size'])
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--jobs', type=int, default=1, help='runs side by side')
     p.add_argument('--threads', type=int, default=None, help='torch threads per run (default: 1 when --jobs > 1)')
-    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed.json'),
-                   help='speed.py JSON for the cost axis')
-    p.add_argument('--speed-model', default='resnet18',
-                   help='model entry of that JSON (the recipe model; speed.json has it at 64 px)')
+    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_accuracy_recipe.json'),
+                   help='speed.py JSON for the cost axis (made for the recipe: see README "Benchmarks")')
+    p.add_argument('--speed-model', default=RECIPE_CFG['model'], help='model entry of that JSON')
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
@@ -156,9 +162,9 @@ def main() -> None:
     if args.threads is None and args.jobs > 1:
         args.threads = 1
     if not args.table:
-        done = {(r['method'], r['seed'], r['epochs'], r['img_size']) for r in _done(results)}
+        done = {(r['method'], r['seed'], *budget(r)) for r in _done(results)}
         todo = [(m, s) for s in args.seeds for m in args.methods
-                if (m, s, args.epochs, args.img_size) not in done]
+                if (m, s, args.model, args.epochs, args.img_size) not in done]
         lock = threading.Lock()
 
         def _run(job):
@@ -169,8 +175,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
-    text = table(results, Path(args.speed), args.speed_model, args.epochs, args.img_size, args.methods)
-    (results / f'accuracy_{budget_name(args.epochs, args.img_size)}.md').write_text(text + '\n')
+    text = table(results, Path(args.speed), args.speed_model, args.model, args.epochs, args.img_size, args.methods)
+    (results / f'accuracy_{budget_name(args.model, args.epochs, args.img_size)}.md').write_text(text + '\n')
     print(text)
 
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from samix_timm import SAMix, SAMixPretrained  # noqa: E402
 from samix_timm.factory import is_transformer  # noqa: E402
 from samix_timm.features import FeatureTap  # noqa: E402
+from samix_timm.hub import create_pretrained_mixer  # noqa: E402
 from samix_timm.mixer import Mixer  # noqa: E402
 
 NUM_CLASSES = 100
@@ -65,7 +66,11 @@ METHODS: Dict[str, Callable] = {
     'samix_every2_frac0.5': lambda model, size, steps: SAMix(
         model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2, mixer_batch_frac=0.5),
     'samix_p': lambda model, size, steps: SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES),
+    # the shipped cluttered-MNIST Mixer (its extractor sees the batch resized to 32 px), as in bench/accuracy.py
+    'samix_p_shipped': lambda model, size, steps: create_pretrained_mixer('samix_r18_cluttered_mnist', NUM_CLASSES),
 }
+# methods a plain `--methods` default leaves out (only meaningful for the embedded benchmark)
+OPTIONAL_METHODS = ('samix_p_shipped',)
 
 
 class Runner:
@@ -196,7 +201,7 @@ def markdown(results: Dict, machine: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', nargs='+', default=['resnet18', 'resnet50', 'deit_small_patch16_224:112'])
-    p.add_argument('--methods', nargs='+', default=list(METHODS))
+    p.add_argument('--methods', nargs='+', default=[m for m in METHODS if m not in OPTIONAL_METHODS])
     p.add_argument('--img-size', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--reps', type=int, default=7, help='interleaved timed steps per method')
