@@ -93,6 +93,15 @@ def _mean_std(v: np.ndarray) -> str:
     return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f} (1 run)'
 
 
+def preset_verdict(paper: np.ndarray, fast: np.ndarray) -> str:
+    """The rule that sets the default `--samix-preset`: the cheaper `fast` preset becomes the default
+    when its mean top-1 is no more than one seed-std (the larger of the two) below `paper`'s."""
+    tol = max(paper.std(ddof=1), fast.std(ddof=1)) if min(len(paper), len(fast)) > 1 else 0.0
+    choice = 'fast' if fast.mean() >= paper.mean() - tol else 'paper'
+    return (f'Preset rule (fast if its mean top-1 >= paper - max std): paper {paper.mean():.2f}, fast '
+            f'{fast.mean():.2f}, tolerance {tol:.2f} ({min(len(paper), len(fast))} seeds) -> default `{choice}`')
+
+
 def budget(record) -> Tuple[str, int, int]:
     """What makes runs comparable: model, epochs, image size (runs from before `model` was recorded
     used resnet18)."""
@@ -119,20 +128,23 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
             continue
         t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
         ratio = ratios.get(SPEED_OF[m], np.nan)
-        stats[m] = (max(t1.mean(), ema.mean()), ratio)
+        stats[m] = (t1.mean(), t1.std(ddof=1) if len(t1) > 1 else 0.0, ratio)
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
                      f'{wall.mean() / 60:.1f} | {ratio:.2f} |')
-    stats = {m: v for m, v in stats.items() if np.isfinite(v[1])}
+    if 'samix_paper' in by and 'samix_fast' in by:
+        lines += ['', preset_verdict(*(np.array([r['top1'] for r in by[m]]) for m in ('samix_paper', 'samix_fast')))]
+    stats = {m: v for m, v in stats.items() if np.isfinite(v[2])}
     if stats:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
-        for m, (acc, cost) in stats.items():
-            ax.scatter(cost, acc)
-            ax.annotate(m, (cost, acc), fontsize=8)
+        for m, (acc, std, cost) in stats.items():
+            ax.errorbar(cost, acc, yerr=std, fmt='o', capsize=3)
+            ax.annotate(m, (cost, acc), xytext=(4, 4), textcoords='offset points', fontsize=8)
+        ax.set_xlim(0.8, max(c for _, _, c in stats.values()) + 0.3)
         ax.set_xlabel(f'step time relative to timm Mixup ({source})', fontsize=8)
-        ax.set_ylabel('best of online / EMA top-1 (%)')
+        ax.set_ylabel('top-1 (%), mean ± std over seeds')
         ax.set_title(f'cluttered MNIST, {model} {img_size} px, {epochs} epochs', fontsize=9)
         fig.tight_layout()
         fig.savefig(results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size)}.png', dpi=120)
