@@ -302,4 +302,5 @@ class SAMix:
         self.encoder.module.load_state_dict(state['encoder'])
         if self.grad_scaler is not None and state.get('grad_scaler') is not None:
             self.grad_scaler.load_state_dict(state['grad_scaler'])
-        self.lr_scheduler.step_update(self.step)
+        # the Mixer lr comes back with its optimizer: it is the one the last Mixer update set, which
+        # is not lr(step) when that update was before `step` (--samix-mixer-every > 1, mix_prob < 1)
