@@ -198,6 +198,8 @@ class SAMix:
             x_mix = mix_images(x, s_q, index_q)
         if (self.step - 1) % self.mixer_every == 0:
             self._train_mixer(x, target, z, lam_k)  # §5.4
+        # every Mixer forward in train mode moved its BN statistics, also on steps without an update
+        self._sync_buffers()
         return x_mix
 
     # -- pieces ----------------------------------------------------------------------------------
@@ -256,7 +258,6 @@ class SAMix:
             self._sync_grads()
             self.optimizer.step()
         self.lr_scheduler.step_update(self.step)
-        self._sync_buffers()
 
     def _sync_grads(self) -> None:
         """Average the Mixer's gradients over ranks so every rank keeps the same Mixer."""

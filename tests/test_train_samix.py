@@ -65,11 +65,12 @@ def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path):
+@pytest.mark.parametrize('preset', ['paper', 'fast'])  # fast: Mixer forwards without an update in between
+def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29523',
            str(REPO / 'tests' / 'ddp_worker.py'), str(tmp_path), '--data-dir', str(small_data),
-           '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25']
+           '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25', '--samix-preset', preset]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
