@@ -54,6 +54,22 @@ def adjust_lam(s: torch.Tensor, lam: float) -> torch.Tensor:
     return torch.where(keep > lam, shrink_keep, shrink_partner)
 
 
+def step_mixer_optimizer(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sync_grads: Callable[[], None],
+                         grad_scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    """Backward of a Mixer loss, gradients averaged over ranks by `sync_grads`, optimizer step (fp16: scaled)."""
+    optimizer.zero_grad(set_to_none=True)
+    if grad_scaler is None:
+        loss.backward()
+        sync_grads()
+        optimizer.step()
+        return
+    grad_scaler.scale(loss).backward()
+    grad_scaler.unscale_(optimizer)  # average true gradients: an inf on one rank reaches all, every rank skips
+    sync_grads()
+    grad_scaler.step(optimizer)
+    grad_scaler.update()
+
+
 def _broadcast_from_rank0(module: nn.Module, params: bool = True) -> None:
     """Copy rank 0's buffers (and parameters) to every rank, one broadcast per dtype; no-op without DDP."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -246,17 +262,7 @@ class SAMix:
 
     def _update_mixer(self, loss: torch.Tensor) -> None:
         """Backward to φ (through θ̄ and x_mix), rank-averaged gradients, Mixer optimizer and LR step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            self._sync_grads()
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            self._sync_grads()
-            self.optimizer.step()
+        step_mixer_optimizer(loss, self.optimizer, self._sync_grads, self.grad_scaler)
         self.lr_scheduler.step_update(self.step)
 
     def _sync_grads(self) -> None:

@@ -1,7 +1,9 @@
 """ Self-supervised SAMix pieces (spec §4, §6): losses by hand, queue, permutation, Mixer gradients, errors. """
 import math
 import sys
+from functools import partial
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,6 +168,39 @@ def test_mixer_loss_reaches_only_the_mixer(mode, one_thread):
         torch.testing.assert_close(v.detach(), before[k], msg=k)  # the Mixer step changed no encoder weight
     loss.backward()  # the encoder loss then reaches the encoder
     assert all(p.grad is not None for p in online.encoder.parameters())
+
+
+def test_every_forward_runs_under_amp_autocast(one_thread):
+    bf16 = partial(torch.autocast, device_type='cpu', dtype=torch.bfloat16)
+    online, moco = _moco('samix_i', amp_autocast=bf16)
+    dtypes = {'online': [], 'momentum': []}
+    for name, net in (('online', online.encoder.backbone), ('momentum', moco.momentum.module.backbone)):
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o, name=name: dtypes[name].append(o.dtype))
+    x1, x2 = _views()
+    loss, metrics = moco(online, x1, x2, torch.arange(8))
+    # θ̄: keys of both views and the Mixer-branch score; f_θ: the clean and the mixed view
+    assert dtypes == {'online': [torch.bfloat16] * 2, 'momentum': [torch.bfloat16] * 3}
+    assert loss.dtype == torch.float32 and math.isfinite(loss.item()) and math.isfinite(metrics['mixer_loss'])
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in moco.mixer.mixer.parameters())
+
+
+def test_mixer_update_through_grad_scaler_matches_plain_update(one_thread):
+    """Under fp16 the Mixer loss is scaled; once unscaled the update must equal the unscaled one."""
+    states, scaler = [], torch.amp.GradScaler('cpu', init_scale=2. ** 10)
+    for grad_scaler in (None, scaler):
+        online, moco = _moco('samix_i', grad_scaler=grad_scaler)
+        initial = [p.detach().clone() for p in moco.mixer.mixer.parameters()]
+        x1, x2 = _views()
+        np.random.seed(0)
+        torch.manual_seed(0)
+        moco(online, x1, x2, torch.arange(8))
+        states.append([p.detach().clone() for p in moco.mixer.mixer.parameters()])
+        assert any(not torch.equal(a, b) for a, b in zip(initial, states[-1])), 'the Mixer did not move'
+    for plain, scaled in zip(*states):
+        torch.testing.assert_close(scaled, plain, rtol=1e-5, atol=1e-7)
+    assert scaler.state_dict()['_growth_tracker'] == 1  # the scaler took exactly this one finite step
+    assert moco.state_dict()['mixer']['grad_scaler'] == scaler.state_dict()
 
 
 def test_mixing_masks_and_modes():

@@ -1,6 +1,7 @@
 """ train_ssl.py end to end on the embedded dataset (CPU): modes, k-means refresh, resume, probes, export. """
 import csv
 import json
+import math
 
 import pytest
 import timm
@@ -126,12 +127,24 @@ def test_probe_cli_and_export_load_in_train_py(small_data, tmp_path, one_thread)
         assert loaded['fc.weight'].shape == (10, result.encoder.backbone.num_features)
 
 
+def test_amp_and_channels_last_run(small_data, tmp_path, one_thread):
+    # float16 on CPU falls back to bfloat16 autocast, without a loss scaler (that is fp16 on CUDA only)
+    result = _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'samix_c', '--amp', '--channels-last')
+    row = _summary(result.output_dir / 'summary.csv')[0]
+    assert all(math.isfinite(float(row[k])) for k in ('train_loss', 'train_loss_mix', 'train_mixer_loss'))
+    convs = [m.weight for m in result.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
+    assert ckpt['scaler'] is None and ckpt['moco']['mixer']['grad_scaler'] is None
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--ssl-mix', 'samix'], "invalid choice: 'samix'"),
     (['--batch-size', '500', '--queue-size', '1000'], 'larger than the 400 training images'),
     (['--queue-size', '20'], 'smaller than the global batch'),
     (['--ssl-mix', 'samix_c', '--num-clusters', '1000'], '--num-clusters 1000 must be between 2 and the 400'),
     (['--model', 'resnet_nope'], "unknown timm model 'resnet_nope'"),
+    (['--amp', '--amp-dtype', 'float32'], '--amp-dtype float32 is not supported: use float16 or bfloat16'),
 ])
 def test_bad_input_is_one_line(extra, message, small_data, tmp_path, capsys, one_thread):
     with pytest.raises(SystemExit) if 'invalid choice' in message else _no_raise():

@@ -19,9 +19,10 @@ from timm import utils
 from timm.data import create_dataset
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.utils import NativeScaler
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..engine.setup import check_data_dir, create_output_dir, resolve_device
+from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device
 from ..engine.train import epoch_seed
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
@@ -92,17 +93,26 @@ def refresh_pseudo_labels(args, moco: MoCoSAMix, loader: DataLoader, epoch: int,
 
 
 def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optimizer, lr_scheduler, args,
-                    tb_writer=None) -> Dict[str, float]:
-    """One pass over the two-view loader; returns the mean of each logged quantity."""
+                    tb_writer=None, loss_scaler: Optional[NativeScaler] = None) -> Dict[str, float]:
+    """One pass over the two-view loader; returns the mean of each logged quantity.
+
+    ``loss_scaler`` (fp16 on CUDA) does the encoder's backward and step; the forwards run under
+    ``moco.amp_autocast``.
+    """
     model.train()
     meters: Dict[str, utils.AverageMeter] = {}
     start = time.time()
     for i, ((x1, x2), index) in enumerate(loader):
         x1, x2 = x1.to(args.device, non_blocking=True), x2.to(args.device, non_blocking=True)
+        if args.channels_last:
+            x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
         loss, metrics = moco(model, x1, x2, index)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
         moco.after_step()
         step = epoch * len(loader) + i + 1
         if lr_scheduler is not None:
@@ -150,6 +160,9 @@ def train_ssl(args, args_text: str) -> SSLResult:
 
     encoder = create_ssl_encoder(args.model, args.proj_hidden, args.proj_dim, **args.model_kwargs)
     online = MoCoOnline(encoder, args.num_clusters if mode.uses_clusters else 0).to(device)
+    if args.channels_last:
+        online.to(memory_format=torch.channels_last)  # before θ̄ copies it
+    amp_autocast, loss_scaler = create_amp(args, device)
     optimizer = create_optimizer_v2(online, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                     momentum=args.momentum, **args.opt_kwargs)
     lr_scheduler, num_epochs = create_scheduler_v2(
@@ -162,7 +175,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
     moco = MoCoSAMix(online, args.ssl_mix, total_steps, queue_size=args.queue_size, temperature=args.temperature,
                      moco_momentum=args.moco_momentum, alpha=args.ssl_alpha, mix_weight=args.mix_weight,
                      eta=args.eta, tap_index=args.samix_feature_index, input_size=args.img_size,
-                     mixer_kwargs=mixer_kwargs)
+                     mixer_kwargs=mixer_kwargs, amp_autocast=amp_autocast,
+                     grad_scaler=torch.amp.GradScaler(device.type) if loss_scaler is not None else None)
 
     start_epoch = 0
     if args.resume:
@@ -172,6 +186,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
         online.load_state_dict(ckpt['online'])
         optimizer.load_state_dict(ckpt['optimizer'])
         moco.load_state_dict(ckpt['moco'])
+        if loss_scaler is not None and ckpt.get('scaler') is not None:
+            loss_scaler.load_state_dict(ckpt['scaler'])
         start_epoch = ckpt['epoch'] + 1
         if lr_scheduler is not None:
             lr_scheduler.step_update(start_epoch * len(loader))
@@ -201,7 +217,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
             loader.sampler.set_epoch(epoch)
         if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
             refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
-        train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer)
+        train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
+                                        loss_scaler)
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1)
         if not primary:
@@ -217,7 +234,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
                              lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
         state = dict(epoch=epoch, config={k: getattr(args, k) for k in CONFIG_KEYS}, args=vars(args),
                      encoder=online.encoder.state_dict(), online=online.state_dict(),
-                     optimizer=optimizer.state_dict(), moco=moco.state_dict())
+                     optimizer=optimizer.state_dict(), moco=moco.state_dict(),
+                     scaler=loss_scaler.state_dict() if loss_scaler is not None else None)
         checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
     if tb_writer is not None:
         tb_writer.close()

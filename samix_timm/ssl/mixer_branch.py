@@ -5,6 +5,7 @@ the frozen momentum encoder, or SAMix-C's class-level l_eta on the cluster head)
 adds the mask losses (§3), back-propagates to the Mixer only, averages its gradients over ranks
 and steps its own SGD with a cosine learning rate (§5.4).
 """
+from contextlib import nullcontext
 from typing import Callable, Dict, Optional
 
 import torch
@@ -13,6 +14,7 @@ from timm.scheduler import CosineLRScheduler
 from ..losses import mask_losses
 from ..mixer import create_mixer, mixer_name
 from ..momentum import BetaSchedule
+from ..samix import step_mixer_optimizer
 from .distributed import average_gradients, broadcast_
 from .mixing import mix_cross_view
 
@@ -35,6 +37,8 @@ class SSLMixerBranch:
         mask_margin: Tolerance of l_mu (§3).
         lam_margin: Encoder-branch mask is the constant 1 − λ when λ is this close to 0 or 1 (§3).
         device: Device of the Mixer.
+        amp_autocast: Autocast context factory for the forward through the scoring network (``--amp``).
+        grad_scaler: ``torch.amp.GradScaler`` of the Mixer update under fp16, or None.
     """
 
     def __init__(
@@ -51,6 +55,8 @@ class SSLMixerBranch:
             mask_margin: float = 0.1,
             lam_margin: float = 0.08,
             device: Optional[torch.device] = None,
+            amp_autocast: Callable = nullcontext,
+            grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
         self.mixer = create_mixer(mixer, in_channels, **(mixer_kwargs or {})).to(device)
         for t in (*self.mixer.parameters(), *self.mixer.buffers()):
@@ -60,6 +66,7 @@ class SSLMixerBranch:
                                               t_in_epochs=False)
         self.beta = beta or BetaSchedule(0.1, 'constant', total_steps)
         self.mask_margin, self.lam_margin = mask_margin, lam_margin
+        self.amp_autocast, self.grad_scaler = amp_autocast, grad_scaler
 
     @torch.no_grad()
     def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
@@ -82,14 +89,13 @@ class SSLMixerBranch:
         """One Mixer update: L_φ = score(x_mix) + β(l_mu + l_sigma), gradient to φ only (§3, §6)."""
         s = self.mixer(z1, lam, index, x1.shape[-2:], z_partner=z2_all)  # Nx1xHxW, grad to φ
         x_mix = mix_cross_view(x1, x2_all, s, index)
-        loss_mix = score(x_mix)
+        with self.amp_autocast():
+            loss_mix = score(x_mix).float()
         loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
         beta = self.beta(step)
         loss = loss_mix + beta * (loss_mu + loss_var)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(list(self.mixer.parameters()))
-        self.optimizer.step()
+        step_mixer_optimizer(loss, self.optimizer, lambda: average_gradients(list(self.mixer.parameters())),
+                             self.grad_scaler)
         self.lr_scheduler.step_update(step + 1)
         for b in self.mixer.buffers():
             broadcast_(b)  # rank 0's BN statistics everywhere, as DDP's broadcast_buffers
@@ -97,11 +103,14 @@ class SSLMixerBranch:
                     mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
 
     def state_dict(self) -> Dict:
-        """Mixer weights, name and config (what a SAMix^P export needs) and its optimizer."""
+        """Mixer weights, name and config (what a SAMix^P export needs), its optimizer and scaler."""
         return dict(mixer=self.mixer.state_dict(), name=mixer_name(self.mixer), config=self.mixer.config,
-                    optimizer=self.optimizer.state_dict())
+                    optimizer=self.optimizer.state_dict(),
+                    grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
 
     def load_state_dict(self, state: Dict, step: int) -> None:
         self.mixer.load_state_dict(state['mixer'])
         self.optimizer.load_state_dict(state['optimizer'])
+        if self.grad_scaler is not None and state.get('grad_scaler') is not None:
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
         self.lr_scheduler.step_update(step)

@@ -11,7 +11,8 @@ computes one step's loss, reading like the method:
     L_θ = infoNCE(q1, k2, Q) + l_-^I(q_mix, k2, k1[π_q], Q, λ_q)  (+ cluster head CE for SAMix-C)
     enqueue k2
 """
-from typing import Dict, Optional, Tuple
+from contextlib import nullcontext
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -70,6 +71,8 @@ class MoCoSAMix:
         tap_index: Stage the Mixer reads (default: ``FeatureTap``'s rule for ``input_size``).
         input_size: Training image size for the small-input stage rule (§1).
         mixer_kwargs: kwargs of ``SSLMixerBranch`` (mixer, mixer_kwargs, lr, min_lr, beta, ...).
+        amp_autocast: Autocast context factory of every network forward (``--amp``).
+        grad_scaler: ``torch.amp.GradScaler`` of the Mixer update under fp16, or None.
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class MoCoSAMix:
             tap_index: Optional[int] = None,
             input_size: Optional[int] = None,
             mixer_kwargs: Optional[Dict] = None,
+            amp_autocast: Callable = nullcontext,
+            grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
         self.mode = get_ssl_mode(mode)
         if self.mode.uses_clusters and online.cluster_head is None:
@@ -95,6 +100,7 @@ class MoCoSAMix:
         device = next(online.parameters()).device
         self.online = online
         self.temperature, self.alpha, self.mix_weight, self.eta = temperature, alpha, mix_weight, eta
+        self.amp_autocast = amp_autocast
         self.momentum = MomentumEncoder(online.encoder, MomentumSchedule(moco_momentum, moco_momentum, total_steps))
         tap = FeatureTap(self.momentum.module.backbone, index=tap_index, input_size=input_size)
         self.tap_index = tap.index
@@ -102,7 +108,8 @@ class MoCoSAMix:
         self.mixer: Optional[SSLMixerBranch] = None
         if self.mode.mixer_loss is not None:
             kwargs = {'beta': BetaSchedule(0.1, 'constant', total_steps), **(mixer_kwargs or {})}
-            self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, **kwargs)
+            self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, amp_autocast=amp_autocast,
+                                        grad_scaler=grad_scaler, **kwargs)
         self.pseudo_labels: Optional[torch.Tensor] = None  # (num_train,) for SAMix-C
         self._pending_keys: Optional[torch.Tensor] = None
         self.step = 0
@@ -113,7 +120,8 @@ class MoCoSAMix:
     def keys(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(key NxD, pooled features NxC, stage-l map) of f_θ̄ on ``x``, with shuffled BN under DDP."""
         xs, order = shuffle_batch(x)
-        k, pooled, z = self.momentum.module.forward_with_map(xs, self.tap_index)
+        with self.amp_autocast():
+            k, pooled, z = self.momentum.module.forward_with_map(xs, self.tap_index)
         return unshuffle(k, order), unshuffle(pooled, order), unshuffle(z, order)
 
     # -- one step ---------------------------------------------------------------------------------
@@ -146,18 +154,19 @@ class MoCoSAMix:
             k_partner = k1_all[index_q]  # key of the partner's other view (§6)
             if self.mode.uses_clusters:
                 head_input = pooled1
-        q, q_mix, logits = model(x1, x_mix, head_input)
-        loss_moco = info_nce(q, k2, negatives, self.temperature)
-        loss = loss_moco
-        metrics['loss_moco'] = float(loss_moco.detach())
-        if q_mix is not None:
-            loss_mix = lam_info_nce(q_mix, k2, k_partner, negatives, lam, self.temperature)  # §6 encoder loss
-            loss = loss + self.mix_weight * loss_mix
-            metrics.update(loss_mix=float(loss_mix.detach()), lam=lam)
-        if logits is not None:
-            loss_head = F.cross_entropy(logits, self.pseudo_labels[index.cpu()].to(logits.device))
-            loss = loss + loss_head
-            metrics['loss_cluster_head'] = float(loss_head.detach())
+        with self.amp_autocast():
+            q, q_mix, logits = model(x1, x_mix, head_input)
+            loss_moco = info_nce(q, k2, negatives, self.temperature)
+            loss = loss_moco
+            metrics['loss_moco'] = float(loss_moco.detach())
+            if q_mix is not None:
+                loss_mix = lam_info_nce(q_mix, k2, k_partner, negatives, lam, self.temperature)  # §6 encoder loss
+                loss = loss + self.mix_weight * loss_mix
+                metrics.update(loss_mix=float(loss_mix.detach()), lam=lam)
+            if logits is not None:
+                loss_head = F.cross_entropy(logits, self.pseudo_labels[index.cpu()].to(logits.device))
+                loss = loss + loss_head
+                metrics['loss_cluster_head'] = float(loss_head.detach())
         self._pending_keys = k2
         return loss, metrics
 
