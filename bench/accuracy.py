@@ -36,7 +36,7 @@ BASE = ['--config', str(RECIPE)]
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix_paper': 'samix', 'samix_fast': 'samix_every2_frac0.5',
-            'samix_p': 'samix_p_shipped'}
+            'samix_p': 'samix_p_shipped', 'samix_every2': 'samix_every2', 'samix_half': 'samix_frac0.5'}
 
 # in the order a sweep runs them: the comparisons that choose the defaults first
 METHODS: Dict[str, List[str]] = {
@@ -49,7 +49,11 @@ METHODS: Dict[str, List[str]] = {
     'cutmix_a0.2': ['--cutmix', '0.2'],
     'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper'],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
+    'samix_every2': ['--mixup', 'samix', '--samix-preset', 'every2'],
+    'samix_half': ['--mixup', 'samix', '--samix-preset', 'half'],
 }
+# accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
+PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast'}
 RECIPE_CFG = yaml.safe_load(RECIPE.read_text())
 
 
@@ -93,19 +97,29 @@ def _mean_std(v: np.ndarray) -> str:
     return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f} (1 run)'
 
 
-def preset_verdict(paper: Dict[str, np.ndarray], fast: Dict[str, np.ndarray]) -> str:
-    """The rule that sets the default `--samix-preset`: the cheaper `fast` preset becomes the default
-    when, for the online and for the EMA top-1 alike (train.py keeps the best EMA checkpoint), its mean
-    is no more than one seed-std (the larger of the two presets') below `paper`'s."""
-    seeds = min(len(paper['top1']), len(fast['top1']))
-    parts, ok = [], True
-    for key in ('top1', 'ema_top1'):
-        p, f = paper[key], fast[key]
-        tol = max(p.std(ddof=1), f.std(ddof=1)) if seeds > 1 else 0.0
-        ok &= bool(f.mean() >= p.mean() - tol)
-        parts.append(f'{key}: paper {p.mean():.2f}, fast {f.mean():.2f}, tolerance {tol:.2f}')
-    return (f'Preset rule (fast if its mean >= paper - max std, online and EMA): {"; ".join(parts)} '
-            f'({seeds} seeds) -> default `{"fast" if ok else "paper"}`')
+def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:
+    """The rule that sets the default `--samix-preset`: the cheapest preset (step time `cost`) whose
+    mean online top-1 and mean EMA top-1 (train.py keeps the best EMA checkpoint) are each no more
+    than one seed-std (the larger of the two presets') below `paper`'s; `paper` when none is.
+    `runs` maps preset name -> {'top1': per-seed array, 'ema_top1': per-seed array}."""
+    paper = runs['paper']
+    parts, passing = [], ['paper']
+    for name, cand in runs.items():
+        if name == 'paper':
+            continue
+        seeds = min(len(paper['top1']), len(cand['top1']))
+        ok, checks = True, []
+        for key in ('top1', 'ema_top1'):
+            p, c = paper[key], cand[key]
+            tol = max(p.std(ddof=1), c.std(ddof=1)) if seeds > 1 else 0.0
+            ok &= bool(c.mean() >= p.mean() - tol)
+            checks.append(f'{key} {c.mean():.2f} vs {p.mean():.2f} - {tol:.2f}')
+        passing += [name] if ok else []
+        parts.append(f'{name} ({seeds} seeds, {cost.get(name, np.nan):.2f}x): {", ".join(checks)} '
+                     f'-> {"passes" if ok else "fails"}')
+    choice = min(passing, key=lambda n: cost.get(n, np.inf) if n != 'paper' else np.inf)
+    return (f'Preset rule (the cheapest preset whose online and EMA means are >= paper - max std): '
+            f'{"; ".join(parts)} -> default `{choice}`')
 
 
 def budget(record) -> Tuple[str, int, int]:
@@ -137,9 +151,11 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         stats[m] = (t1.mean(), t1.std(ddof=1) if len(t1) > 1 else 0.0, ratio)
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
                      f'{wall.mean() / 60:.1f} | {ratio:.2f} |')
-    if 'samix_paper' in by and 'samix_fast' in by:
-        lines += ['', preset_verdict(*({k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')}
-                                       for m in ('samix_paper', 'samix_fast')))]
+    presets = {PRESET_OF[m]: {k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')}
+               for m in PRESET_OF if m in by}
+    if 'paper' in presets and len(presets) > 1:
+        cost = {PRESET_OF[m]: ratios.get(SPEED_OF[m], np.nan) for m in PRESET_OF}
+        lines += ['', preset_verdict(presets, cost)]
     stats = {m: v for m, v in stats.items() if np.isfinite(v[2])}
     if stats:
         import matplotlib

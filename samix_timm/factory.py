@@ -28,9 +28,11 @@ _TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', '
 
 # --samix-preset NAME -> economies of the Mixer branch (§5.4); an explicit --samix-mixer-every or
 # --samix-mixer-batch-frac overrides its value. 'paper' trains the Mixer on the whole batch at every
-# step; 'fast' is what bench/ measured as the better cost/accuracy trade-off (README "Benchmarks").
+# step; the others are the economies bench/accuracy.py weighs against it (README "Benchmarks").
 SAMIX_PRESETS: Dict[str, Dict[str, float]] = {
     'paper': dict(mixer_every=1, mixer_batch_frac=1.0),
+    'every2': dict(mixer_every=2, mixer_batch_frac=1.0),
+    'half': dict(mixer_every=1, mixer_batch_frac=0.5),
     'fast': dict(mixer_every=2, mixer_batch_frac=0.5),
 }
 

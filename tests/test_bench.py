@@ -16,6 +16,12 @@ def accuracy():
     return module
 
 
+def _presets(**runs):
+    """(online top-1, EMA top-1) per seed -> the arrays preset_verdict reads."""
+    return {name: dict(top1=np.array([r[0] for r in rs], float), ema_top1=np.array([r[1] for r in rs], float))
+            for name, rs in runs.items()}
+
+
 @pytest.mark.parametrize('paper,fast,choice', [
     # (online top-1, EMA top-1) per seed
     ([(90, 85), (91, 86), (92, 87)], [(90, 85), (90.5, 85.5), (91.5, 86.5)], 'fast'),  # both within one std
@@ -25,9 +31,29 @@ def accuracy():
     ([(91, 86)], [(91, 86)], 'fast'),
 ])
 def test_preset_verdict(accuracy, paper, fast, choice):
-    def as_arrays(runs):
-        return dict(top1=np.array([r[0] for r in runs], float), ema_top1=np.array([r[1] for r in runs], float))
-    assert accuracy.preset_verdict(as_arrays(paper), as_arrays(fast)).endswith(f'default `{choice}`')
+    verdict = accuracy.preset_verdict(_presets(paper=paper, fast=fast), {'fast': 1.6})
+    assert verdict.endswith(f'default `{choice}`')
+
+
+def test_preset_verdict_takes_the_cheapest_that_passes(accuracy):
+    paper = [(90, 85), (91, 86), (92, 87)]
+    passes, fails = [(90, 85), (91, 86), (92, 86.5)], [(90, 82), (91, 83), (92, 84)]
+    cost = {'every2': 1.84, 'half': 1.86, 'fast': 1.63}
+    runs = _presets(paper=paper, every2=passes, half=passes, fast=fails)
+    verdict = accuracy.preset_verdict(runs, cost)
+    assert verdict.endswith('default `every2`') and 'fast (3 seeds, 1.63x)' in verdict and '-> fails' in verdict
+    cost['half'] = 1.70  # now the cheaper of the two that pass
+    assert accuracy.preset_verdict(runs, cost).endswith('default `half`')
+    runs['fast'] = runs['every2']
+    assert accuracy.preset_verdict(runs, cost).endswith('default `fast`')
+
+
+def test_every_preset_has_an_accuracy_method(accuracy):
+    from samix_timm.factory import SAMIX_PRESETS
+    assert sorted(accuracy.PRESET_OF.values()) == sorted(SAMIX_PRESETS)
+    for method, preset in accuracy.PRESET_OF.items():
+        flags = accuracy.METHODS[method]
+        assert flags[flags.index('--samix-preset') + 1] == preset and method in accuracy.SPEED_OF
 
 
 def test_table_keeps_budgets_apart(accuracy, tmp_path):

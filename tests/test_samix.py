@@ -244,6 +244,8 @@ def test_factory_keeps_explicit_zero_settings():
 @pytest.mark.parametrize('flags,expected', [
     ([], dict(mixer_every=1, mixer_batch_frac=1.0)),
     (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'every2'], dict(mixer_every=2, mixer_batch_frac=1.0)),
+    (['--samix-preset', 'half'], dict(mixer_every=1, mixer_batch_frac=0.5)),
     (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(mixer_every=1, mixer_batch_frac=0.5)),
     (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'], dict(mixer_every=1, mixer_batch_frac=0.25)),
 ])
@@ -253,6 +255,6 @@ def test_presets_and_explicit_economies(flags, expected):
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', *flags])
     assert samix_economies(args) == expected
     assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0)  # the paper stays one flag away
-    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, fast'):
+    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast'):
         args.samix_preset = 'nope'
         samix_economies(args)
