@@ -120,6 +120,9 @@ def test_config_states_source_and_samix_settings(path):
         assert word in header, word
     if path.parent.name == 'small':
         assert 'Data:' in header  # data layout of each small-data set
+    cfg = yaml.safe_load(path.read_text())
+    if cfg['mixup'] == 'samix':  # a reproduction recipe trains the paper's Mixer branch, whatever the default
+        assert cfg['samix_preset'] == 'paper'
 
 
 # -- two training steps per recipe --------------------------------------------------------------------
@@ -143,6 +146,7 @@ def _check_run(path, result):
     if cfg['mixup'] == 'samix':
         assert mixer_name(result.mixup_fn.mixer) == cfg['samix_mixer']
         assert result.mixup_fn.step == 2
+        assert (result.mixup_fn.mixer_every, result.mixup_fn.mixer_batch_frac) == (1, 1.0)  # samix_preset: paper
         assert math.isfinite(float(rows[0]['train_mixer_loss']))
     else:
         assert isinstance(result.mixup_fn, Mixup)
