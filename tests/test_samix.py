@@ -242,7 +242,8 @@ def test_factory_keeps_explicit_zero_settings():
 
 
 @pytest.mark.parametrize('flags,expected', [
-    ([], dict(mixer_every=1, mixer_batch_frac=1.0)),
+    ([], dict(mixer_every=2, mixer_batch_frac=1.0)),  # the default preset every2: bench/accuracy.py's rule
+    (['--samix-preset', 'paper'], dict(mixer_every=1, mixer_batch_frac=1.0)),
     (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5)),
     (['--samix-preset', 'every2'], dict(mixer_every=2, mixer_batch_frac=1.0)),
     (['--samix-preset', 'half'], dict(mixer_every=1, mixer_batch_frac=0.5)),

@@ -277,7 +277,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
-    g.add_argument('--samix-preset', type=str, default='paper',
+    g.add_argument('--samix-preset', type=str, default='every2',
                    help="Mixer-branch economies: 'paper' (whole batch, every step), 'every2' (every 2nd step), "
                         "'half' (half the batch) or 'fast' (both); see README Benchmarks")
     g.add_argument('--samix-mixer-batch-frac', type=float, default=None,
