@@ -66,3 +66,16 @@ def test_table_keeps_budgets_apart(accuracy, tmp_path):
     assert row.startswith('| vanilla | 2 | 93.00 ± 1.41 | 89.00 ± 1.41 | 10.5 |'), row
     old = accuracy.table(tmp_path, tmp_path / 'missing.json', 'resnet18', 'resnet18', 30, 32, ['vanilla'])
     assert '| vanilla | 1 | 10.00 (1 run) |' in old
+
+
+def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
+    """The parser's --samix-preset default must be the rule's verdict on bench/results (README "Accuracy")."""
+    import shutil
+    from samix_timm.engine.args import parse_train_args
+    results = REPO / 'bench' / 'results'
+    shutil.copy(results / 'accuracy_runs.jsonl', tmp_path)  # table() writes a PNG beside the runs
+    cfg = accuracy.RECIPE_CFG
+    text = accuracy.table(tmp_path, results / 'speed_accuracy_recipe.json', cfg['model'], cfg['model'],
+                          cfg['epochs'], cfg['img_size'], list(accuracy.METHODS))
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix'])
+    assert text.endswith(f'default `{args.samix_preset}`'), text.splitlines()[-1]
