@@ -10,7 +10,8 @@ times stay comparable between methods). `--table` prints mean ± std top-1 (onli
 time per method for one budget, and writes a PNG of accuracy against the step-time ratio to timm
 Mixup that bench/speed.py measured (`--speed` JSON, `--speed-model`).
 
-    nohup python bench/accuracy.py --data-dir data/cluttered_mnist --seeds 0 1 2 --jobs 2 > bench/results/accuracy.log &
+    python -m samix_timm.data --out data/cluttered_mnist_1k --num-train 1000
+    nohup python bench/accuracy.py --data-dir data/cluttered_mnist_1k --seeds 0 1 2 --jobs 2 > bench/results/accuracy.log &
     python bench/accuracy.py --table
     python bench/accuracy.py --table --img-size 32 --methods vanilla mixup_a1   # the 32-px check of the recipe
 """
@@ -35,26 +36,37 @@ RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 BASE = ['--config', str(RECIPE)]
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
-            'cutmix_a0.2': 'cutmix', 'automix': 'samix', 'samix_paper': 'samix', 'samix_fast': 'samix_every2_frac0.5',
-            'samix_p': 'samix_p_shipped', 'samix_every2': 'samix_every2', 'samix_half': 'samix_frac0.5'}
+            'cutmix_a0.2': 'cutmix', 'automix': 'samix_paper', 'samix_paper': 'samix_paper', 'samix_fast': 'samix_fast',
+            'samix_p': 'samix_p_shipped', 'samix_every2': 'samix_every2', 'samix_half': 'samix_half',
+            'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
+            'vanilla_long': 'none', 'mixup_long': 'mixup'}
+# equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
+# (epochs x its step-time ratio to the baseline, from the --speed JSON); method -> baseline method
+EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
 
 # in the order a sweep runs them: the comparisons that choose the defaults first
 METHODS: Dict[str, List[str]] = {
     'vanilla': [],
     'mixup_a1': ['--mixup', '1.0'],
-    'samix_paper': ['--mixup', 'samix', '--samix-preset', 'paper'],
+    'mixup_clean': ['--mixup', '1.0', '--samix-clean-weight', '1'],  # the fair control of the clean term (§5.6)
+    'samix_paper': ['--mixup', 'samix', '--samix-preset', 'paper'],  # the reference step, clean term on
+    'samix_noclean': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-clean-weight', '0'],
+    'samix_every2': ['--mixup', 'samix', '--samix-preset', 'every2'],
+    'vanilla_long': [],
+    'mixup_long': ['--mixup', '1.0'],
+    'samix_joint': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-clean-forward', 'joint'],
     'samix_fast': ['--mixup', 'samix', '--samix-preset', 'fast'],
     'cutmix_a1': ['--cutmix', '1.0'],
     'mixup_a0.2': ['--mixup', '0.2'],
     'cutmix_a0.2': ['--cutmix', '0.2'],
     'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper'],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
-    'samix_every2': ['--mixup', 'samix', '--samix-preset', 'every2'],
     'samix_half': ['--mixup', 'samix', '--samix-preset', 'half'],
 }
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast'}
 RECIPE_CFG = yaml.safe_load(RECIPE.read_text())
+RECIPE_IMAGES = 1000  # the data build the recipe trains on (its header)
 
 
 def _done(results: Path) -> List[Dict]:
@@ -62,12 +74,30 @@ def _done(results: Path) -> List[Dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def train_images(data_dir: str) -> int:
+    """Training images of an embedded-dataset build (its manifest), part of the budget."""
+    manifest = Path(data_dir) / 'samix_embedded.json'
+    return json.loads(manifest.read_text())['num_train'] if manifest.exists() else RECIPE_IMAGES
+
+
+def run_epochs(method: str, args) -> int:
+    """Epochs a method trains: the budget's, or for an equal-compute row as many as fit in samix_paper's cost."""
+    if method not in EQUAL_COMPUTE:
+        return args.epochs
+    ratios, source = speed_ratios(Path(args.speed), args.speed_model)
+    base = SPEED_OF[EQUAL_COMPUTE[method]]
+    if 'samix_paper' not in ratios or base not in ratios:
+        raise SystemExit(f'{method} needs the step times of samix_paper and {base} in {args.speed} ({source})')
+    return int(round(args.epochs * ratios['samix_paper'] / ratios[base]))
+
+
 def run_one(method: str, seed: int, args) -> Dict:
     out = Path(args.output)
     exp = f'{method}-s{seed}'
+    epochs = run_epochs(method, args)
     cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
-           '--epochs', str(args.epochs), '--img-size', str(args.img_size), '--model', args.model]
+           '--epochs', str(epochs), '--img-size', str(args.img_size), '--model', args.model]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -76,9 +106,11 @@ def run_one(method: str, seed: int, args) -> Dict:
     run_dir = max(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime)
     with open(run_dir / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
-    return dict(method=method, seed=seed, model=args.model, epochs=args.epochs, img_size=args.img_size, top1=float(last['eval_top1']),
+    health = {k[len('train_'):]: float(v) for k, v in last.items() if k.startswith('train_health_')}
+    return dict(method=method, seed=seed, model=args.model, epochs=args.epochs, run_epochs=epochs, img_size=args.img_size,
+                train_images=train_images(args.data_dir), top1=float(last['eval_top1']),
                 ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
-                jobs=args.jobs, threads=args.threads)
+                jobs=args.jobs, threads=args.threads, **health)
 
 
 def speed_ratios(path: Path, model: str) -> Tuple[Dict[str, float], str]:
@@ -95,6 +127,16 @@ def speed_ratios(path: Path, model: str) -> Tuple[Dict[str, float], str]:
 def _mean_std(v: np.ndarray) -> str:
     """'mean ± std' over seeds (sample std); a single run has no spread to report."""
     return f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f} (1 run)'
+
+
+def _health(records: List[Dict]) -> str:
+    """Mean over seeds of the last epoch's Mixer health (train.py's summary.csv), '' without a Mixer."""
+    lams = ('0.3', '0.5', '0.7')
+    if not all(f'health_keep_{lam}' in r for r in records for lam in lams):
+        return ''
+    keep = '/'.join(f"{np.mean([r[f'health_keep_{lam}'] for r in records]):.2f}" for lam in lams)
+    std = '/'.join(f"{np.mean([r[f'health_std_{lam}'] for r in records]):.2f}" for lam in lams)
+    return f'{keep}; {std}'
 
 
 def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:
@@ -122,26 +164,27 @@ def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float
             f'{"; ".join(parts)} -> default `{choice}`')
 
 
-def budget(record) -> Tuple[str, int, int]:
-    """What makes runs comparable: model, epochs, image size (runs from before `model` was recorded
-    used resnet18)."""
-    return record.get('model', 'resnet18'), record['epochs'], record['img_size']
+def budget(record) -> Tuple[str, int, int, int]:
+    """What makes runs comparable: model, epochs, image size, training images (runs from before
+    `model` was recorded used resnet18, before `train_images` the 4,000-image build)."""
+    return record.get('model', 'resnet18'), record['epochs'], record['img_size'], record.get('train_images', 4000)
 
 
-def budget_name(model: str, epochs: int, img_size: int) -> str:
-    return f'{model}_{img_size}px_{epochs}ep'
+def budget_name(model: str, epochs: int, img_size: int, images: int = 4000) -> str:
+    return f'{model}_{img_size}px_{epochs}ep' + ('' if images == 4000 else f'_{images}img')
 
 
 def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
-          methods: List[str]) -> str:
+          methods: List[str], images: int = 4000) -> str:
     """Markdown table of the finished runs of one budget (+ the accuracy-vs-cost PNG beside it)."""
     by = {}
     for r in _done(results):
-        if budget(r) == (model, epochs, img_size) and r['method'] in methods:
+        if budget(r) == (model, epochs, img_size, images) and r['method'] in methods:
             by.setdefault(r['method'], []).append(r)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
-             f'step time × timm Mixup ({source}) |', '|---|---|---|---|---|---|']
+             f'step time × timm Mixup ({source}) | epochs | run cost × a timm Mixup run | '
+             'Mixer health at the end: mean(1 − s) at λ 0.3/0.5/0.7; per-image std |', '|---|---|---|---|---|---|---|---|---|']
     stats = {}
     for m in METHODS:
         if m not in by:
@@ -149,8 +192,10 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
         ratio = ratios.get(SPEED_OF[m], np.nan)
         stats[m] = (t1.mean(), t1.std(ddof=1) if len(t1) > 1 else 0.0, ratio)
+        run_epochs = by[m][0].get('run_epochs', epochs)
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
-                     f'{wall.mean() / 60:.1f} | {ratio:.2f} |')
+                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {ratio * run_epochs / epochs:.2f} | '
+                     f'{_health(by[m])} |')
     presets = {PRESET_OF[m]: {k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')}
                for m in PRESET_OF if m in by}
     if 'paper' in presets and len(presets) > 1:
@@ -168,15 +213,15 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         ax.set_xlim(0.8, max(c for _, _, c in stats.values()) + 0.3)
         ax.set_xlabel(f'step time relative to timm Mixup ({source})', fontsize=8)
         ax.set_ylabel('top-1 (%), mean ± std over seeds')
-        ax.set_title(f'cluttered MNIST, {model} {img_size} px, {epochs} epochs', fontsize=9)
+        ax.set_title(f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs} epochs', fontsize=9)
         fig.tight_layout()
-        fig.savefig(results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size)}.png', dpi=120)
+        fig.savefig(results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png', dpi=120)
     return '\n'.join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data-dir', default='data/cluttered_mnist')
+    p.add_argument('--data-dir', default='data/cluttered_mnist_1k')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
     p.add_argument('--model', default=RECIPE_CFG['model'])
@@ -185,21 +230,24 @@ def main() -> None:
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--jobs', type=int, default=1, help='runs side by side')
     p.add_argument('--threads', type=int, default=None, help='torch threads per run (default: 1 when --jobs > 1)')
-    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_accuracy_recipe.json'),
+    p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_bench_1k.json'),
                    help='speed.py JSON for the cost axis (made for the recipe: see README "Benchmarks")')
     p.add_argument('--speed-model', default=RECIPE_CFG['model'], help='model entry of that JSON')
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
+    p.add_argument('--train-images', type=int, default=None,
+                   help='budget of the table (default: the --data-dir build, the recipe\'s when none is there)')
     args = p.parse_args()
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     if args.threads is None and args.jobs > 1:
         args.threads = 1
+    images = args.train_images if args.train_images is not None else train_images(args.data_dir)
     if not args.table:
         done = {(r['method'], r['seed'], *budget(r)) for r in _done(results)}
         todo = [(m, s) for s in args.seeds for m in args.methods
-                if (m, s, args.model, args.epochs, args.img_size) not in done]
+                if (m, s, args.model, args.epochs, args.img_size, images) not in done]
         lock = threading.Lock()
 
         def _run(job):
@@ -210,8 +258,9 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
-    text = table(results, Path(args.speed), args.speed_model, args.model, args.epochs, args.img_size, args.methods)
-    (results / f'accuracy_{budget_name(args.model, args.epochs, args.img_size)}.md').write_text(text + '\n')
+    text = table(results, Path(args.speed), args.speed_model, args.model, args.epochs, args.img_size, args.methods,
+                 images)
+    (results / f'accuracy_{budget_name(args.model, args.epochs, args.img_size, images)}.md').write_text(text + '\n')
     print(text)
 
 

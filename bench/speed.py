@@ -32,7 +32,8 @@ from timm.loss import SoftTargetCrossEntropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from samix_timm import SAMix, SAMixPretrained  # noqa: E402
-from samix_timm.factory import is_transformer  # noqa: E402
+from samix_timm.clean import CleanBatch, CleanTerm, forward_batch  # noqa: E402
+from samix_timm.defaults import SAMIX_PRESETS, is_transformer, samix_defaults  # noqa: E402
 from samix_timm.features import FeatureTap  # noqa: E402
 from samix_timm.hub import create_pretrained_mixer  # noqa: E402
 from samix_timm.mixer import Mixer  # noqa: E402
@@ -69,6 +70,22 @@ METHODS: Dict[str, Callable] = {
     # the shipped cluttered-MNIST Mixer (its extractor sees the batch resized to 32 px), as in bench/accuracy.py
     'samix_p_shipped': lambda model, size, steps: create_pretrained_mixer('samix_r18_cluttered_mnist', NUM_CLASSES),
 }
+
+
+def _preset(name: str, **explicit) -> Callable:
+    """Online SAMix as train.py builds it for `--samix-preset name` (clean term included)."""
+    return lambda model, size, steps: SAMix(model, NUM_CLASSES, steps, input_size=(3, size, size), **samix_defaults(
+        model.pretrained_cfg.get('architecture', ''), steps, preset=name, **explicit))
+
+
+METHODS.update({f'samix_{p}': _preset(p) for p in SAMIX_PRESETS})  # the presets, clean-batch term (§5.6) on
+METHODS.update({
+    'samix_paper_noclean': _preset('paper', clean_weight=0.0),
+    'samix_paper_joint': _preset('paper', clean_forward='joint'),
+    # the fair control of the clean term: timm Mixup plus the same clean forward (§5.6)
+    'mixup_clean': lambda model, size, steps: CleanBatch(Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
+                                                         CleanTerm(1.0, NUM_CLASSES, forward='separate')),
+})
 # methods a plain `--methods` default leaves out (only meaningful for the embedded benchmark)
 OPTIONAL_METHODS = ('samix_p_shipped',)
 
@@ -82,7 +99,7 @@ class Runner:
         self.model = timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.mix = METHODS[method](self.model, img_size, 10_000)
-        self.loss_fn = SoftTargetCrossEntropy()
+        self.loss_fn = self.mix.loss(SoftTargetCrossEntropy()) if hasattr(self.mix, 'loss') else SoftTargetCrossEntropy()
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device)
         self.y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g).to(device)
@@ -94,7 +111,7 @@ class Runner:
             x, t = self.x, torch.nn.functional.one_hot(self.y, NUM_CLASSES).float()
         else:
             x, t = self.mix(self.x, self.y)
-        loss = self.loss_fn(self.model(x), t)
+        loss = self.loss_fn(forward_batch(self.model, x, self.mix), t)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -8,6 +8,7 @@ from timm.utils import setup_default_logging
 from .data import EmbeddedDataError
 from .engine.args import ConfigError, parse_train_args
 from .features import FeatureTapError
+from .health import format_health, health_failures
 from .mixer import MixerNumericsError
 
 _logger = logging.getLogger('train')
@@ -39,6 +40,11 @@ def run_train(argv: Optional[Sequence[str]] = None) -> int:
                   f'  checkpoint:  {result.checkpoint}\n'
                   f'  summary:     {result.output_dir / "summary.csv"}\n'
                   f'  tensorboard: tensorboard --logdir {result.output_dir}')
+            if result.mixer_health:
+                failures = health_failures(result.mixer_health)
+                verdict = ('the masks follow lam and are spatial' if not failures else
+                           'NOT healthy: ' + '; '.join(failures.values()))
+                print(f'  Mixer health: {format_health(result.mixer_health)} -> {verdict}')
         return 0
 
     return _guarded(_run)
@@ -59,6 +65,11 @@ def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
                   f'  checkpoint:  {result.checkpoint}\n'
                   f'  probes:      python -m samix_timm.ssl.probe --checkpoint {result.checkpoint} --data-dir {args.data_dir}\n'
                   f'  tensorboard: tensorboard --logdir {result.output_dir}')
+            if result.mixer_health:
+                failures = health_failures(result.mixer_health)
+                verdict = ('the masks follow lam and are spatial' if not failures else
+                           'NOT healthy: ' + '; '.join(failures.values()))
+                print(f'  Mixer health: {format_health(result.mixer_health)} -> {verdict}')
         return 0
 
     return _guarded(_run)

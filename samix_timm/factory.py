@@ -6,47 +6,20 @@ only places that read `args`; everything they build takes plain keyword argument
 """
 import logging
 from contextlib import nullcontext
-from functools import partial
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
-from timm.optim import create_optimizer_v2
 
+from .clean import CleanBatch, CleanTerm
+from .defaults import SMALL_DATA_IMAGES, describe_defaults, samix_defaults
 from .errors import ConfigError
 from .hub import create_pretrained_mixer
-from .mixer import list_mixers
-from .momentum import PAPER_MOMENTUM_END, BetaSchedule, MomentumSchedule, describe_schedules, scaled_momentum
+from .momentum import describe_schedules
 from .samix import SAMix
 
 _logger = logging.getLogger(__name__)
-
-# below this many training images a run counts as "small data" (CIFAR, Tiny-ImageNet, CUB, ...)
-SMALL_DATA_IMAGES = 200_000
-_TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', 'test_vit')
-
-# --samix-preset NAME -> economies of the Mixer branch (§5.4); an explicit --samix-mixer-every or
-# --samix-mixer-batch-frac overrides its value. 'paper' trains the Mixer on the whole batch at every
-# step; the others are the economies bench/accuracy.py weighs against it (README "Benchmarks").
-SAMIX_PRESETS: Dict[str, Dict[str, float]] = {
-    'paper': dict(mixer_every=1, mixer_batch_frac=1.0),
-    'every2': dict(mixer_every=2, mixer_batch_frac=1.0),
-    'half': dict(mixer_every=1, mixer_batch_frac=0.5),
-    'fast': dict(mixer_every=2, mixer_batch_frac=0.5),
-}
-
-
-def samix_economies(args) -> Dict[str, float]:
-    """mixer_every / mixer_batch_frac of `--samix-preset`, with explicit flags taking precedence."""
-    if args.samix_preset not in SAMIX_PRESETS:
-        raise ConfigError(f"--samix-preset {args.samix_preset} is not known: use one of {', '.join(SAMIX_PRESETS)}")
-    economies = dict(SAMIX_PRESETS[args.samix_preset])
-    if args.samix_mixer_every is not None:
-        economies['mixer_every'] = args.samix_mixer_every
-    if args.samix_mixer_batch_frac is not None:
-        economies['mixer_batch_frac'] = args.samix_mixer_batch_frac
-    return economies
 
 
 def mixing_active(args) -> bool:
@@ -54,11 +27,6 @@ def mixing_active(args) -> bool:
     if isinstance(args.mixup, str):
         return True
     return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-
-
-def is_transformer(model_name: str) -> bool:
-    """ViT-family names get the transformer settings of §5 (AdamW Mixer, 25% momentum hold)."""
-    return model_name.lower().startswith(_TRANSFORMER_PREFIXES)
 
 
 def _create_timm_mixup(args, model: nn.Module, num_classes: int, **_) -> Mixup:
@@ -82,50 +50,39 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
             input_mean=data_config['mean'], input_std=data_config['std'], amp_autocast=amp_autocast)
         _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
                      f'extractor at {mixer.input_size}), frozen')
-        return mixer
-    input_size = data_config['input_size']
-    if args.samix_mixer not in list_mixers():
-        raise ConfigError(f"--samix-mixer {args.samix_mixer} is not known: use one of {', '.join(list_mixers())}")
+        return _with_clean_term(args, mixer, num_classes)
     total = max(1, args.epochs * steps_per_epoch)
-    small = train_size is not None and train_size < SMALL_DATA_IMAGES
-    vit = is_transformer(args.model)
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')
-
-    dropout = args.samix_mixer_dropout if args.samix_mixer_dropout is not None else (0.0 if small else 0.1)
-    mixer_kwargs = dict(dropout=dropout, lam_rescale_k=args.samix_lam_rescale_k) if args.samix_mixer == 'samix' else {}
-
-    opt = args.samix_mixer_opt or ('adamw' if vit else 'sgd')
-    lr = args.samix_mixer_lr if args.samix_mixer_lr is not None else (args.lr if opt.lower() in ('adamw', 'adam', 'lamb') and args.lr else 0.1)
-    min_lr = args.samix_mixer_min_lr if args.samix_mixer_min_lr is not None else lr / 100
-    mixer_optimizer = partial(create_optimizer_v2, opt=opt, lr=lr, weight_decay=args.samix_mixer_weight_decay,
-                              momentum=args.samix_mixer_momentum)
-
-    start, end = scaled_momentum(total, PAPER_MOMENTUM_END['small' if small else 'imagenet'])
-    momentum = MomentumSchedule(
-        start=start if args.samix_momentum_start is None else args.samix_momentum_start,
-        end=end if args.samix_momentum_end is None else args.samix_momentum_end,
-        total_steps=total, warmup_frac=0.25 if vit else 0.1)
-    beta_mode = args.samix_beta_schedule
-    if beta_mode == 'auto':
-        beta_mode = 'constant' if small else 'linear'
-    beta = BetaSchedule(args.samix_mask_beta, beta_mode, total)
-    eta = args.samix_eta if args.samix_eta is not None else (0.5 if small else 0.1)
-    economies = samix_economies(args)
-    _logger.info(
-        f'SAMix: {args.samix_mixer} Mixer, {opt} lr {lr:g} -> {min_lr:g}, eta {eta:g} ({args.samix_mixer_loss}), dropout {dropout:g}, '
-        f'preset {args.samix_preset} (Mixer trained every {economies["mixer_every"]} step(s) on '
-        f'{economies["mixer_batch_frac"]:g} of the batch), '
-        + describe_schedules(momentum, beta, f'{"small" if small else "ImageNet-scale"} data, '
-                                            f'{train_size} images'))
+    kwargs = samix_defaults(
+        args.model, total, train_size=train_size, lr=args.lr, weight_decay=args.weight_decay, preset=args.samix_preset,
+        mixer=args.samix_mixer, mixer_opt=args.samix_mixer_opt, mixer_lr=args.samix_mixer_lr,
+        mixer_min_lr=args.samix_mixer_min_lr, mixer_momentum=args.samix_mixer_momentum,
+        mixer_weight_decay=args.samix_mixer_weight_decay, mixer_dropout=args.samix_mixer_dropout,
+        lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta, momentum_start=args.samix_momentum_start,
+        momentum_end=args.samix_momentum_end, mask_beta=args.samix_mask_beta, beta_schedule=args.samix_beta_schedule,
+        mixer_every=args.samix_mixer_every, mixer_batch_frac=args.samix_mixer_batch_frac,
+        clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward)
+    small = train_size is not None and train_size < SMALL_DATA_IMAGES
+    _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
+                 + describe_schedules(kwargs['momentum'], kwargs['beta'], f'{"small" if small else "ImageNet-scale"} '
+                                                                           f'data, {train_size} images'))
     grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
     return SAMix(
-        model, num_classes, total, mixer=args.samix_mixer, mixer_kwargs=mixer_kwargs, mixer_optimizer=mixer_optimizer,
-        tap_index=args.samix_feature_index, input_size=tuple(input_size), mixer_min_lr=min_lr, alpha=args.samix_alpha, eta=eta,
-        mixer_loss=args.samix_mixer_loss, momentum=momentum, beta=beta, mask_margin=args.samix_mask_margin,
-        lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob,
-        **economies,
-        label_smoothing=args.smoothing, prob=args.mixup_prob, amp_autocast=amp_autocast, grad_scaler=grad_scaler)
+        model, num_classes, total, tap_index=args.samix_feature_index, input_size=tuple(data_config['input_size']),
+        alpha=args.samix_alpha, mixer_loss=args.samix_mixer_loss, mask_margin=args.samix_mask_margin,
+        lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
+        prob=args.mixup_prob, amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
+
+
+def _with_clean_term(args, mixer, num_classes: int):
+    """A fixed mixer (timm Mixup, SAMix^P) with the clean-batch term of §5.6 when `--samix-clean-weight` > 0
+    (off unless asked: it is the online SAMix reference step, and the fair control for it)."""
+    if not args.samix_clean_weight:
+        return mixer
+    clean = CleanTerm(args.samix_clean_weight, num_classes, args.smoothing, args.samix_clean_forward or 'separate')
+    _logger.info(f'Clean-batch term: W {clean.weight:g} x CE on the clean batch ({clean.forward} forward)')
+    return CleanBatch(mixer, clean)
 
 
 # method name -> builder(args, model, num_classes, **run_info)
@@ -153,7 +110,7 @@ def create_mixup(
     if not mixing_active(args):
         return None
     if not isinstance(args.mixup, str):
-        return _create_timm_mixup(args, model, num_classes)
+        return _with_clean_term(args, _create_timm_mixup(args, model, num_classes), num_classes)
     if steps_per_epoch is None:
         raise ValueError(f'--mixup {args.mixup} needs steps_per_epoch (batches per epoch) to set its schedules')
     if data_config is None:

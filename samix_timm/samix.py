@@ -18,26 +18,17 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.profiler import record_function
-from timm.data.mixup import one_hot
 from timm.scheduler import CosineLRScheduler
 
+from .clean import CleanMixLoss, CleanTerm
 from .errors import ConfigError
 from .features import FeatureTap
 from .losses import eta_balanced_bce, mask_losses, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .targets import soft_target
 
 _logger = logging.getLogger(__name__)
-
-
-def soft_target(target: torch.Tensor, index: torch.Tensor, lam: float, num_classes: int,
-                smoothing: float = 0.0) -> torch.Tensor:
-    """λ·onehot(y) + (1 − λ)·onehot(y[π]) with timm's label smoothing (as `timm.data.mixup.mixup_target`)."""
-    off = smoothing / num_classes
-    on = 1. - smoothing + off
-    y1 = one_hot(target, num_classes, on_value=on, off_value=off)
-    y2 = one_hot(target[index], num_classes, on_value=on, off_value=off)
-    return y1 * lam + y2 * (1. - lam)
 
 
 def mix_images(x: torch.Tensor, s: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -109,6 +100,9 @@ class SAMix:
         mixer_every: train the Mixer every k-th call (1 = paper).
         label_smoothing: timm label smoothing of the soft targets.
         prob: probability of mixing a batch (timm `mixup_prob`).
+        clean_weight: W of the clean-batch term W·CE(f_θ(x), y) (§5.6; 0 = off, the reference uses 1):
+            the call then returns [x; x_mix] and the loss must come from `loss(...)`.
+        clean_forward: 'joint' (one forward of the 2N batch) or 'separate' (one per half, as the reference).
         amp_autocast: autocast context factory of the training loop.
         grad_scaler: `torch.amp.GradScaler` for fp16 training of the Mixer, or None.
     """
@@ -136,6 +130,8 @@ class SAMix:
             mixer_every: int = 1,
             label_smoothing: float = 0.1,
             prob: float = 1.0,
+            clean_weight: float = 0.0,
+            clean_forward: str = 'joint',
             amp_autocast: Callable = nullcontext,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
@@ -169,6 +165,7 @@ class SAMix:
         self.mask_margin, self.lam_margin, self.lam_adjust_prob = mask_margin, lam_margin, lam_adjust_prob
         self.mixer_batch_frac, self.mixer_every = mixer_batch_frac, mixer_every
         self.label_smoothing, self.mix_prob = label_smoothing, prob
+        self.clean = CleanTerm(clean_weight, num_classes, label_smoothing, clean_forward)
         self.amp_autocast = amp_autocast
         self.grad_scaler = grad_scaler
         self.mixup_enabled = True
@@ -179,7 +176,8 @@ class SAMix:
     # -- the call of timm.data.Mixup -------------------------------------------------------------
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK)."""
+        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK), or with the
+        clean term ([x; x_mixed], [onehot(y); soft_target]), 2N rows, to be weighed by `loss(...)`."""
         if target.ndim != 1:
             raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine '
                               '--mixup samix with collate-time mixing (FastCollateMixup)')
@@ -188,9 +186,11 @@ class SAMix:
             m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
             _broadcast_from_rank0(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
-        if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
-            return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
-                                  self.label_smoothing)
+        if not self.mixup_enabled:
+            self.clean.skip()
+            return x, soft_target(target, None, 1., self.num_classes, self.label_smoothing)
+        if np.random.rand() >= self.mix_prob:  # an unmixed batch in the mixed half (as timm's Mixup)
+            return self.clean.join(x, target, x, soft_target(target, None, 1., self.num_classes, self.label_smoothing))
         lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
         index_q = torch.randperm(x.shape[0], device=x.device)
         try:
@@ -204,7 +204,12 @@ class SAMix:
             self.fp32_features = True
             x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q)
         self.last_metrics.update(momentum=m, lam=lam_q)
-        return x_mix, soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
+        y_mix = soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
+        return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
+
+    def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
+        """The training loss for the batches this mixer returns: W·loss(clean) + loss(mixed) (§5.6)."""
+        return CleanMixLoss(loss_fn, self.clean)
 
     def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor) -> torch.Tensor:
         with record_function('samix/features'):
@@ -283,14 +288,17 @@ class SAMix:
 
     @torch.no_grad()
     def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
-        """(x_i, x_j, s, x_mix) for display: encoder in eval mode, Mixer as `mixer_inference`; changes no state."""
+        """(x_i, x_j, s, x_mix) as the classifier branch makes them (θ̄ on batch statistics, as in training;
+        Mixer as `mixer_inference`: dropout off); changes no state."""
         index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
-        self.encoder.module.eval()
+        counts = [(m, m.num_batches_tracked.clone()) for m in self.encoder.module.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None]
         try:
             with mixer_inference(self.mixer):
                 s = self.classifier_mask(self._features(x), lam, index, x.shape[-2:])
         finally:
-            self.encoder.module.train()
+            for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
+                m.num_batches_tracked.copy_(count)
         return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
 
     def state_dict(self) -> Dict:

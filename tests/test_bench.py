@@ -49,7 +49,7 @@ def test_preset_verdict_takes_the_cheapest_that_passes(accuracy):
 
 
 def test_every_preset_has_an_accuracy_method(accuracy):
-    from samix_timm.factory import SAMIX_PRESETS
+    from samix_timm.defaults import SAMIX_PRESETS
     assert sorted(accuracy.PRESET_OF.values()) == sorted(SAMIX_PRESETS)
     for method, preset in accuracy.PRESET_OF.items():
         flags = accuracy.METHODS[method]
@@ -75,7 +75,7 @@ def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
     results = REPO / 'bench' / 'results'
     shutil.copy(results / 'accuracy_runs.jsonl', tmp_path)  # table() writes a PNG beside the runs
     cfg = accuracy.RECIPE_CFG
-    text = accuracy.table(tmp_path, results / 'speed_accuracy_recipe.json', cfg['model'], cfg['model'],
-                          cfg['epochs'], cfg['img_size'], list(accuracy.METHODS))
+    text = accuracy.table(tmp_path, results / 'speed_bench_1k.json', cfg['model'], cfg['model'],
+                          cfg['epochs'], cfg['img_size'], list(accuracy.METHODS), accuracy.RECIPE_IMAGES)
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix'])
     assert text.endswith(f'default `{args.samix_preset}`'), text.splitlines()[-1]

@@ -242,20 +242,29 @@ def test_factory_keeps_explicit_zero_settings():
 
 
 @pytest.mark.parametrize('flags,expected', [
-    ([], dict(mixer_every=2, mixer_batch_frac=1.0)),  # the default preset every2: bench/accuracy.py's rule
-    (['--samix-preset', 'paper'], dict(mixer_every=1, mixer_batch_frac=1.0)),
-    (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5)),
-    (['--samix-preset', 'every2'], dict(mixer_every=2, mixer_batch_frac=1.0)),
-    (['--samix-preset', 'half'], dict(mixer_every=1, mixer_batch_frac=0.5)),
-    (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(mixer_every=1, mixer_batch_frac=0.5)),
-    (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'], dict(mixer_every=1, mixer_batch_frac=0.25)),
+    ([], dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0)),  # the default preset: bench/accuracy.py's rule
+    (['--samix-preset', 'paper'], dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0)),
+    (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5, clean_weight=1.0)),
+    (['--samix-preset', 'every2'], dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0)),
+    (['--samix-preset', 'half'], dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0)),
+    (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0)),
+    (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'],
+     dict(mixer_every=1, mixer_batch_frac=0.25, clean_weight=1.0)),
+    (['--samix-preset', 'paper', '--samix-clean-weight', '0'], dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=0.0)),
 ])
-def test_presets_and_explicit_economies(flags, expected):
+def test_presets_and_explicit_values(flags, expected):
     from samix_timm.engine.args import parse_train_args
-    from samix_timm.factory import SAMIX_PRESETS, samix_economies
+    from samix_timm.factory import create_mixup
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', *flags])
-    assert samix_economies(args) == expected
-    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0)  # the paper stays one flag away
+    samix = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                         steps_per_epoch=10, train_size=100)
+    assert dict(mixer_every=samix.mixer_every, mixer_batch_frac=samix.mixer_batch_frac,
+                clean_weight=samix.clean.weight) == expected
+
+
+def test_paper_preset_is_the_reference_step():
+    from samix_timm.defaults import SAMIX_PRESETS, preset_values
+    # §5.4-§5.6: Mixer on the whole batch every step, clean term W = 1 through its own forward
+    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate')
     with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast'):
-        args.samix_preset = 'nope'
-        samix_economies(args)
+        preset_values('nope')

@@ -31,8 +31,11 @@ def test_samix_run_learns_and_logs(embedded_data, tmp_path):
     run = result.output_dir
     rows = _summary(run / 'summary.csv')
     for key in ('train_mixer_loss', 'train_mask_mu', 'train_mask_var', 'train_mask_keep', 'train_mixer_lr',
-                'train_momentum'):
+                'train_momentum', *(f'train_health_{kind}_{lam}' for kind in ('keep', 'std') for lam in (0.3, 0.5, 0.7))):
         assert key in rows[-1], key
+    for lam in (0.3, 0.5, 0.7):  # a mask is a weight in [0, 1]: keep in [0, 1], per-image std in [0, 0.5]
+        assert 0 <= float(rows[-1][f'train_health_keep_{lam}']) <= 1
+        assert 0 <= float(rows[-1][f'train_health_std_{lam}']) <= 0.5
     # the Mixer lr follows its cosine and the momentum rises over the run
     assert float(rows[-1]['train_mixer_lr']) < float(rows[0]['train_mixer_lr'])
     assert float(rows[-1]['train_momentum']) > float(rows[0]['train_momentum'])
@@ -47,9 +50,10 @@ def test_samix_run_learns_and_logs(embedded_data, tmp_path):
         torch.testing.assert_close(model.state_dict()[k], v)
 
 
-@pytest.mark.parametrize('preset', ['paper', 'fast'])  # fast: the last Mixer update is a step before the checkpoint
-def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset):
-    flags = ('--epochs', '2', '--log-interval', '1', '--samix-preset', preset)
+# fast: the last Mixer update is a step before the checkpoint; both forwards of the clean term (§5.6)
+@pytest.mark.parametrize('preset,forward', [('paper', 'separate'), ('fast', 'joint')])
+def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forward):
+    flags = ('--epochs', '2', '--log-interval', '1', '--samix-preset', preset, '--samix-clean-forward', forward)
     full = _train(small_data, tmp_path, *flags, '--experiment', 'full')
     resumed = _train(small_data, tmp_path, *flags, '--experiment', 'resumed',
                      '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))
@@ -65,12 +69,14 @@ def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('preset', ['paper', 'fast'])  # fast: Mixer forwards without an update in between
-def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset):
+# fast: Mixer forwards without an update in between; both forwards of the clean term (§5.6)
+@pytest.mark.parametrize('preset,forward', [('paper', 'separate'), ('fast', 'joint')])
+def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset, forward):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29523',
            str(REPO / 'tests' / 'ddp_worker.py'), str(tmp_path), '--data-dir', str(small_data),
-           '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25', '--samix-preset', preset]
+           '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25', '--samix-preset', preset,
+           '--samix-clean-forward', forward, '--samix-clean-weight', '1']
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
@@ -80,3 +86,16 @@ def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, p
             assert torch.equal(v, r1['samix'][part][k]), f'{part}.{k} differs between ranks'
     for k in r0['state']:
         assert torch.equal(r0['state'][k], r1['state'][k]), k
+
+
+def test_train_script_ends_with_the_mixer_health(small_data, tmp_path):
+    """`make demo`'s last line: the health numbers and whether they pass (README quickstart)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs' / 'embedded_quickstart.yaml'),
+         '--data-dir', str(small_data), '--output', str(tmp_path), '--epochs', '1', '--mixup', 'samix',
+         '--workers', '0', '--device', 'cpu', '--samix-vis-interval', '0'],
+        capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith('  Mixer health: mean(1 - s) ') and ' at lam 0.3/0.5/0.7, per-image std ' in last, last
+    assert last.endswith('the masks follow lam and are spatial') or '-> NOT healthy: ' in last, last

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
+from ..defaults import DEFAULT_PRESET
 from ..errors import ConfigError
 
 _logger = logging.getLogger(__name__)
@@ -253,13 +254,14 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-feature-index', type=int, default=None,
                    help='forward_intermediates index the Mixer reads (default: stride 16, >= 8x8 on small inputs)')
     g.add_argument('--samix-mixer-opt', type=str, default=None,
-                   help='Mixer optimizer (default: sgd for CNNs, adamw for transformers)')
+                   help='Mixer optimizer (default: momentum (plain SGD) for CNNs, adamw for transformers)')
     g.add_argument('--samix-mixer-lr', type=float, default=None,
                    help='Mixer lr (default: 0.1 for sgd, the backbone lr for adamw)')
     g.add_argument('--samix-mixer-min-lr', type=float, default=None,
                    help='Mixer lr at the end of the cosine (default: lr / 100)')
     g.add_argument('--samix-mixer-momentum', type=float, default=0.9, help='Mixer SGD momentum')
-    g.add_argument('--samix-mixer-weight-decay', type=float, default=0.0, help='Mixer weight decay')
+    g.add_argument('--samix-mixer-weight-decay', type=float, default=None,
+                   help='Mixer weight decay, on every Mixer parameter (default: --weight-decay, as the reference)')
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
@@ -277,9 +279,16 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
-    g.add_argument('--samix-preset', type=str, default='every2',
-                   help="Mixer-branch economies: 'paper' (whole batch, every step), 'every2' (every 2nd step), "
-                        "'half' (half the batch) or 'fast' (both); see README Benchmarks")
+    g.add_argument('--samix-preset', type=str, default=DEFAULT_PRESET,
+                   help="how the step runs: 'paper' (the reference: Mixer on the whole batch every step, clean "
+                        "term), economies 'every2' (Mixer every 2nd step), 'half' (half the batch), 'fast' "
+                        "(both); see README Benchmarks")
+    g.add_argument('--samix-clean-weight', type=float, default=None,
+                   help='W of the clean-batch term W*CE(f(x), y) beside the mixup loss (0 = off; default: from '
+                        '--samix-preset, 1 = the reference; also adds the term to timm Mixup/CutMix and SAMix^P)')
+    g.add_argument('--samix-clean-forward', type=str, default=None,
+                   help="'separate' (one forward per half, BN statistics per half, as the reference) or 'joint' "
+                        "(one forward of the 2N batch) (default: from --samix-preset)")
     g.add_argument('--samix-mixer-batch-frac', type=float, default=None,
                    help='fraction of the batch the Mixer trains on (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-every', type=int, default=None,

@@ -15,6 +15,8 @@ import torch.nn as nn
 from timm.models import model_parameters
 from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
 
+from ..clean import forward_batch
+
 _logger = logging.getLogger(__name__)
 
 
@@ -98,7 +100,7 @@ def train_one_epoch(
         sync = nullcontext() if need_update or not hasattr(model, 'no_sync') else model.no_sync()
         with sync:
             with ctx.amp_autocast():
-                output = model(x)
+                output = forward_batch(model, x, mixup_fn)  # two forwards for a separate clean half (§5.6)
                 loss = loss_fn(output, target)
             if accum > 1:
                 loss = loss / accum

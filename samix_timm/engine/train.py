@@ -22,6 +22,7 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..factory import create_mixup, mixing_active
+from ..health import format_health, mixer_health
 from .args import ConfigError
 from .checkpoint import CheckpointState, restore_mixer_state
 from .loop import StepContext, evaluate, train_one_epoch
@@ -31,6 +32,8 @@ from .setup import (
 from .visualize import write_mix_grid
 
 _logger = logging.getLogger(__name__)
+
+HEALTH_IMAGES = 100  # held-out images the Mixer health is measured on
 
 
 @dataclass
@@ -45,6 +48,7 @@ class TrainResult:
     best_metric: Optional[float]
     best_epoch: Optional[int]
     checkpoint: Optional[Path]
+    mixer_health: Optional[Dict[str, float]] = None  # the last epoch's, for mixers that can preview
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -161,6 +165,11 @@ def train(args, args_text: str) -> TrainResult:
         model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
 
     train_loss_fn = create_train_loss(args, mixing_active(args)).to(device)
+    if hasattr(mixup_fn, 'loss'):  # W·loss(clean half) + loss(mixed half) (§5.6)
+        train_loss_fn = mixup_fn.loss(train_loss_fn)
+    health_x = health = None
+    if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
+        health_x = next(iter(loader_eval))[0][:HEALTH_IMAGES].to(device)
 
     output_dir = saver = tb_writer = None
     if primary:
@@ -206,6 +215,11 @@ def train(args, args_text: str) -> TrainResult:
         train_metrics = train_one_epoch(
             epoch, model, loader_train, optimizer, train_loss_fn, ctx, lr_scheduler=lr_scheduler,
             model_ema=model_ema, mixup_fn=mixup_fn, num_epochs=num_epochs)
+        if health_x is not None:
+            health = mixer_health(mixup_fn, health_x)
+            train_metrics.update(health)
+            if primary:
+                _logger.info(f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
         if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
             utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
         eval_metrics = evaluate(model, loader_eval, ctx)
@@ -230,7 +244,7 @@ def train(args, args_text: str) -> TrainResult:
         tb_writer.close()
     return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=output_dir, last_epoch=epoch,
                        eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
-                       checkpoint=output_dir / 'last.pth.tar' if output_dir else None)
+                       checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
 
 
 def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:

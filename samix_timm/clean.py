@@ -1,0 +1,117 @@
+""" The clean-batch term of the reference SAMix step (method §5.6), for any batch mixer.
+
+The reference trains the classifier on W·CE(f_θ(x), y) + the mixup loss on the mixed batch. To keep
+the `(x, target) -> (x_out, target_out)` call of `timm.data.Mixup` and the training loop's own
+forward/backward, a mixer with a clean term returns the clean batch followed by the mixed one
+(2N rows, targets alike), and `CleanMixLoss` weighs the two halves:
+
+    x, y = mixer(x, y)                       # 2N: [clean; mixed]
+    loss = loss_fn(forward_batch(model, x, mixer), y)   # loss_fn = mixer.loss(SoftTargetCrossEntropy())
+
+The clean half's targets go through the recipe's own loss, so they follow it: one-hot with the
+recipe's smoothing for soft-target CE, BCE with its target threshold for RSB recipes.
+"""
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError
+from .targets import soft_target
+
+CLEAN_FORWARDS = ('joint', 'separate')
+
+
+class CleanTerm:
+    """Joins the clean and the mixed batch and remembers where the clean rows end.
+
+    Args:
+        weight: W of W·CE(f_θ(x), y) (0 = off; the reference uses 1).
+        num_classes: classes of the clean one-hot targets.
+        smoothing: label smoothing of the clean targets (the recipe's, as for the mixed ones).
+        forward: 'joint' (one forward of the 2N batch: BatchNorm sees both halves together) or
+            'separate' (two forwards, as the reference: each half has its own BN statistics).
+    """
+
+    def __init__(self, weight: float, num_classes: int, smoothing: float = 0.0, forward: str = 'joint'):
+        if not weight >= 0:  # also refuses NaN
+            raise ConfigError(f'--samix-clean-weight {weight} must be 0 (off) or positive (the reference uses 1)')
+        if forward not in CLEAN_FORWARDS:
+            raise ConfigError(f"--samix-clean-forward {forward} is not known: use one of {', '.join(CLEAN_FORWARDS)}")
+        self.weight, self.num_classes, self.smoothing, self.forward = weight, num_classes, smoothing, forward
+        self.split: Optional[int] = None  # clean rows at the head of the last returned batch, None = not joined
+
+    def join(self, x: torch.Tensor, target: torch.Tensor, x_mix: torch.Tensor, y_mix: torch.Tensor
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[x; x_mix] and [onehot(y); ỹ] (2N rows), or the mixed batch alone when the term is off."""
+        if self.weight == 0:
+            self.split = None
+            return x_mix, y_mix
+        y_clean = soft_target(target, None, 1., self.num_classes, self.smoothing)  # NxK, one-hot (smoothed)
+        self.split = x.shape[0]
+        return torch.cat([x, x_mix]), torch.cat([y_clean, y_mix])
+
+    def skip(self) -> None:
+        """The mixer handed back an unmixed batch (mixing off): no clean half to weigh."""
+        self.split = None
+
+
+class CleanMixLoss(nn.Module):
+    """W·loss(clean half) + loss(mixed half) for batches a `CleanTerm` joined; the plain loss otherwise.
+
+    Args:
+        loss_fn: the recipe's training loss (soft-target CE, BCE, ...).
+        clean: the `CleanTerm` of the mixer that produced the batch.
+    """
+
+    def __init__(self, loss_fn: nn.Module, clean: CleanTerm):
+        super().__init__()
+        self.loss_fn, self.clean = loss_fn, clean
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n = self.clean.split
+        if n is None:
+            return self.loss_fn(output, target)
+        if output.shape[0] != 2 * n:
+            raise ConfigError(f'the loss got {output.shape[0]} rows but the mixer returned {2 * n} (clean + mixed): '
+                              f'compute the loss on the whole batch the mixer returned')
+        return self.clean.weight * self.loss_fn(output[:n], target[:n]) + self.loss_fn(output[n:], target[n:])
+
+
+class CleanBatch:
+    """Adds the clean-batch term to a mixer that has none (timm's `Mixup`): the fair control of §5.6.
+
+    Args:
+        mixer: a `(x, target) -> (x_mix, soft_target)` mixer.
+        clean: the `CleanTerm` to apply.
+    """
+
+    def __init__(self, mixer: Callable, clean: CleanTerm):
+        self.mixer, self.clean = mixer, clean
+
+    @property
+    def mixup_enabled(self) -> bool:
+        return self.mixer.mixup_enabled
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, value: bool) -> None:
+        self.mixer.mixup_enabled = value
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x_mix, y_mix = self.mixer(x, target)
+        if not self.mixer.mixup_enabled:
+            self.clean.skip()
+            return x_mix, y_mix
+        return self.clean.join(x, target, x_mix, y_mix)
+
+    def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
+        return CleanMixLoss(loss_fn, self.clean)
+
+
+def forward_batch(model: nn.Module, x: torch.Tensor, mixer: Optional[object] = None) -> torch.Tensor:
+    """model(x), or one forward per half when the mixer's clean term asks for separate BN statistics."""
+    clean = getattr(mixer, 'clean', None)
+    if clean is None or clean.split is None or clean.forward == 'joint':
+        return model(x)
+    n = clean.split
+    return torch.cat([model(x[:n]), model(x[n:])])

@@ -1,0 +1,124 @@
+""" Run-aware defaults of online SAMix (method §3–§5): one function for train.py and for one's own loop.
+
+`samix_defaults(model_name, total_steps, train_size=...)` returns the keyword arguments of `SAMix`
+that depend on the run — recipe family (CNN or transformer), run length T and data size — with
+any explicit value winning over the choice. train.py's factory calls it with the command line;
+in one's own loop:
+
+    samix = SAMix(model, num_classes, T, **samix_defaults('resnet50', T, train_size=len(dataset)))
+"""
+from functools import partial
+from typing import Any, Dict, Optional
+
+from timm.optim import create_optimizer_v2
+
+from .errors import ConfigError
+from .mixer import list_mixers
+from .momentum import PAPER_MOMENTUM_END, BetaSchedule, MomentumSchedule, scaled_momentum
+
+# below this many training images a run counts as "small data" (CIFAR, Tiny-ImageNet, CUB, ...)
+SMALL_DATA_IMAGES = 200_000
+_TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', 'test_vit')
+
+# --samix-preset NAME -> how the step is run. 'paper' is the reference step (§5.4–§5.6): Mixer trained
+# on the whole batch at every step, clean-batch term W = 1 through a separate forward. The others are
+# economies (ours) that bench/accuracy.py weighs against it; an explicit flag overrides a preset value.
+SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
+    'paper': dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate'),
+    'every2': dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate'),
+    'half': dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0, clean_forward='separate'),
+    'fast': dict(mixer_every=2, mixer_batch_frac=0.5, clean_weight=1.0, clean_forward='separate'),
+}
+DEFAULT_PRESET = 'every2'
+
+
+def is_transformer(model_name: str) -> bool:
+    """ViT-family names get the transformer settings of §5 (AdamW Mixer, 25% momentum hold)."""
+    return model_name.lower().startswith(_TRANSFORMER_PREFIXES)
+
+
+def preset_values(preset: str, **explicit) -> Dict[str, Any]:
+    """The values of `preset`, with every explicit (not None) value taking precedence."""
+    if preset not in SAMIX_PRESETS:
+        raise ConfigError(f"--samix-preset {preset} is not known: use one of {', '.join(SAMIX_PRESETS)}")
+    values = dict(SAMIX_PRESETS[preset])
+    values.update((k, v) for k, v in explicit.items() if v is not None)
+    return values
+
+
+def samix_defaults(
+        model_name: str,
+        total_steps: int,
+        train_size: Optional[int] = None,
+        lr: Optional[float] = None,
+        weight_decay: float = 0.0,
+        preset: str = DEFAULT_PRESET,
+        *,
+        mixer: str = 'samix',
+        mixer_opt: Optional[str] = None,
+        mixer_lr: Optional[float] = None,
+        mixer_min_lr: Optional[float] = None,
+        mixer_momentum: float = 0.9,
+        mixer_weight_decay: Optional[float] = None,
+        mixer_dropout: Optional[float] = None,
+        lam_rescale_k: float = -1,
+        eta: Optional[float] = None,
+        momentum_start: Optional[float] = None,
+        momentum_end: Optional[float] = None,
+        mask_beta: float = 0.1,
+        beta_schedule: str = 'auto',
+        mixer_every: Optional[int] = None,
+        mixer_batch_frac: Optional[float] = None,
+        clean_weight: Optional[float] = None,
+        clean_forward: Optional[str] = None,
+) -> Dict[str, Any]:
+    """`SAMix` keyword arguments for a run of `total_steps` SAMix calls; None = choose (§3–§5).
+
+    Args:
+        model_name: timm name of the classifier (picks the CNN or transformer settings).
+        total_steps: SAMix calls in the whole run, T.
+        train_size: training images; below 200k the small-data settings apply (None = ImageNet-scale).
+        lr: the classifier's lr (the AdamW Mixer of transformer recipes uses it).
+        weight_decay: the classifier's weight decay, which the Mixer inherits (§5.7).
+        preset: Mixer-branch economies and clean term (`SAMIX_PRESETS`).
+        Other arguments: explicit values of what would otherwise be chosen here (train.py's `--samix-*`).
+    """
+    if mixer not in list_mixers():
+        raise ConfigError(f"--samix-mixer {mixer} is not known: use one of {', '.join(list_mixers())}")
+    total = max(1, total_steps)
+    small = train_size is not None and train_size < SMALL_DATA_IMAGES
+    vit = is_transformer(model_name)
+
+    dropout = mixer_dropout if mixer_dropout is not None else (0.0 if small else 0.1)  # §2.3
+    mixer_kwargs = dict(dropout=dropout, lam_rescale_k=lam_rescale_k) if mixer == 'samix' else {}
+    opt = mixer_opt or ('adamw' if vit else 'momentum')  # §5.4; plain momentum SGD as the reference (§5.7)
+    if mixer_lr is None:
+        mixer_lr = lr if opt.lower() in ('adamw', 'adam', 'lamb') and lr else 0.1
+    wd = weight_decay if mixer_weight_decay is None else mixer_weight_decay
+    # the reference decays every Mixer parameter, 1-D ones included (§5.7)
+    mixer_optimizer = partial(create_optimizer_v2, opt=opt, lr=mixer_lr, weight_decay=wd, momentum=mixer_momentum,
+                              filter_bias_and_bn=False)
+
+    start, end = scaled_momentum(total, PAPER_MOMENTUM_END['small' if small else 'imagenet'])  # §5.5
+    momentum = MomentumSchedule(
+        start=start if momentum_start is None else momentum_start,
+        end=end if momentum_end is None else momentum_end,
+        total_steps=total, warmup_frac=0.25 if vit else 0.1)
+    if beta_schedule == 'auto':  # §3: constant on small data, linear to 0 at ImageNet scale
+        beta_schedule = 'constant' if small else 'linear'
+    step = preset_values(preset, mixer_every=mixer_every, mixer_batch_frac=mixer_batch_frac,
+                         clean_weight=clean_weight, clean_forward=clean_forward)
+    return dict(
+        mixer=mixer, mixer_kwargs=mixer_kwargs, mixer_optimizer=mixer_optimizer,
+        mixer_min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr,
+        eta=eta if eta is not None else (0.5 if small else 0.1),  # §4
+        momentum=momentum, beta=BetaSchedule(mask_beta, beta_schedule, total), **step)
+
+
+def describe_defaults(kwargs: Dict[str, Any]) -> str:
+    """One log line of what `samix_defaults` chose."""
+    opt = kwargs['mixer_optimizer'].keywords
+    return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
+            f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, Mixer trained every "
+            f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch, clean term "
+            f"W {kwargs['clean_weight']:g} ({kwargs['clean_forward']} forward)")

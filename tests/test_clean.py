@@ -1,0 +1,215 @@
+""" The clean-batch term (§5.6), the run-aware defaults of one's own loop, and the Mixer health numbers. """
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
+
+from samix_timm import SAMix
+from samix_timm.clean import CleanBatch, CleanMixLoss, CleanTerm, forward_batch
+from samix_timm.defaults import samix_defaults
+from samix_timm.errors import ConfigError
+from samix_timm.health import health_failures, mixer_health
+
+K = 10
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return timm.create_model('test_resnet', num_classes=K)
+
+
+def _batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, K, (n,), generator=g)
+
+
+def test_join_and_loss_against_hand_values():
+    clean = CleanTerm(0.5, num_classes=3, smoothing=0.3)
+    x, y = torch.zeros(2, 1, 2, 2), torch.tensor([0, 2])
+    x_mix, y_mix = torch.ones(2, 1, 2, 2), torch.tensor([[.2, .8, 0.], [0., .4, .6]])
+    x_out, y_out = clean.join(x, y, x_mix, y_mix)
+    assert clean.split == 2 and torch.equal(x_out, torch.cat([x, x_mix]))
+    # one-hot with the recipe's smoothing: on = 1 - 0.3 + 0.1, off = 0.1
+    torch.testing.assert_close(y_out[:2], torch.tensor([[.8, .1, .1], [.1, .1, .8]]))
+    torch.testing.assert_close(y_out[2:], y_mix)
+    logits = torch.tensor([[2., 0., 0.], [0., 1., 0.], [1., 1., 1.], [0., 0., 3.]])
+    logp = logits.log_softmax(-1)
+    by_hand = 0.5 * -(y_out[:2] * logp[:2]).sum(1).mean() + -(y_out[2:] * logp[2:]).sum(1).mean()
+    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits, y_out), by_hand)
+    with pytest.raises(ConfigError, match='the loss got 2 rows but the mixer returned 4'):
+        CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits[:2], y_out[:2])
+    clean.skip()  # an unmixed batch: the plain loss
+    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits[:2], y_out[:2]),
+                               -(y_out[:2] * logp[:2]).sum(1).mean())
+
+
+def test_clean_half_follows_the_recipes_bce_threshold():
+    """RSB recipes: the clean half goes through the same BCE with its target threshold."""
+    clean = CleanTerm(1.0, num_classes=3, smoothing=0.1)
+    y_mix = torch.tensor([[.7, .3, 0.]])
+    x_out, y_out = clean.join(torch.zeros(1, 1, 1, 1), torch.tensor([1]), torch.zeros(1, 1, 1, 1), y_mix)
+    logits = torch.tensor([[0.5, -1., 2.], [1., 0., -1.]])
+    bce = BinaryCrossEntropy(target_threshold=0.2)
+    by_hand = (F.binary_cross_entropy_with_logits(logits[:1], (y_out[:1] > 0.2).float())
+               + F.binary_cross_entropy_with_logits(logits[1:], (y_mix > 0.2).float()))
+    torch.testing.assert_close(CleanMixLoss(bce, clean)(logits, y_out), by_hand)
+
+
+@pytest.mark.parametrize('bad', [-1.0, float('nan')])
+def test_bad_clean_weight_is_refused(bad):
+    with pytest.raises(ConfigError, match='must be 0 .off. or positive'):
+        CleanTerm(bad, K)
+    with pytest.raises(ConfigError, match="--samix-clean-forward both is not known: use one of joint, separate"):
+        CleanTerm(1.0, K, forward='both')
+
+
+def test_samix_returns_clean_then_mixed_and_both_terms_train_the_classifier():
+    model = _model()
+    samix = SAMix(model, K, 100, input_size=(3, 32, 32), label_smoothing=0.0, lam_margin=0.0, clean_weight=1.0)
+    x, y = _batch()
+    np.random.seed(0)
+    x_out, y_out = samix(x, y)
+    assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x)  # clean rows untouched
+    torch.testing.assert_close(y_out[:6], F.one_hot(y, K).float())
+    lam = samix.last_metrics['lam']
+    assert not torch.allclose(x_out[6:], x)  # the mixed half is mixed
+    torch.testing.assert_close(y_out[6:].max(1).values.min(), torch.tensor(max(lam, 1 - lam)), atol=1e-6, rtol=0)
+    loss_fn = samix.loss(SoftTargetCrossEntropy())
+    out = forward_batch(model, x_out, samix)
+    loss = loss_fn(out, y_out)
+    clean_only = CleanMixLoss(SoftTargetCrossEntropy(), samix.clean)
+    samix.clean.weight = 1.0
+    torch.testing.assert_close(loss, clean_only.loss_fn(out[:6], y_out[:6]) + clean_only.loss_fn(out[6:], y_out[6:]))
+    mixer_grads = [p.grad.clone() for p in samix.mixer.parameters()]  # left by the Mixer's own update
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # the classifier loss never reaches φ (x_mix is built under no_grad)
+    assert all(torch.equal(g, p.grad) for g, p in zip(mixer_grads, samix.mixer.parameters()))
+    # off: the plain (x_mix, ỹ) contract of timm Mixup
+    off = SAMix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=0.0)
+    x_mix, target = off(x, y)
+    assert x_mix.shape[0] == 6 and off.clean.split is None
+
+
+def test_samix_disabled_mixing_returns_the_plain_batch():
+    samix = SAMix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=1.0)
+    samix.mixup_enabled = False  # timm's --mixup-off-epoch
+    x, y = _batch()
+    x_out, _ = samix(x, y)
+    assert torch.equal(x_out, x) and samix.clean.split is None
+
+
+def test_separate_forward_gives_each_half_its_own_batchnorm_statistics():
+    model = _model().train()
+    clean = CleanTerm(1.0, K, forward='separate')
+    holder = type('M', (), {'clean': clean})()
+    x, y = _batch()
+    x_out, _ = clean.join(x, y, 3 * x + 1, F.one_hot(y, K).float())
+    separate = forward_batch(model, x_out, holder)
+    torch.testing.assert_close(separate[:6], model(x))  # as a forward of the clean batch alone
+    clean.forward = 'joint'
+    joint = forward_batch(model, x_out, holder)
+    assert not torch.allclose(joint[:6], separate[:6], atol=1e-3)  # BN saw both halves together
+
+
+def test_clean_batch_wraps_timm_mixup():
+    mixup = Mixup(mixup_alpha=1.0, num_classes=K, label_smoothing=0.0)
+    wrapped = CleanBatch(mixup, CleanTerm(1.0, K))
+    x, y = _batch()
+    x_out, y_out = wrapped(x, y)
+    assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x) and wrapped.clean.split == 6
+    torch.testing.assert_close(y_out[:6], F.one_hot(y, K).float())
+    wrapped.mixup_enabled = False
+    assert mixup.mixup_enabled is False
+    x_out, _ = wrapped(x, y)
+    assert x_out.shape[0] == 6 and wrapped.clean.split is None
+
+
+def test_train_args_and_own_loop_get_the_same_samix():
+    """One source of defaults: train.py's factory and SAMix(**samix_defaults(...)) build the same thing."""
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import create_mixup
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--epochs', '5', '--lr', '0.1',
+                                '--weight-decay', '5e-4', '--smoothing', '0'])
+    data_config = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    ours = create_mixup(args, _model(), K, data_config=data_config, steps_per_epoch=40, train_size=4000)
+    T = 5 * 40
+    own = SAMix(_model(), K, T, input_size=(3, 32, 32), label_smoothing=0.0,
+                **samix_defaults('test_resnet', T, train_size=4000, lr=0.1, weight_decay=5e-4))
+    for attr in ('total_steps', 'eta', 'mixer_every', 'mixer_batch_frac', 'mixer_loss', 'alpha'):
+        assert getattr(ours, attr) == getattr(own, attr), attr
+    assert ours.clean.weight == own.clean.weight == 1.0 and ours.clean.forward == own.clean.forward
+    assert [ours.momentum(t) for t in (0, T // 2, T)] == [own.momentum(t) for t in (0, T // 2, T)]
+    assert [ours.beta(t) for t in (0, T)] == [own.beta(t) for t in (0, T)] == [0.1, 0.1]  # small data: constant
+    assert ours.optimizer.defaults == own.optimizer.defaults
+    assert ours.mixer.config == own.mixer.config
+
+
+def test_defaults_by_family_size_and_length():
+    small = samix_defaults('resnet18', 1000, train_size=50_000, weight_decay=1e-4)
+    big = samix_defaults('resnet50', 500_000, train_size=1_281_167, weight_decay=1e-4)
+    vit = samix_defaults('deit_small_patch16_224', 500_000, train_size=1_281_167, lr=5e-4, weight_decay=0.05)
+    assert (small['eta'], big['eta']) == (0.5, 0.1)
+    assert (small['mixer_kwargs']['dropout'], big['mixer_kwargs']['dropout']) == (0.0, 0.1)
+    assert small['beta'].mode == 'constant' and big['beta'].mode == 'linear'
+    assert big['momentum'].start == pytest.approx(0.999) and big['momentum'].end == pytest.approx(0.99999)
+    assert small['momentum'].start == pytest.approx(1 - 10 / 1000)  # scaled to T
+    opt = big['mixer_optimizer'].keywords
+    assert (opt['opt'], opt['lr'], opt['weight_decay']) == ('momentum', 0.1, 1e-4)  # §5.7: plain SGD, inherited wd
+    assert vit['mixer_optimizer'].keywords['opt'] == 'adamw' and vit['mixer_optimizer'].keywords['lr'] == 5e-4
+    assert vit['momentum'].warmup_frac == 0.25
+    # the Mixer's weight decay reaches every parameter, BN and biases included (the reference's)
+    mixer = nn.Sequential(nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    optimizer = big['mixer_optimizer'](mixer.parameters())
+    assert all(g['weight_decay'] == 1e-4 for g in optimizer.param_groups)
+    assert sum(len(g['params']) for g in optimizer.param_groups) == 4
+    assert not any(g.get('nesterov') for g in optimizer.param_groups)
+
+
+class _ConstantMixer:
+    """A degenerate Mixer: the same grey mask whatever λ."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def preview(self, x, lam=0.5):
+        return dict(mask=torch.full((x.shape[0], 1, *x.shape[-2:]), self.value))
+
+
+class _HalfMixer:
+    """An ideal one: a binary mask whose partner area is 1 − λ."""
+
+    def preview(self, x, lam=0.5):
+        w = x.shape[-1]
+        s = torch.zeros(x.shape[0], 1, *x.shape[-2:])
+        s[..., : round((1 - lam) * w)] = 1.
+        return dict(mask=s)
+
+
+def test_health_tells_a_degenerate_mixer_from_a_good_one():
+    x = torch.zeros(4, 3, 10, 10)
+    grey = mixer_health(_ConstantMixer(0.46), x)
+    assert grey['health_keep_0.3'] == pytest.approx(0.54) and grey['health_std_0.5'] == pytest.approx(0.)
+    assert set(health_failures(grey)) == {'health_keep_0.3', 'health_keep_0.7', 'health_std_0.3', 'health_std_0.5',
+                                          'health_std_0.7'}
+    good = mixer_health(_HalfMixer(), x)
+    assert good['health_keep_0.3'] == pytest.approx(0.3) and good['health_std_0.5'] == pytest.approx(0.5)
+    assert good['health_std_0.3'] == pytest.approx(math.sqrt(0.21))
+    assert health_failures(good) == {}
+
+
+def test_health_of_a_real_samix_changes_no_state():
+    samix = SAMix(_model(), K, 100, input_size=(3, 32, 32))
+    x, _ = _batch()
+    before = {k: v.clone() for k, v in samix.mixer.state_dict().items()}
+    rng = np.random.get_state()[1].copy()
+    h = mixer_health(samix, x)
+    assert set(h) == {f'health_{k}_{lam}' for k in ('keep', 'std') for lam in (0.3, 0.5, 0.7)}
+    assert all(torch.equal(before[k], v) for k, v in samix.mixer.state_dict().items())
+    assert np.array_equal(rng, np.random.get_state()[1])
