@@ -176,7 +176,7 @@ def read_config(path) -> Dict:
 
 
 def is_transformer(model: str) -> bool:
-    from .factory import is_transformer as _is_transformer
+    from .defaults import is_transformer as _is_transformer
     return _is_transformer(model)
 
 
