@@ -100,9 +100,12 @@ def test_train_command_overrides():
     deit = REPO / 'configs' / 'in1k' / 'deit300_deit_small_patch16_224_samix.yaml'
     cmd = reproduce.train_command(deit, REPO / 'out', data_dir='d', epochs=1, img_size=32)
     assert cmd[cmd.index('--model-kwargs') + 1] == 'img_size=32'  # ViTs are built for one size
-    assert cmd[cmd.index('--aug-repeats') + 1] == '0'  # repeated augmentation needs torchrun
     cmd = reproduce.train_command(deit, REPO / 'out', nproc=8)
-    assert 'torch.distributed.run' in cmd and '--aug-repeats' not in cmd and '--model-kwargs' not in cmd
+    assert 'torch.distributed.run' in cmd and '--model-kwargs' not in cmd
+    rsb = REPO / 'configs' / 'in1k' / 'rsb-a1_resnet50_samix.yaml'  # repeated augmentation needs torchrun
+    cmd = reproduce.train_command(rsb, REPO / 'out', data_dir='d', epochs=1, img_size=32)
+    assert cmd[cmd.index('--aug-repeats') + 1] == '0'
+    assert '--aug-repeats' not in reproduce.train_command(rsb, REPO / 'out', nproc=8)
     cub = REPO / 'configs' / 'small' / 'cub200_resnet18_samix.yaml'
     assert '--pretrained' in reproduce.train_command(cub, REPO / 'out')
     assert '--pretrained' not in reproduce.train_command(cub, REPO / 'out', pretrained=False)
