@@ -1,6 +1,9 @@
 """ torch.hub entrypoints: pre-trained SAMix Mixers (SAMix^P) as timm-Mixup-shaped augmentations.
 
-    mixer = torch.hub.load('<repo or dir>', 'samix_r18_cluttered_mnist', source='local', num_classes=10)
+    data_config = timm.data.resolve_data_config(model=model)  # the normalisation your loader uses
+    mixer = torch.hub.load('<repo or dir>', 'samix_r18_cluttered_mnist', source='local', num_classes=10,
+                           data_config=data_config)
+    x_mixed, soft_target = mixer(x, y)  # x normalised with data_config
 """
 from samix_timm.hub import hub_entrypoint
 

@@ -37,8 +37,8 @@ def main() -> None:
     p.add_argument('--lams', type=float, nargs='+', default=[0.3, 0.5, 0.7])
     args = p.parse_args()
     artifact = load_pretrained_artifact(args.mixer)
-    mixer = SAMixPretrained(artifact, num_classes=artifact['extractor']['num_classes'])
-    data = artifact['data']
+    data = artifact['data']  # the loader below normalises like the artifact
+    mixer = SAMixPretrained(artifact, num_classes=artifact['extractor']['num_classes'], data_config=data)
     ds = create_dataset('', root=args.data_dir, split='validation')
     loader = create_loader(ds, input_size=tuple(data['input_size']), batch_size=args.images, use_prefetcher=False,
                            mean=data['mean'], std=data['std'], crop_pct=1.0, num_workers=0)

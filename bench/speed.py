@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import timm
 import torch
-from timm.data import Mixup
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.loss import SoftTargetCrossEntropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +39,8 @@ from samix_timm.hub import create_pretrained_mixer  # noqa: E402
 from samix_timm.mixer import Mixer  # noqa: E402
 
 NUM_CLASSES = 100
+# the benchmark's batches are N(0, 1): normalised, as with any mean/std
+BATCH_NORMALIZATION = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
 
 
 def random_artifact(extractor: str, img_size: int) -> Dict:
@@ -66,9 +68,11 @@ METHODS: Dict[str, Callable] = {
         model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2),
     'samix_every2_frac0.5': lambda model, size, steps: SAMix(
         model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2, mixer_batch_frac=0.5),
-    'samix_p': lambda model, size, steps: SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES),
+    'samix_p': lambda model, size, steps: SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES,
+                                                          data_config=BATCH_NORMALIZATION),
     # the shipped cluttered-MNIST Mixer (its extractor sees the batch resized to 32 px), as in bench/accuracy.py
-    'samix_p_shipped': lambda model, size, steps: create_pretrained_mixer('samix_r18_cluttered_mnist', NUM_CLASSES),
+    'samix_p_shipped': lambda model, size, steps: create_pretrained_mixer(
+        'samix_r18_cluttered_mnist', NUM_CLASSES, data_config=BATCH_NORMALIZATION),
 }
 
 

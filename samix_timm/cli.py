@@ -7,6 +7,7 @@ from timm.utils import setup_default_logging
 
 from .data import EmbeddedDataError
 from .engine.args import ConfigError, parse_train_args
+from .errors import TrainingDivergedError
 from .features import FeatureTapError
 from .health import format_health, health_failures
 from .mixer import MixerNumericsError
@@ -18,7 +19,7 @@ def _guarded(fn: Callable[[], int]) -> int:
     """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback."""
     try:
         return fn()
-    except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError) as e:
+    except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError, TrainingDivergedError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
 

@@ -119,7 +119,7 @@ class FeatureTap(nn.Module):
             how = 'default'
         else:
             if isinstance(index, bool) or not isinstance(index, int) or not -num_stages <= index < num_stages:
-                raise ValueError(
+                raise FeatureTapError(
                     f'Invalid feature index {index!r} for {name} (--samix-feature-index): valid indices are '
                     f'0..{num_stages - 1} (or -{num_stages}..-1 from the end), reductions '
                     f'{[info["reduction"] for info in feature_info]}.')

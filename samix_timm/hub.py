@@ -1,4 +1,6 @@
 """ Registry of published SAMix^P Mixers: name -> file or URL, sha256, and how it was made (§7). """
+import difflib
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +9,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .errors import ConfigError
-from .pretrained import load_artifact
+from .pretrained import SAMixPretrained, load_artifact
 
 _logger = logging.getLogger(__name__)
 
@@ -47,16 +49,26 @@ def list_pretrained() -> List[str]:
     return sorted(_ENTRIES)
 
 
+def _did_you_mean(name: str, choices: List[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f' (did you mean {close[0]}?)' if close else ''
+
+
 def get_entry(name: str) -> MixerEntry:
     if name not in _ENTRIES:
-        raise ConfigError(f"no pre-trained Mixer named '{name}': choose one of {', '.join(list_pretrained())} "
-                          f"or pass a path to an artifact")
+        raise ConfigError(f"no pre-trained Mixer named '{name}'{_did_you_mean(name, list_pretrained())}: choose one "
+                          f"of {', '.join(list_pretrained())} or pass a path to an artifact")
     return _ENTRIES[name]
 
 
 def load_pretrained_artifact(name_or_path: str) -> Dict[str, Any]:
     """Artifact dict of a hub name or a local artifact path, sha256-checked."""
-    if name_or_path not in _ENTRIES and (Path(name_or_path).suffix == '.pth' or Path(name_or_path).exists()):
+    if name_or_path not in _ENTRIES:
+        if not Path(name_or_path).is_file():
+            raise ConfigError(f"pre-trained Mixer '{name_or_path}' is neither a hub name nor a file"
+                              f"{_did_you_mean(name_or_path, list_pretrained())}: pass one of "
+                              f"{', '.join(list_pretrained())} or the path of a file written by "
+                              f"`python -m samix_timm.export`")
         return load_artifact(name_or_path)
     entry = get_entry(name_or_path)
     if entry.file:
@@ -101,9 +113,17 @@ register(MixerEntry(
 ))
 
 
-def create_pretrained_mixer(name_or_path: str, num_classes: int = 1000, **kwargs):
-    """`SAMixPretrained` from a hub name or artifact path; kwargs go to `SAMixPretrained`."""
-    from .pretrained import SAMixPretrained
+# keyword arguments of SAMixPretrained after the artifact
+MIXER_KWARGS = tuple(inspect.signature(SAMixPretrained).parameters)[1:]
+
+
+def create_pretrained_mixer(name_or_path: str, num_classes: int = 1000, **kwargs) -> SAMixPretrained:
+    """`SAMixPretrained` from a hub name or artifact path; kwargs go to `SAMixPretrained`, which needs the
+    batch normalisation: `data_config` (timm's) or `input_mean`/`input_std`."""
+    unknown = [k for k in kwargs if k not in MIXER_KWARGS]
+    if unknown:
+        raise ConfigError(f"unknown argument '{unknown[0]}'{_did_you_mean(unknown[0], list(MIXER_KWARGS))} for the "
+                          f"pre-trained Mixer '{name_or_path}': it takes {', '.join(MIXER_KWARGS)}")
     return SAMixPretrained(load_pretrained_artifact(name_or_path), num_classes=num_classes, **kwargs)
 
 
@@ -111,7 +131,7 @@ def hub_entrypoint(name: str):
     """A torch.hub entrypoint `name(pretrained=True, **kwargs) -> SAMixPretrained` documented by its entry."""
     entry = get_entry(name)
 
-    def entrypoint(pretrained: bool = True, **kwargs):
+    def entrypoint(pretrained: bool = True, **kwargs) -> SAMixPretrained:
         if not pretrained:
             raise ConfigError(f"'{name}' is a pre-trained Mixer: pretrained=False has nothing to build; "
                               f"train your own with `train.py --mixup samix` instead")
@@ -119,6 +139,7 @@ def hub_entrypoint(name: str):
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__doc__ = (f'{entry.doc}\n\n    Args:\n        pretrained: must be True.\n'
-                          f'        **kwargs: SAMixPretrained arguments (num_classes, alpha, lam_margin, '
-                          f'lam_adjust_prob, label_smoothing, prob, input_mean, input_std).')
+                          f'        **kwargs: SAMixPretrained arguments ({", ".join(MIXER_KWARGS)}); data_config '
+                          f'(the timm data config of your loader) or input_mean and input_std are required: the '
+                          f'Mixer renormalises the batches to its own normalisation.')
     return entrypoint

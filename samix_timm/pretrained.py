@@ -6,13 +6,14 @@ input normalisation and resolution it was trained with, and a format version. It
 printed at export, kept in the hub registry and carried (first 8 hex digits) in the file name,
 as torch.hub does. `SAMixPretrained` has the call shape of `timm.data.Mixup`.
 """
-import argparse
 import hashlib
 import logging
+import numbers
 import re
+import tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import timm
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from timm.data import resolve_data_config
 
 from .errors import ConfigError
+from .files import read_torch_file
 from .mixer import create_mixer, set_inference_mode
 from .samix import adjust_lam, mix_images, soft_target
 
@@ -29,6 +31,7 @@ _logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _HASH_IN_NAME = re.compile(r'-([0-9a-f]{8,64})\.pth$')
+_ARTIFACT_KEYS = ('extractor', 'mixer', 'data', 'info')
 
 
 def file_sha256(path: Union[str, Path]) -> str:
@@ -38,6 +41,20 @@ def file_sha256(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """A training checkpoint to export, read with weights_only=True."""
+    path = Path(path)
+    fix = 'pass the last.pth.tar of a `train.py --mixup samix` or `train_ssl.py --ssl-mix samix_i|samix_c` run'
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' not found: {fix}")
+    checkpoint = read_torch_file(path, 'training checkpoint', fix)
+    if isinstance(checkpoint, dict) and 'format_version' in checkpoint:
+        raise ConfigError(f"'{path}' is already a Mixer artifact: use it as it is (--samix-pretrained {path})")
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"'{path}' holds a {type(checkpoint).__name__}, not a training checkpoint: {fix}")
+    return checkpoint
 
 
 def _supervised_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, Any]:
@@ -75,8 +92,8 @@ def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool
     """
     kind = next((k for k in _CHECKPOINT_KINDS if k in checkpoint), None)
     if kind is None or 'args' not in checkpoint:
-        raise ConfigError('checkpoint holds no SAMix state: export a checkpoint of a `train.py --mixup samix` or '
-                          '`train_ssl.py --ssl-mix samix_i|samix_c` run')
+        raise ConfigError('checkpoint holds no SAMix state (a run without a learned Mixer, e.g. plain mixup): export '
+                          'a checkpoint of a `train.py --mixup samix` or `train_ssl.py --ssl-mix samix_i|samix_c` run')
     args = vars(checkpoint['args']) if not isinstance(checkpoint['args'], dict) else checkpoint['args']
     parts = _CHECKPOINT_KINDS[kind](checkpoint, args)
     extractor = timm.create_model(args['model'], num_classes=parts['num_classes'])
@@ -96,19 +113,32 @@ def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool
 
 
 def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], description: str = '') -> Tuple[Path, str]:
-    """Write the artifact of a SAMix checkpoint as `<out stem>-<sha256[:8]>.pth`; returns (path, sha256)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
-    artifact = build_artifact(checkpoint, description)
+    """Write the artifact of a SAMix checkpoint as `<out stem>-<sha256[:8]>.pth`; returns (path, sha256).
+    An existing file of that name is never overwritten."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    try:
+        artifact = build_artifact(checkpoint, description)
+    except ConfigError as e:
+        raise ConfigError(f"'{checkpoint_path}': {e}") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.tmp')
-    torch.save(artifact, tmp)
-    sha = file_sha256(tmp)
-    final = out.with_name(f'{out.stem}-{sha[:8]}.pth')
-    if final.exists():
-        raise ConfigError(f'{final} exists: remove it or choose another --out')
-    tmp.rename(final)
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
+            tmp = Path(f.name)
+            torch.save(artifact, f)
+        sha = file_sha256(tmp)
+        final = out.with_name(f'{out.stem}-{sha[:8]}.pth')
+        if final.exists():
+            raise ConfigError(f"'{final}' exists: remove it or choose another --out (the exporter never overwrites)")
+        tmp.rename(final)
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer
+        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
+        raise ConfigError(f"cannot write the artifact into '{out.parent}' ({reason}): pass an --out in a writable "
+                          f"folder") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
     return final, sha
 
 
@@ -123,18 +153,24 @@ def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[
         actual = file_sha256(path)
         if not actual.startswith(expected):
             raise ConfigError(f"Mixer artifact '{path}' has sha256 {actual[:16]}..., expected {expected[:16]}...: "
-                              f"the file is corrupt or truncated, download or export it again")
-    try:
-        artifact = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file
-        raise ConfigError(f"Mixer artifact '{path}' cannot be read ({type(e).__name__}): the file is corrupt or "
-                          f"truncated, download or export it again") from None
+                              f"the file is corrupt or truncated (or renamed): download or export it again")
+    artifact = read_torch_file(path, 'Mixer artifact', 'download it again or pass a file written by '
+                                                       '`python -m samix_timm.export`')
     version = artifact.get('format_version') if isinstance(artifact, dict) else None
+    if version is None and isinstance(artifact, dict) and {'state_dict', *_CHECKPOINT_KINDS} & set(artifact):
+        raise ConfigError(f"'{path}' is a training checkpoint, not a Mixer artifact: export it first with `python -m "
+                          f"samix_timm.export --checkpoint {path} --out mixers/NAME` and pass the "
+                          f"mixers/NAME-<sha256[:8]>.pth it writes")
     if not isinstance(version, int):
-        raise ConfigError(f"'{path}' is not a samix-timm Mixer artifact (no format_version)")
+        raise ConfigError(f"'{path}' is not a samix-timm Mixer artifact (no format_version): pass a file written by "
+                          f"`python -m samix_timm.export` or a hub name")
     if version > FORMAT_VERSION:
         raise ConfigError(f"Mixer artifact '{path}' has format {version}, newer than this samix-timm reads "
                           f"({FORMAT_VERSION}): upgrade samix-timm")
+    missing = [k for k in _ARTIFACT_KEYS if not isinstance(artifact.get(k), dict)]
+    if missing:
+        raise ConfigError(f"Mixer artifact '{path}' is incomplete (no {', '.join(missing)}): download or export it "
+                          f"again")
     return artifact
 
 
@@ -150,10 +186,68 @@ def build_extractor(spec: Dict[str, Any]) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
+# SAMixPretrained argument -> (valid, what to pass, its train.py flag)
+_ARGUMENT_RULES: Dict[str, Tuple[Callable[[Any], bool], str, str]] = dict(
+    num_classes=(lambda v: isinstance(v, numbers.Integral) and v > 0, 'an int > 0, the classes of the model trained',
+                 '--num-classes'),
+    alpha=(lambda v: isinstance(v, numbers.Real) and v > 0, 'a number > 0, as lam ~ Beta(alpha, alpha)',
+           '--samix-alpha'),
+    lam_margin=(lambda v: isinstance(v, numbers.Real) and 0 <= v < 0.5, 'a number in [0, 0.5)', '--samix-lam-margin'),
+    lam_adjust_prob=(lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, 'a probability in [0, 1]',
+                     '--samix-lam-adjust-prob'),
+    label_smoothing=(lambda v: isinstance(v, numbers.Real) and 0 <= v < 1, 'a number in [0, 1)', '--smoothing'),
+    prob=(lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, 'a probability in [0, 1], the chance a batch is mixed',
+          '--mixup-prob'),
+)
+
+
+def _check_arguments(**values: Any) -> None:
+    """One `ConfigError` line for the first `SAMixPretrained` argument out of its range."""
+    for name, value in values.items():
+        valid, expected, flag = _ARGUMENT_RULES[name]
+        if not valid(value):
+            raise ConfigError(f'{name}={value!r} is out of range: pass {expected} ({flag} in train.py)')
+
+
+def _batch_normalization(
+        data: Dict[str, Any],
+        data_config: Optional[Mapping[str, Any]],
+        input_mean: Optional[Sequence[float]],
+        input_std: Optional[Sequence[float]],
+) -> Tuple[List[float], List[float]]:
+    """(mean, std) the batches to mix are normalised with, from `data_config` or `input_mean`/`input_std`.
+
+    Required: the Mixer only follows λ on batches renormalised to the artifact's `data` mean/std,
+    and a wrong guess gives all-or-nothing masks without any error.
+    """
+    trained = f"mean {', '.join(f'{v:g}' for v in data['mean'])} / std {', '.join(f'{v:g}' for v in data['std'])}"
+    if data_config is not None:
+        if input_mean is not None or input_std is not None:
+            raise ConfigError('pass the batch normalisation once: data_config or input_mean/input_std, not both')
+        if not isinstance(data_config, Mapping) or 'mean' not in data_config or 'std' not in data_config:
+            raise ConfigError('data_config has no mean/std: pass the timm data config your loader normalises with, '
+                              'e.g. timm.data.resolve_data_config(model=model)')
+        input_mean, input_std = data_config['mean'], data_config['std']
+    if input_mean is None or input_std is None:
+        raise ConfigError(f'the pre-trained Mixer needs the normalisation of the batches it mixes: pass '
+                          f'data_config=<the timm data config of your loader> or input_mean= and input_std= (the '
+                          f'Mixer renormalises them to its own {trained})')
+    channels = data['input_size'][0]
+    try:
+        mean, std = [float(v) for v in input_mean], [float(v) for v in input_std]
+    except (TypeError, ValueError):
+        mean = std = []
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise ConfigError(f'batch normalisation mean {input_mean!r} / std {input_std!r} does not fit the artifact: '
+                          f'pass {channels} means and {channels} stds > 0 (it was trained on {trained})')
+    return mean, std
+
+
 class SAMixPretrained:
     """Drop-in for `timm.data.Mixup` with a frozen pre-trained Mixer (SAMix^P, §7).
 
-    The extractor sees the batch resized to the artifact's resolution and renormalised to its
+    The extractor sees the batch resized to the artifact's resolution and renormalised from the
+    batch normalisation (`data_config`, or `input_mean`/`input_std`: required) to the artifact's
     mean/std; the mask is upsampled to the batch's H×W. No gradients; extractor in eval mode;
     Mixer with dropout off and BatchNorm on batch statistics, as it was trained (`set_inference_mode`).
 
@@ -165,8 +259,9 @@ class SAMixPretrained:
         lam_adjust_prob: probability of λ adjusting (§3).
         label_smoothing: timm label smoothing of the soft targets.
         prob: probability of mixing a batch (timm `mixup_prob`).
-        input_mean: normalisation of the batches this will receive (default: the artifact's).
-        input_std: see `input_mean`.
+        data_config: timm data config the batches are normalised with (its `mean`/`std`).
+        input_mean: or the batch normalisation's mean ...
+        input_std: ... and std.
         amp_autocast: autocast context factory for the extractor forward.
     """
 
@@ -179,10 +274,15 @@ class SAMixPretrained:
             lam_adjust_prob: float = 0.0,
             label_smoothing: float = 0.1,
             prob: float = 1.0,
+            data_config: Optional[Mapping[str, Any]] = None,
             input_mean: Optional[Sequence[float]] = None,
             input_std: Optional[Sequence[float]] = None,
             amp_autocast: Callable = nullcontext,
     ):
+        _check_arguments(num_classes=num_classes, alpha=alpha, lam_margin=lam_margin, lam_adjust_prob=lam_adjust_prob,
+                         label_smoothing=label_smoothing, prob=prob)
+        data = artifact['data']
+        mean_in, std_in = _batch_normalization(data, data_config, input_mean, input_std)
         self.artifact_info = dict(artifact['info'], **artifact['data'], extractor=artifact['extractor']['model'])
         self.extractor = build_extractor(artifact['extractor'])
         self.feature_index = artifact['extractor']['feature_index']
@@ -190,9 +290,7 @@ class SAMixPretrained:
         self.mixer.load_state_dict(artifact['mixer']['state_dict'])
         self.mixer.requires_grad_(False)
         set_inference_mode(self.mixer)  # dropout off, BN on batch statistics, as in training
-        data = artifact['data']
         self.input_size = tuple(data['input_size'][-2:])
-        mean_in, std_in = input_mean or data['mean'], input_std or data['std']
         # x_ext = (x·std_in + mean_in − mean_ext) / std_ext = x·scale + shift
         self._scale = torch.tensor([si / se for si, se in zip(std_in, data['std'])]).view(1, -1, 1, 1)
         self._shift = torch.tensor([(mi - me) / se for mi, me, se in zip(mean_in, data['mean'], data['std'])]

@@ -23,7 +23,6 @@ import re
 import shutil
 
 import pytest
-import torch
 import yaml
 from timm.data import Mixup
 

@@ -10,8 +10,11 @@ from conftest import FAST_ARGS, REPO
 from samix_timm.engine import parse_train_args, train
 from samix_timm.errors import ConfigError
 from samix_timm.export import main as export_main
-from samix_timm.hub import create_pretrained_mixer, list_pretrained, load_pretrained_artifact
+from samix_timm.hub import list_pretrained, load_pretrained_artifact
 from samix_timm.pretrained import FORMAT_VERSION, SAMixPretrained, build_artifact, file_sha256, load_artifact
+
+# the normalisation of FAST_ARGS and of the shipped Mixer's recipe
+EMBEDDED_NORM = dict(mean=(0.1,) * 3, std=(0.25,) * 3)
 
 
 @pytest.fixture(scope='module')
@@ -45,8 +48,8 @@ def test_export_names_file_by_its_sha256(artifact_path):
 
 
 def test_round_trip_gives_bit_identical_masks(samix_checkpoint, artifact_path):
-    direct = SAMixPretrained(build_artifact(_load_ckpt(samix_checkpoint)), num_classes=10)
-    loaded = SAMixPretrained(load_artifact(artifact_path), num_classes=10)
+    direct = SAMixPretrained(build_artifact(_load_ckpt(samix_checkpoint)), num_classes=10, data_config=EMBEDDED_NORM)
+    loaded = SAMixPretrained(load_artifact(artifact_path), num_classes=10, data_config=EMBEDDED_NORM)
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     index = torch.tensor([5, 4, 3, 2, 1, 0])
     for lam in (0.3, 0.5, 0.7):
@@ -62,7 +65,7 @@ def test_round_trip_gives_bit_identical_masks(samix_checkpoint, artifact_path):
 
 
 def test_any_resolution_and_timm_mixup_shape(artifact_path):
-    mixer = SAMixPretrained(load_artifact(artifact_path), num_classes=7, label_smoothing=0.0)
+    mixer = SAMixPretrained(load_artifact(artifact_path), num_classes=7, label_smoothing=0.0, data_config=EMBEDDED_NORM)
     for size in (32, 48, 96):
         x, y = torch.randn(5, 3, size, size), torch.randint(0, 7, (5,))
         x_mix, target = mixer(x, y)
@@ -89,7 +92,7 @@ def test_bad_artifacts(artifact_path, tmp_path):
         load_artifact(future)
     alien = dict(art, extractor=dict(art['extractor'], model='resnet_from_the_future'))
     with pytest.raises(ConfigError, match="extractor 'resnet_from_the_future' cannot be built"):
-        SAMixPretrained(alien)
+        SAMixPretrained(alien, data_config=EMBEDDED_NORM)
     with pytest.raises(ConfigError, match='samix_r18_cluttered_mnist'):
         load_pretrained_artifact('samix_nope')
     with pytest.raises(ConfigError, match='not published yet.*configs/'):
@@ -112,12 +115,12 @@ def test_hubconf_entrypoints_with_docs():
 
 def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
     mixer = torch.hub.load(str(REPO), 'samix_r18_cluttered_mnist', source='local', pretrained=True,
-                           trust_repo=True, num_classes=10)
+                           trust_repo=True, num_classes=10, data_config=EMBEDDED_NORM)
     assert isinstance(mixer, SAMixPretrained)
     from timm.data import create_dataset, create_loader
     ds = create_dataset('', root=str(embedded_data), split='validation')
-    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=100, use_prefetcher=False, mean=(0.1,) * 3,
-                           std=(0.25,) * 3, crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
+    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=100, use_prefetcher=False, **EMBEDDED_NORM,
+                           crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
     x, _ = next(iter(loader))
     index = torch.roll(torch.arange(len(x)), 1)
     means = []
@@ -129,7 +132,8 @@ def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
     for lam, mean in zip((0.3, 0.5, 0.7), means):
         assert abs(mean - (1 - lam)) < 0.1, (lam, means)
     # with lam adjusting (§3) the ratio is exact
-    exact = SAMixPretrained(load_pretrained_artifact('samix_r18_cluttered_mnist'), 10, lam_adjust_prob=1.0)
+    exact = SAMixPretrained(load_pretrained_artifact('samix_r18_cluttered_mnist'), 10, lam_adjust_prob=1.0,
+                            data_config=EMBEDDED_NORM)
     for lam in (0.3, 0.7):
         assert abs(float(exact.mask(x, lam, index).mean()) - (1 - lam)) < 1e-3
 

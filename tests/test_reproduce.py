@@ -4,7 +4,6 @@ import re
 import shutil
 
 import pytest
-import torch
 import yaml
 
 from conftest import REPO

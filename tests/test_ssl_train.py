@@ -173,7 +173,8 @@ def test_samix_i_run_exports_as_pretrained_mixer(small_data, tmp_path, one_threa
     assert art['extractor']['feature_index'] == result.moco.tap_index
     # in fp32 the artifact reproduces the run's own Mixer on the key encoder's stage-l map (§6, §7)
     ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
-    pre = SAMixPretrained(build_artifact(ckpt, half=False), num_classes=10)
+    art = build_artifact(ckpt, half=False)
+    pre = SAMixPretrained(art, num_classes=10, data_config=art['data'])
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     index = torch.tensor([1, 2, 3, 4, 5, 0])
     encoder = result.moco.momentum.module.backbone.eval()

@@ -332,7 +332,10 @@ def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, An
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' not found: check the --config path") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file '{path}' is not valid YAML ({e}): fix the syntax") from None
+        mark = getattr(e, 'problem_mark', None)
+        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        problem = getattr(e, 'problem', None) or type(e).__name__
+        raise ConfigError(f"config file '{path}' is not valid YAML ({problem}{where}): fix the syntax") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"config file '{path}' must be a mapping of argument names to values")
     dests = {a.dest for a in parser._actions if a.dest != argparse.SUPPRESS}

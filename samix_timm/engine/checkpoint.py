@@ -5,15 +5,69 @@ validate.py reads our checkpoints); a learned mixer adds its state under `samix`
 """
 import argparse
 import logging
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
+from timm.models import clean_state_dict
 from timm.utils import get_state_dict, unwrap_model
+
+from ..errors import ConfigError
+from ..files import read_torch_file
 
 _logger = logging.getLogger(__name__)
 
 MIXER_STATE_KEY = 'samix'
+CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
+
+
+def read_checkpoint(path: Union[str, Path], flag: str, kind: str = 'checkpoint written by train.py') -> Dict:
+    """Load a checkpoint without running code from it; one line naming the file when it is not one."""
+    path = Path(path)
+    example = 'output/ssl/<run>/last.pth.tar' if 'train_ssl' in kind else 'output/train/<run>/last.pth.tar'
+    fix = f'pass a {kind} to {flag} (e.g. {example})'
+    if not path.is_file():
+        raise ConfigError(f"{flag} '{path}' is not a file: {fix}")
+    checkpoint = read_torch_file(path, kind, fix)
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{flag} '{path}' holds a {type(checkpoint).__name__}, not a {kind}")
+    return checkpoint
+
+
+def model_state(checkpoint: Dict, path: Union[str, Path], flag: str, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """The classifier weights of a train.py checkpoint or of a plain timm state_dict file."""
+    key = 'state_dict_ema' if use_ema else 'state_dict'
+    if key in checkpoint:
+        return clean_state_dict(checkpoint[key])
+    if use_ema:
+        raise ConfigError(f"{flag} '{path}' holds no EMA weights: drop --use-ema, or train with --model-ema")
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return clean_state_dict(checkpoint)  # a bare state_dict (timm's own files)
+    raise ConfigError(f"{flag} '{path}' holds no model weights (keys: {', '.join(list(checkpoint)[:6])}): "
+                      f"pass a checkpoint written by train.py")
+
+
+def load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Union[str, Path], flag: str,
+                     saved_args: Optional[argparse.Namespace] = None) -> None:
+    """`model.load_state_dict(state)` (strict); another model or class count gets one line with the fix."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if not (missing or unexpected or reshaped):
+        model.load_state_dict(state)
+        return
+    name = type(model).__name__
+    if saved_args is not None and getattr(saved_args, 'model', None):
+        hint = (f'it was trained as --model {saved_args.model} --num-classes {saved_args.num_classes}: '
+                f'pass the same')
+    else:
+        hint = 'pass the --model and --num-classes it was trained with'
+    detail = ', '.join(f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in reshaped[:2])
+    raise ConfigError(f"{flag} '{path}' holds weights of another model than this {name} ({len(missing)} missing, "
+                      f"{len(unexpected)} unexpected, {len(reshaped)} of another shape{': ' + detail if detail else ''}"
+                      f"): {hint}")
 
 
 class CheckpointState:
@@ -23,29 +77,61 @@ class CheckpointState:
         model: the classifier (possibly DDP-wrapped).
         model_ema: timm EMA of the classifier, or None.
         mixup_fn: the batch mixer; saved when it has a `state_dict` (SAMix), ignored otherwise.
+        class_to_idx: the training class index (ImageFolder), or None.
     """
 
-    def __init__(self, model: nn.Module, model_ema: Optional[nn.Module] = None, mixup_fn: Optional[Any] = None):
+    def __init__(self, model: nn.Module, model_ema: Optional[nn.Module] = None, mixup_fn: Optional[Any] = None,
+                 class_to_idx: Optional[Dict[str, int]] = None):
         self.model, self.model_ema, self.mixup_fn = model, model_ema, mixup_fn
+        self.class_to_idx = class_to_idx
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
         if ema:
             return {'state_dict_ema': get_state_dict(self.model_ema, unwrap_fn)} if self.model_ema else {}
         state = {'state_dict': get_state_dict(self.model, unwrap_fn)}
+        if self.class_to_idx:
+            state[CLASSES_KEY] = dict(self.class_to_idx)
         if hasattr(self.mixup_fn, 'state_dict'):
             state[MIXER_STATE_KEY] = self.mixup_fn.state_dict()
         return state
 
 
-def restore_mixer_state(mixup_fn: Any, checkpoint_path: str) -> bool:
-    """Load a learned mixer's state from a checkpoint; returns False (and warns) when it has none."""
+def resume_state(checkpoint: Dict, path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],
+                 loss_scaler: Optional[Any], args: argparse.Namespace) -> Optional[int]:
+    """timm's `resume_checkpoint` on an already read checkpoint, with one-line errors; returns the next epoch
+    (None for a bare state_dict)."""
+    saved = checkpoint.get('args')
+    load_model_state(model, model_state(checkpoint, path, '--resume'), path, '--resume', saved)
+    if optimizer is not None and 'optimizer' in checkpoint:
+        saved_opt = getattr(saved, 'opt', args.opt)
+        if saved_opt.lower() != args.opt.lower():
+            raise ConfigError(f"--resume '{path}' was trained with --opt {saved_opt}, this run uses --opt {args.opt}: "
+                              f"pass --opt {saved_opt}, or --no-resume-opt to start the optimizer fresh")
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ConfigError(f"--resume '{path}' holds optimizer state of other parameter groups ({e}): pass the "
+                              f"settings it was trained with, or --no-resume-opt to start the optimizer fresh") from None
+    if loss_scaler is not None and loss_scaler.state_dict_key in checkpoint:
+        loss_scaler.load_state_dict(checkpoint[loss_scaler.state_dict_key])
+    if 'epoch' not in checkpoint:
+        return None
+    epoch = checkpoint['epoch']
+    return epoch + 1 if checkpoint.get('version', 1) > 1 else epoch
+
+
+def restore_mixer_state(mixup_fn: Any, checkpoint: Dict, path: str) -> bool:
+    """Load a learned mixer's state from a read checkpoint; returns False (and warns) when it has none."""
     if not hasattr(mixup_fn, 'load_state_dict'):
         return False
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
     if MIXER_STATE_KEY not in checkpoint:
-        _logger.warning(f'{checkpoint_path} holds no SAMix state: the Mixer and momentum encoder start fresh')
+        _logger.warning(f'{path} holds no SAMix state: the Mixer and momentum encoder start fresh')
         return False
-    mixup_fn.load_state_dict(checkpoint[MIXER_STATE_KEY])
-    _logger.info(f'Restored SAMix state (step {mixup_fn.step}) from {checkpoint_path}')
+    try:
+        mixup_fn.load_state_dict(checkpoint[MIXER_STATE_KEY])
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise ConfigError(f"--resume '{path}' holds SAMix state of another Mixer or model ({first}): pass the "
+                          f"--model and --samix-* settings it was trained with") from None
+    _logger.info(f'Restored SAMix state (step {mixup_fn.step}) from {path}')
     return True

@@ -4,18 +4,22 @@ Mixing always happens here, on the device, after the loader — whether or not t
 is on — so a learned mixer (SAMix) sees the same normalised batch a collate-time mixer would.
 """
 import logging
+import math
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 from timm.models import model_parameters
 from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
+from torchvision.utils import save_image
 
 from ..clean import forward_batch
+from ..errors import TrainingDivergedError
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class StepContext:
         log_interval: updates between progress lines.
         is_primary: this rank logs.
         tb_writer: tensorboard SummaryWriter (primary rank only) or None.
+        synchronize_step: wait for the device after every step (timm's --synchronize-step).
+        image_dir: write each logged training batch, mixed, as a JPEG there (timm's --save-images).
     """
     device: torch.device
     amp_autocast: Callable = nullcontext
@@ -50,6 +56,8 @@ class StepContext:
     log_interval: int = 50
     is_primary: bool = True
     tb_writer: Optional[object] = None
+    synchronize_step: bool = False
+    image_dir: Optional[Path] = None
 
 
 def _to_device(x: torch.Tensor, target: torch.Tensor, ctx: StepContext):
@@ -116,6 +124,8 @@ def train_one_epoch(
                     optimizer.step()
         losses_m.update(loss.detach() * accum, x.size(0))
         samples_in_update += x.size(0)
+        if ctx.synchronize_step and ctx.device.type == 'cuda':
+            torch.cuda.synchronize()
         if not need_update:
             continue
 
@@ -128,8 +138,12 @@ def train_one_epoch(
         update_start = now
         update_idx = batch_idx // accum
         if update_idx % ctx.log_interval == 0 or last_batch:
-            _log_progress(epoch, update_idx, updates_per_epoch, optimizer, losses_m, update_time_m,
+            loss_now = _global_mean(losses_m.val, ctx)
+            check_finite_loss(loss_now, epoch, update_idx, optimizer)
+            _log_progress(epoch, update_idx, updates_per_epoch, optimizer, loss_now, update_time_m,
                           samples_in_update, start, num_epochs, mixer_m, num_updates, ctx)
+            if ctx.image_dir is not None and ctx.is_primary:
+                save_image(x.float(), ctx.image_dir / f'train-batch-{batch_idx}.jpg', padding=0, normalize=True)
         samples_in_update = 0
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates)
@@ -137,8 +151,22 @@ def train_one_epoch(
     if hasattr(optimizer, 'sync_lookahead'):
         optimizer.sync_lookahead()
     metrics = OrderedDict(loss=_global_mean(losses_m.avg, ctx))
+    check_finite_loss(metrics['loss'], epoch, updates_per_epoch - 1, optimizer, whole_epoch=True)
     metrics.update((k, _global_mean(m.avg, ctx)) for k, m in mixer_m.items())
     return metrics
+
+
+def check_finite_loss(loss: float, epoch: int, update_idx: int, optimizer: torch.optim.Optimizer,
+                      whole_epoch: bool = False) -> None:
+    """Stop the run (before anything of it is saved) when the training loss is not finite."""
+    if math.isfinite(loss):
+        return
+    lr = max(g['lr'] for g in optimizer.param_groups)
+    where = f'in epoch {epoch}' if whole_epoch else f'at epoch {epoch}, update {update_idx}'
+    raise TrainingDivergedError(
+        f'the training loss is {loss} {where} (lr {lr:.3g}): the run stopped and saved nothing of this epoch; '
+        f'likely an lr too high or an fp16 overflow: resume from the last checkpoint with a lower --lr, '
+        f'--clip-grad, or --amp-dtype bfloat16')
 
 
 def _global_mean(value, ctx: StepContext) -> float:
@@ -149,9 +177,8 @@ def _global_mean(value, ctx: StepContext) -> float:
     return float(value)
 
 
-def _log_progress(epoch, update_idx, updates_per_epoch, optimizer, losses_m, update_time_m,
+def _log_progress(epoch, update_idx, updates_per_epoch, optimizer, loss: float, update_time_m,
                   samples, start, num_epochs, mixer_m, num_updates, ctx: StepContext) -> None:
-    loss = _global_mean(losses_m.val, ctx)
     if not ctx.is_primary:
         return
     lrs = [g['lr'] for g in optimizer.param_groups]

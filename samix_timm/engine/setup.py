@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -72,9 +72,56 @@ def check_data_dir(args) -> None:
                       f"point it at an ImageFolder root with class sub-folders, or {hint}")
 
 
+_SPLIT_SYNONYMS = (('train', 'training'), ('val', 'valid', 'validation', 'eval', 'evaluation'))  # timm's
+
+
+def split_folder(root: Path, split: str, what: str, flag: str) -> Path:
+    """The folder timm reads `split` from (its synonyms included); refuse when there is none, where timm
+    would fall back to the dataset root and e.g. validate on the training images."""
+    name = split.split('[')[0]
+    candidates = list(dict.fromkeys([name, *next((s for s in _SPLIT_SYNONYMS if name in s), ())]))
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    raise ConfigError(f"--data-dir '{root}' has no {what} split (looked for {', '.join(c + '/' for c in candidates)}): "
+                      f"add that folder, or name yours with {flag}")
+
+
+def folder_classes(folder: Path) -> Dict[str, int]:
+    """timm's ImageFolder class index: sorted names of the sub-folders that hold images."""
+    extensions = set(get_img_extensions())
+    names = {Path(dirpath).relative_to(folder).parts[0] for dirpath, _, files in os.walk(folder)
+             if Path(dirpath) != folder and any(os.path.splitext(f)[1].lower() in extensions for f in files)}
+    return {n: i for i, n in enumerate(sorted(names))}
+
+
+def eval_class_map(args) -> Any:
+    """The class index the eval split is read with: the train split's, so a val/ that lacks a class keeps
+    every label where training put it (timm would index val/'s own folders and shift them)."""
+    if args.dataset or args.class_map or Path(args.data_dir).is_file():
+        return args.class_map
+    root = Path(args.data_dir)
+    train_dir = split_folder(root, args.train_split, 'training', '--train-split')
+    eval_dir = split_folder(root, args.val_split, 'validation', '--val-split')
+    train_classes, eval_classes = folder_classes(train_dir), folder_classes(eval_dir)
+    extra = sorted(set(eval_classes) - set(train_classes))
+    if extra:
+        raise ConfigError(f"{eval_dir} has classes that {train_dir} lacks ({', '.join(extra[:5])}): give both "
+                          f"splits the same class folders")
+    if len(eval_classes) < len(train_classes):
+        _logger.warning(f'{eval_dir} holds {len(eval_classes)} of the {len(train_classes)} training classes: '
+                        f'labels follow the training class index')
+    return train_classes
+
+
+def dataset_class_to_idx(dataset) -> Optional[Dict[str, int]]:
+    """Class index of a timm ImageFolder-style dataset, None when it has none."""
+    return getattr(getattr(dataset, 'reader', None), 'class_to_idx', None) or None
+
+
 def dataset_num_classes(dataset) -> Optional[int]:
     """Number of classes of a timm ImageFolder-style dataset, None when it cannot tell."""
-    class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    class_to_idx = dataset_class_to_idx(dataset)
     return len(class_to_idx) if class_to_idx else None
 
 
@@ -87,6 +134,7 @@ def create_datasets(args):
     common.update((k, v) for k, v in optional.items() if v is not None)
     train = create_dataset(args.dataset, split=args.train_split, is_training=True, seed=args.seed,
                            repeats=args.epoch_repeats, num_samples=args.train_num_samples, **common)
+    common['class_map'] = eval_class_map(args)
     evals = create_dataset(args.dataset, split=args.val_split, is_training=False,
                            num_samples=args.val_num_samples, **common)
     return train, evals
@@ -129,6 +177,10 @@ def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device:
         num_workers=args.workers, distributed=args.distributed, crop_pct=data_config['crop_pct'],
         pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher, persistent_workers=False,
     )
+    if len(loader_train) == 0:
+        per = f' x {args.world_size} processes' if args.world_size > 1 else ''
+        raise ConfigError(f'--batch-size {args.batch_size}{per} is larger than the {len(dataset_train)} training '
+                          f'images: no full batch, nothing would be trained; lower --batch-size')
     return loader_train, loader_eval
 
 

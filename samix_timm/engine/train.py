@@ -8,6 +8,7 @@ Differences from timm's script, each deliberate:
 - tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
 """
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -17,18 +18,20 @@ import torch.nn as nn
 from timm import utils
 from timm.data import resolve_data_config
 from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
-from timm.models import create_model, is_model, list_models, load_checkpoint, resume_checkpoint
+from timm.models import create_model, is_model, list_models
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..factory import create_mixup, mixing_active
 from ..health import format_health, mixer_health
 from .args import ConfigError
-from .checkpoint import CheckpointState, restore_mixer_state
+from .checkpoint import (
+    CheckpointState, load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
+from .checks import check_train_args
 from .loop import StepContext, evaluate, train_one_epoch
 from .setup import (
     check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
-    dataset_num_classes, resolve_device)
+    dataset_class_to_idx, dataset_num_classes, resolve_device)
 from .visualize import write_mix_grid
 
 _logger = logging.getLogger(__name__)
@@ -64,12 +67,16 @@ def build_model(args, num_classes: Optional[int]) -> nn.Module:
                           + (f", e.g. {', '.join(close)}" if close else ''))
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     overlay = dict(file=args.pretrained_path) if args.pretrained_path else None
+    drop_path = args.drop_path if args.drop_path is not None else args.drop_connect  # timm's deprecated name
     model = create_model(
         args.model, pretrained=args.pretrained, pretrained_cfg_overlay=overlay, in_chans=in_chans,
-        num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
+        num_classes=num_classes, drop_rate=args.drop, drop_path_rate=drop_path,
         drop_block_rate=args.drop_block, global_pool=args.gp, bn_momentum=args.bn_momentum,
-        bn_eps=args.bn_eps, scriptable=args.torchscript, checkpoint_path=args.initial_checkpoint or None,
-        **args.model_kwargs)
+        bn_eps=args.bn_eps, scriptable=args.torchscript, **args.model_kwargs)
+    if args.initial_checkpoint:  # timm's strict load, with one-line errors
+        checkpoint = read_checkpoint(args.initial_checkpoint, '--initial-checkpoint')
+        load_model_state(model, model_state(checkpoint, args.initial_checkpoint, '--initial-checkpoint'),
+                         args.initial_checkpoint, '--initial-checkpoint', checkpoint.get('args'))
     if args.head_init_scale is not None:
         with torch.no_grad():
             model.get_classifier().weight.mul_(args.head_init_scale)
@@ -83,7 +90,7 @@ def build_model(args, num_classes: Optional[int]) -> nn.Module:
 
 def resolve_lr(args) -> None:
     """timm's rule: without `--lr`, lr = lr_base scaled by global batch / lr_base_size."""
-    if args.lr:
+    if args.lr is not None:
         return
     global_batch = args.batch_size * args.world_size * args.grad_accum_steps
     ratio = global_batch / args.lr_base_size
@@ -96,6 +103,7 @@ def resolve_lr(args) -> None:
 
 def train(args, args_text: str) -> TrainResult:
     """Run a whole training as configured by timm-style `args`; returns the final metrics."""
+    check_train_args(args)
     args.prefetcher = not args.no_prefetcher
     args.grad_accum_steps = max(1, args.grad_accum_steps)
     device = resolve_device(args)
@@ -138,26 +146,25 @@ def train(args, args_text: str) -> TrainResult:
 
     resolve_lr(args)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
-    resume_epoch = None
+    resume_epoch = resumed = None
     if args.resume:
-        if not Path(args.resume).is_file():
-            raise ConfigError(f"--resume '{args.resume}' is not a file: pass a checkpoint such as "
-                              f"output/train/<run>/last.pth.tar")
-        resume_epoch = resume_checkpoint(
-            model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
-            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=primary)
+        resumed = read_checkpoint(args.resume, '--resume')
+        resume_epoch = resume_state(resumed, args.resume, model, None if args.no_resume_opt else optimizer,
+                                    None if args.no_resume_opt else loss_scaler, args)
+        if primary:
+            _logger.info(f'Resumed {args.resume}: epoch {resume_epoch} next')
     model_ema = None
     if args.model_ema:
         model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                                      device='cpu' if args.model_ema_force_cpu else None)
-        if args.resume:
-            load_checkpoint(model_ema.module, args.resume, use_ema=True)
+        if resumed is not None and 'state_dict_ema' in resumed:
+            model_ema.module.load_state_dict(model_state(resumed, args.resume, '--resume', use_ema=True))
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
     mixup_fn = create_mixup(
         args, model, args.num_classes, data_config=data_config, steps_per_epoch=len(loader_train),
         train_size=len(dataset_train), amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
     if args.resume and mixup_fn is not None:
-        restore_mixer_state(mixup_fn, args.resume)
+        restore_mixer_state(mixup_fn, resumed, args.resume)
     if args.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
@@ -179,72 +186,101 @@ def train(args, args_text: str) -> TrainResult:
             model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
             checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
             decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist,
-            task=CheckpointState(model, model_ema, mixup_fn))
+            task=CheckpointState(model, model_ema, mixup_fn, dataset_class_to_idx(dataset_train)))
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
 
-    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
-    lr_scheduler, num_epochs = create_scheduler_v2(
-        optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
-    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
-    if lr_scheduler is not None and start_epoch > 0:
-        if args.sched_on_updates:
-            lr_scheduler.step_update(start_epoch * updates_per_epoch)
-        else:
-            lr_scheduler.step(start_epoch)
-    if primary:
-        _logger.info(f'Scheduled epochs: {num_epochs}, {updates_per_epoch} updates per epoch, '
-                     f'output in {output_dir}')
-
-    ctx = StepContext(
-        device=device, amp_autocast=amp_autocast, loss_scaler=loss_scaler, channels_last=args.channels_last,
-        distributed=args.distributed, world_size=args.world_size, grad_accum_steps=args.grad_accum_steps,
-        clip_grad=args.clip_grad, clip_mode=args.clip_mode, log_interval=args.log_interval,
-        is_primary=primary, tb_writer=tb_writer)
-    eval_metrics, ema_metrics = {}, None
-    best_metric = best_epoch = None
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, num_epochs):
-        utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-        if hasattr(dataset_train, 'set_epoch'):
-            dataset_train.set_epoch(epoch)
-        elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
-            loader_train.sampler.set_epoch(epoch)
-        if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
-            mixup_fn.mixup_enabled = False
-        train_metrics = train_one_epoch(
-            epoch, model, loader_train, optimizer, train_loss_fn, ctx, lr_scheduler=lr_scheduler,
-            model_ema=model_ema, mixup_fn=mixup_fn, num_epochs=num_epochs)
-        if health_x is not None:
-            health = mixer_health(mixup_fn, health_x)
-            train_metrics.update(health)
-            if primary:
-                _logger.info(f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
-        if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-            utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
-        eval_metrics = evaluate(model, loader_eval, ctx)
-        if model_ema is not None and not args.model_ema_force_cpu:
-            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
-            ema_metrics = evaluate(model_ema.module, loader_eval, ctx, log_suffix=' (EMA)')
-        if primary and _is_vis_epoch(args, mixup_fn, epoch, num_epochs):
-            x, _ = next(iter(loader_train))  # shuffled: a mix of classes
-            png = write_mix_grid(mixup_fn, x.to(device)[:8], data_config['mean'], data_config['std'], epoch,
-                                 output_dir, tb_writer)
-            _logger.info(f'Mixed samples written to {png}')
+    try:
+        updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+        lr_scheduler, num_epochs = create_scheduler_v2(
+            optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+        start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+        if lr_scheduler is not None and start_epoch > 0:
+            if args.sched_on_updates:
+                lr_scheduler.step_update(start_epoch * updates_per_epoch)
+            else:
+                lr_scheduler.step(start_epoch)
         if primary:
-            _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
-                              write_header=best_metric is None)
-            # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
-            chosen = ema_metrics if ema_metrics is not None else eval_metrics
-            best_metric, best_epoch = saver.save_checkpoint(epoch, metric=chosen[args.eval_metric])
-        if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
-    if tb_writer is not None:
-        tb_writer.close()
+            _logger.info(f'Scheduled epochs: {num_epochs}, {updates_per_epoch} updates per epoch, '
+                         f'output in {output_dir}')
+
+        ctx = StepContext(
+            device=device, amp_autocast=amp_autocast, loss_scaler=loss_scaler, channels_last=args.channels_last,
+            distributed=args.distributed, world_size=args.world_size, grad_accum_steps=args.grad_accum_steps,
+            clip_grad=args.clip_grad, clip_mode=args.clip_mode, log_interval=args.log_interval,
+            is_primary=primary, tb_writer=tb_writer, synchronize_step=args.synchronize_step,
+            image_dir=output_dir if args.save_images else None)
+        eval_metrics, ema_metrics = {}, None
+        best_metric = best_epoch = None
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, num_epochs):
+            utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
+            if hasattr(dataset_train, 'set_epoch'):
+                dataset_train.set_epoch(epoch)
+            elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
+                loader_train.sampler.set_epoch(epoch)
+            if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+                mixup_fn.mixup_enabled = False
+            train_metrics = train_one_epoch(
+                epoch, model, loader_train, optimizer, train_loss_fn, ctx, lr_scheduler=lr_scheduler,
+                model_ema=model_ema, mixup_fn=mixup_fn, num_epochs=num_epochs)
+            if health_x is not None:
+                health = mixer_health(mixup_fn, health_x)
+                train_metrics.update(health)
+                if primary:
+                    _logger.info(f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
+            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
+            eval_metrics = evaluate(model, loader_eval, ctx)
+            if model_ema is not None and not args.model_ema_force_cpu:
+                if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                    utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
+                ema_metrics = evaluate(model_ema.module, loader_eval, ctx, log_suffix=' (EMA)')
+            if primary and _is_vis_epoch(args, mixup_fn, epoch, num_epochs):
+                x, _ = next(iter(loader_train))  # shuffled: a mix of classes
+                png = write_mix_grid(mixup_fn, x.to(device)[:8], data_config['mean'], data_config['std'], epoch,
+                                     output_dir, tb_writer)
+                _logger.info(f'Mixed samples written to {png}')
+            if primary:
+                _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
+                                  write_header=best_metric is None)
+                # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
+                chosen = ema_metrics if ema_metrics is not None else eval_metrics
+                best_metric, best_epoch = save_checkpoint(saver, epoch, chosen[args.eval_metric], output_dir)
+            if lr_scheduler is not None:
+                lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+    except Exception:
+        if tb_writer is not None:
+            tb_writer.close()
+            tb_writer = None
+        discard_unsaved_run(output_dir)
+        raise
+    finally:
+        if tb_writer is not None:
+            tb_writer.close()
     return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=output_dir, last_epoch=epoch,
                        eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
+
+
+def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, output_dir: Path):
+    """timm's `save_checkpoint`; a write that fails (full disk, lost permission) leaves no partial file behind."""
+    try:
+        return saver.save_checkpoint(epoch, metric=metric)
+    except OSError as e:
+        for partial in output_dir.glob('tmp*.pth.tar'):
+            partial.unlink()
+        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
+                          f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
+
+
+def discard_unsaved_run(output_dir: Optional[Path]) -> None:
+    """Remove the folder of a run that failed before its first checkpoint (it holds only its own logs), so a
+    rerun gets the same name instead of a numbered suffix."""
+    if output_dir is None or not output_dir.is_dir() or any(output_dir.glob('*.pth.tar')):
+        return
+    shutil.rmtree(output_dir)
+    _logger.info(f'Removed {output_dir}: the run failed before writing a checkpoint')
 
 
 def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:

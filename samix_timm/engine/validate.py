@@ -11,11 +11,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 from timm.data import create_dataset, create_loader, resolve_data_config
-from timm.models import create_model, is_model, load_checkpoint
+from timm.models import create_model, is_model
 
 from .args import ConfigError, ParseKwargs
 from .loop import StepContext, evaluate
-from .setup import check_data_dir, check_num_classes, create_amp
+from .checkpoint import CLASSES_KEY, load_model_state, model_state, read_checkpoint
+from .checks import check_numbers
+from .setup import check_data_dir, check_num_classes, create_amp, folder_classes, split_folder
 
 _logger = logging.getLogger(__name__)
 
@@ -56,27 +58,43 @@ def create_validate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fill_from_checkpoint(args) -> None:
+def _fill_from_checkpoint(args, checkpoint: Dict) -> None:
     """Take --model, --num-classes and the data config the run trained with from the checkpoint."""
-    try:
-        ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
-    except Exception as e:  # truncated or not a torch file
-        raise ConfigError(f"--checkpoint '{args.checkpoint}' cannot be read ({type(e).__name__}): "
-                          f"pass a .pth.tar written by train.py") from None
-    saved = vars(ckpt['args']) if isinstance(ckpt, dict) and 'args' in ckpt else {}
+    saved = vars(checkpoint['args']) if isinstance(checkpoint.get('args'), argparse.Namespace) else {}
     for key in ('model', 'num_classes', 'img_size', 'input_size', 'mean', 'std', 'crop_pct', 'interpolation',
                 'in_chans', 'gp'):
         if getattr(args, key) in (None, '') and saved.get(key) not in (None, ''):
             setattr(args, key, saved[key])
 
 
+def split_class_map(args, checkpoint: Optional[Dict], num_classes: int):
+    """The class index to read the split with: --class-map, else the one the checkpoint trained with; without
+    either, a split with another class count than the model is refused (its labels would shift)."""
+    if args.class_map or args.dataset or Path(args.data_dir).is_file():
+        return args.class_map
+    folder = split_folder(Path(args.data_dir), args.split, 'evaluation', '--split')
+    found = folder_classes(folder)
+    trained = (checkpoint or {}).get(CLASSES_KEY)
+    if trained:
+        extra = sorted(set(found) - set(trained))
+        if extra:
+            raise ConfigError(f"{folder} has classes the checkpoint was not trained on ({', '.join(extra[:5])}): "
+                              f"evaluate a split with the training classes only")
+        return trained
+    if len(found) != num_classes:
+        raise ConfigError(f'{folder} has {len(found)} classes and the model {num_classes} outputs: its labels would '
+                          f'not match the training ones; pass --class-map with the training class names '
+                          f'(a .txt file, one per line)')
+    return ''
+
+
 def validate(args) -> Dict[str, float]:
     """Evaluate `args.checkpoint` (timm-loadable state_dict) on `args.data_dir`/`args.split`."""
+    check_numbers(args)
+    checkpoint = None
     if args.checkpoint:
-        if not Path(args.checkpoint).is_file():
-            raise ConfigError(f"--checkpoint '{args.checkpoint}' is not a file: pass a checkpoint written by "
-                              f"train.py (e.g. output/train/<run>/model_best.pth.tar)")
-        _fill_from_checkpoint(args)
+        checkpoint = read_checkpoint(args.checkpoint, '--checkpoint')
+        _fill_from_checkpoint(args, checkpoint)
     if not args.model:
         raise ConfigError('no model given: pass --model NAME (or a --checkpoint written by train.py)')
     if not is_model(args.model):
@@ -88,10 +106,12 @@ def validate(args) -> Dict[str, float]:
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     model = create_model(args.model, num_classes=args.num_classes, in_chans=in_chans, global_pool=args.gp,
                          **args.model_kwargs)
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, use_ema=args.use_ema)
+    if checkpoint is not None:
+        state = model_state(checkpoint, args.checkpoint, '--checkpoint', use_ema=args.use_ema)
+        load_model_state(model, state, args.checkpoint, '--checkpoint', checkpoint.get('args'))
     data_config = resolve_data_config(vars(args), model=model, use_test_size=True)
-    dataset = create_dataset(args.dataset, root=args.data_dir, split=args.split, class_map=args.class_map)
+    dataset = create_dataset(args.dataset, root=args.data_dir, split=args.split,
+                             class_map=split_class_map(args, checkpoint, model.num_classes))
     check_num_classes(model.num_classes, dataset, args.split)
     model.to(device)
     if args.channels_last:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from timm.models import create_model, is_model
 
 from ..errors import ConfigError
+from ..files import read_torch_file
 
 __all__ = ['Projector', 'SSLEncoder', 'create_ssl_encoder', 'backbone_state_dict', 'export_backbone']
 
@@ -65,7 +66,9 @@ def backbone_state_dict(checkpoint: Union[str, Path, Dict]) -> Tuple[Dict[str, t
         if not path.is_file():
             raise ConfigError(f"--checkpoint '{path}' is not a file: pass a train_ssl.py checkpoint "
                               f"(output/ssl/<run>/last.pth.tar)")
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+        checkpoint = read_torch_file(path, 'train_ssl.py checkpoint', 'pass output/ssl/<run>/last.pth.tar')
+        if not isinstance(checkpoint, dict):
+            raise ConfigError(f"--checkpoint '{path}' holds a {type(checkpoint).__name__}, not a train_ssl.py checkpoint")
     if 'encoder' not in checkpoint:
         raise ConfigError('the checkpoint holds no SSL encoder: pass one written by train_ssl.py')
     prefix = 'backbone.'

@@ -22,8 +22,11 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import NativeScaler
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device
-from ..engine.train import epoch_seed
+from ..engine.checkpoint import read_checkpoint
+from ..engine.checks import check_numbers
+from ..engine.loop import check_finite_loss
+from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, split_folder
+from ..engine.train import discard_unsaved_run, epoch_seed
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
@@ -52,6 +55,9 @@ class SSLResult:
 
 
 def _check_args(args, mode) -> None:
+    check_numbers(args)
+    if args.knn_interval > 0 and not args.dataset and Path(args.data_dir).is_dir():
+        split_folder(Path(args.data_dir), args.val_split, 'validation (the kNN probe)', '--val-split')
     if args.batch_size < 2:
         raise ConfigError(f'--batch-size {args.batch_size}: mixing partners need at least 2 samples per batch')
     if args.queue_size < args.batch_size * args.world_size:
@@ -118,6 +124,7 @@ def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optim
         if lr_scheduler is not None:
             lr_scheduler.step_update(step)
         metrics['loss'] = float(loss.detach())
+        check_finite_loss(metrics['loss'], epoch, i, optimizer)
         for k, v in metrics.items():
             meters.setdefault(k, utils.AverageMeter()).update(float(v), x1.shape[0])
         if tb_writer is not None:
@@ -133,10 +140,16 @@ def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optim
 def _save(state: Dict, output_dir: Path, epoch: int, keep: int) -> Path:
     """last.pth.tar (atomically replaced) and checkpoint-<epoch>.pth.tar, keeping the newest ``keep``."""
     tmp = output_dir / 'tmp.pth.tar'
-    torch.save(state, tmp)
-    os.replace(tmp, output_dir / 'last.pth.tar')
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, output_dir / 'last.pth.tar')
+        if keep > 0:
+            torch.save(state, output_dir / f'checkpoint-{epoch}.pth.tar')
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
+                          f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
     if keep > 0:
-        torch.save(state, output_dir / f'checkpoint-{epoch}.pth.tar')
         old = output_dir / f'checkpoint-{epoch - keep}.pth.tar'
         if old.exists():
             old.unlink()
@@ -180,12 +193,19 @@ def train_ssl(args, args_text: str) -> SSLResult:
 
     start_epoch = 0
     if args.resume:
-        if not Path(args.resume).is_file():
-            raise ConfigError(f"--resume '{args.resume}' is not a file: pass output/ssl/<run>/last.pth.tar")
-        ckpt = torch.load(args.resume, map_location=device, weights_only=False)
-        online.load_state_dict(ckpt['online'])
-        optimizer.load_state_dict(ckpt['optimizer'])
-        moco.load_state_dict(ckpt['moco'])
+        ckpt = read_checkpoint(args.resume, '--resume', 'checkpoint written by train_ssl.py')
+        missing = [k for k in ('online', 'optimizer', 'moco', 'epoch') if k not in ckpt]
+        if missing:
+            raise ConfigError(f"--resume '{args.resume}' is not a train_ssl.py checkpoint (no {', '.join(missing)}): "
+                              f"pass output/ssl/<run>/last.pth.tar")
+        try:
+            online.load_state_dict(ckpt['online'])
+            optimizer.load_state_dict(ckpt['optimizer'])
+            moco.load_state_dict(ckpt['moco'])
+        except (RuntimeError, KeyError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:160]
+            raise ConfigError(f"--resume '{args.resume}' was written by a run with other settings ({first}): pass "
+                              f"the --model, --ssl-mix, --opt and sizes it was trained with") from None
         if loss_scaler is not None and ckpt.get('scaler') is not None:
             loss_scaler.load_state_dict(ckpt['scaler'])
         start_epoch = ckpt['epoch'] + 1
@@ -210,35 +230,43 @@ def train_ssl(args, args_text: str) -> SSLResult:
     cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
     knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
         if primary and args.knn_interval > 0 else None
-    train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
-    for epoch in range(start_epoch, num_epochs):
-        utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-        if args.distributed:
-            loader.sampler.set_epoch(epoch)
-        if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
-            refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
-        train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
-                                        loss_scaler)
-        if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1)
-        if not primary:
-            continue
-        row = dict(train_metrics)
-        if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
-            feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
-            knn_top1 = row['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
-            _logger.info(f'epoch {epoch}: kNN top-1 {knn_top1:.2f}%')
-        for k, v in row.items():
-            tb_writer.add_scalar(f'epoch/{k}', v, epoch)
-        utils.update_summary(epoch, row, {}, filename=str(output_dir / 'summary.csv'),
-                             lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
-        state = dict(epoch=epoch, config={k: getattr(args, k) for k in CONFIG_KEYS}, args=vars(args),
-                     encoder=online.encoder.state_dict(), online=online.state_dict(),
-                     optimizer=optimizer.state_dict(), moco=moco.state_dict(),
-                     scaler=loss_scaler.state_dict() if loss_scaler is not None else None)
-        checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
-    if tb_writer is not None:
-        tb_writer.close()
+    try:
+        train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
+        for epoch in range(start_epoch, num_epochs):
+            utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
+            if args.distributed:
+                loader.sampler.set_epoch(epoch)
+            if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
+                refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
+            train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
+                                            loss_scaler)
+            if lr_scheduler is not None:
+                lr_scheduler.step(epoch + 1)
+            if not primary:
+                continue
+            row = dict(train_metrics)
+            if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
+                feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
+                knn_top1 = row['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
+                _logger.info(f'epoch {epoch}: kNN top-1 {knn_top1:.2f}%')
+            for k, v in row.items():
+                tb_writer.add_scalar(f'epoch/{k}', v, epoch)
+            utils.update_summary(epoch, row, {}, filename=str(output_dir / 'summary.csv'),
+                                 lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
+            state = dict(epoch=epoch, config={k: getattr(args, k) for k in CONFIG_KEYS}, args=vars(args),
+                         encoder=online.encoder.state_dict(), online=online.state_dict(),
+                         optimizer=optimizer.state_dict(), moco=moco.state_dict(),
+                         scaler=loss_scaler.state_dict() if loss_scaler is not None else None)
+            checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
+    except Exception:
+        if tb_writer is not None:
+            tb_writer.close()
+            tb_writer = None
+        discard_unsaved_run(output_dir)
+        raise
+    finally:
+        if tb_writer is not None:
+            tb_writer.close()
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
                      train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
 

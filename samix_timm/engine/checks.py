@@ -1,0 +1,197 @@
+""" Checks of train.py's arguments, run before anything is built or written (issue 16).
+
+Each bad value raises `ConfigError` with one line naming the argument, the value and the fix:
+non-finite numbers, values outside their range, unknown names, combinations that would train
+something else than asked, and timm arguments samix-timm does not implement.
+"""
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+from timm.data import create_transform
+from timm.optim import get_optimizer_info
+
+from ..defaults import SAMIX_PRESETS
+from ..errors import ConfigError
+from ..mixer import list_mixers
+
+Limit = Tuple[str, Callable[[float], bool]]
+
+
+def _at_least(lo: float) -> Limit:
+    return f'>= {lo:g}', lambda v: v >= lo
+
+
+def _above(lo: float) -> Limit:
+    return f'> {lo:g}', lambda v: v > lo
+
+
+def _closed(lo: float, hi: float) -> Limit:
+    return f'in [{lo:g}, {hi:g}]', lambda v: lo <= v <= hi
+
+
+def _half_open(lo: float, hi: float) -> Limit:
+    return f'in [{lo:g}, {hi:g})', lambda v: lo <= v < hi
+
+
+_PROB = _closed(0, 1)
+_RATE = _half_open(0, 1)
+
+# argument -> allowed values (None, the "unset" default, is always allowed)
+LIMITS: Dict[str, Limit] = {
+    'epochs': _at_least(1), 'batch_size': _at_least(1), 'validation_batch_size': _at_least(1),
+    'workers': _at_least(0), 'img_size': _at_least(1), 'num_classes': _at_least(1), 'in_chans': _at_least(1),
+    'grad_accum_steps': _at_least(1), 'log_interval': _at_least(1), 'checkpoint_hist': _at_least(1),
+    'start_epoch': _at_least(0), 'lr': _above(0), 'lr_base': _above(0), 'lr_base_size': _at_least(1),
+    'min_lr': _at_least(0), 'warmup_lr': _at_least(0), 'warmup_epochs': _at_least(0),
+    'cooldown_epochs': _at_least(0), 'weight_decay': _at_least(0), 'momentum': _closed(0, 1),
+    'clip_grad': _above(0), 'smoothing': _RATE, 'mixup_prob': _PROB, 'mixup_switch_prob': _PROB,
+    'cutmix': _at_least(0), 'reprob': _PROB, 'hflip': _PROB, 'vflip': _PROB, 'color_jitter': _at_least(0),
+    'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB, 'drop': _RATE,
+    'drop_path': _RATE, 'drop_block': _RATE, 'drop_connect': _RATE, 'model_ema_decay': _closed(0, 1),
+    'crop_pct': _closed(0.01, 1), 'samix_alpha': _above(0), 'samix_mixer_lr': _above(0),
+    'samix_mixer_min_lr': _at_least(0), 'samix_mixer_momentum': _closed(0, 1),
+    'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': _closed(0, 1),
+    'samix_momentum_start': _closed(0, 1), 'samix_momentum_end': _closed(0, 1), 'samix_mask_beta': _at_least(0),
+    'samix_mask_margin': _at_least(0), 'samix_lam_margin': _half_open(0, 0.5), 'samix_lam_adjust_prob': _PROB,
+    'samix_clean_weight': _at_least(0), 'samix_mixer_batch_frac': (
+        'in (0, 1]', lambda v: 0 < v <= 1), 'samix_mixer_every': _at_least(1), 'samix_vis_interval': _at_least(0),
+}
+
+# argument -> the names it accepts
+CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
+    'samix_preset': lambda: tuple(SAMIX_PRESETS),
+    'samix_mixer': list_mixers,
+    'samix_mixer_loss': lambda: ('eta', 'mce'),
+    'samix_clean_forward': lambda: ('separate', 'joint'),
+    'samix_beta_schedule': lambda: ('auto', 'linear', 'constant'),
+    'eval_metric': lambda: ('top1', 'top5', 'loss'),
+    'clip_mode': lambda: ('norm', 'value', 'agc'),
+    'mixup_mode': lambda: ('batch', 'pair', 'elem'),
+    'sched': lambda: ('cosine', 'tanh', 'step', 'multistep', 'plateau', 'poly', 'constant', 'wsd', 'rsqrt', 'none'),
+    'dist_bn': lambda: ('broadcast', 'reduce', ''),
+    'amp_dtype': lambda: ('float16', 'bfloat16'),
+}
+
+# timm arguments parsed for recipe compatibility but not implemented: set -> refused with the reason
+NOT_IMPLEMENTED: Dict[str, str] = {
+    'model_dtype': 'train in float32 and use --amp --amp-dtype bfloat16 for low precision',
+    'recovery_interval': 'a mid-epoch checkpoint resumes at the next epoch (timm), skipping the rest of this one; '
+                         'last.pth.tar is written every epoch and --resume reproduces the run',
+    'tta': 'timm\'s train.py does not use it either; drop it',
+}
+_UNSET = (None, 0, False, '', 'float32')
+
+
+def _arg(dest: str) -> str:
+    return '--' + dest.replace('_', '-')
+
+
+def check_numbers(args) -> None:
+    """Every number given is finite and inside its argument's range."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f'{_arg(dest)} {v} is not a finite number: pass a real value')
+        if dest in LIMITS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            text, ok = LIMITS[dest]
+            if not ok(value):
+                raise ConfigError(f'{_arg(dest)} {value:g} is out of range: it must be {text}')
+
+
+def check_names(args) -> None:
+    """Names that pick a component exist (optimizer, scheduler, Mixer, preset, ...)."""
+    for dest, choices in CHOICES.items():
+        value = getattr(args, dest, None)
+        if value is not None and value not in choices():
+            raise ConfigError(f"{_arg(dest)} '{value}' is not known: use one of "
+                              f"{', '.join(repr(c) for c in choices())}")
+    for dest in ('opt', 'samix_mixer_opt'):
+        name = getattr(args, dest, None)
+        if name is None:
+            continue
+        try:
+            get_optimizer_info(name.lower().replace('lookahead_', ''))
+        except ValueError:
+            raise ConfigError(f"{_arg(dest)} '{name}' is not a timm optimizer: use one of "
+                              f"timm.optim.list_optimizers() (e.g. sgd, momentum, adamw, lamb)") from None
+
+
+def check_mixing(args) -> None:
+    """Mixing arguments that only mean something together."""
+    mixup = args.mixup
+    if not isinstance(mixup, str) and mixup < 0:
+        raise ConfigError(f'--mixup {mixup:g} is out of range: an alpha must be >= 0 (0 = off), or a method name')
+    samix = mixup == 'samix'
+    if args.samix_pretrained and not samix:
+        raise ConfigError(f'--samix-pretrained {args.samix_pretrained} is only used by SAMix: add --mixup samix '
+                          f'(without it the run would not mix at all)')
+    if samix and args.batch_size < 2:
+        raise ConfigError(f'--mixup samix mixes pairs of images in a batch: --batch-size {args.batch_size} '
+                          f'must be 2 or more')
+    if args.mixup_mode != 'batch' and samix:
+        raise ConfigError(f"--mixup-mode {args.mixup_mode} is a timm Mixup mode: SAMix draws lam per batch, "
+                          f"drop --mixup-mode")
+
+
+def check_not_implemented(args) -> None:
+    """timm arguments that would be silently ignored are refused instead."""
+    for dest, reason in NOT_IMPLEMENTED.items():
+        value = getattr(args, dest, None)
+        if value not in _UNSET:
+            raise ConfigError(f'{_arg(dest)} is not supported by samix-timm: {reason}')
+    if args.drop_connect is not None and args.drop_path is not None and args.drop_connect != args.drop_path:
+        raise ConfigError(f'--drop-connect {args.drop_connect:g} and --drop-path {args.drop_path:g} disagree: '
+                          f'--drop-connect is timm\'s deprecated name of --drop-path, pass only --drop-path')
+
+
+def check_input(args) -> None:
+    """Channels, normalisation and augmentation policy agree with what timm's loader will produce."""
+    in_chans = args.input_size[0] if args.input_size else (args.in_chans or 3)
+    for dest in ('mean', 'std'):
+        values = getattr(args, dest)
+        if values is not None and len(values) not in (1, in_chans):
+            raise ConfigError(f'{_arg(dest)} has {len(values)} values for {in_chans} input channels: '
+                              f'pass {in_chans} values (or one for all)')
+    if args.std is not None and min(args.std) <= 0:
+        raise ConfigError(f'--std {" ".join(f"{v:g}" for v in args.std)} must be > 0 (batches are divided by it)')
+    if in_chans != 3 and not args.input_img_mode:
+        raise ConfigError(f'--in-chans {in_chans} needs the loader to read {in_chans}-channel images: add '
+                          f'--input-img-mode {"L" if in_chans == 1 else "MODE"} (timm reads RGB otherwise)')
+    if args.aa:
+        try:
+            create_transform(32, is_training=True, auto_augment=args.aa)
+        except (AssertionError, ValueError, KeyError, IndexError) as e:
+            detail = f' ({e})' if str(e) else ''
+            raise ConfigError(f"--aa '{args.aa}' is not a timm augmentation policy{detail}: use e.g. "
+                              f"rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0 or 3a") from None
+
+
+def check_paths(args) -> None:
+    """Files the run reads exist; the output root can be written."""
+    for dest in ('initial_checkpoint', 'resume', 'pretrained_path'):
+        path = getattr(args, dest, None)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{_arg(dest)} '{path}' is not a file: check the path "
+                              f"(a checkpoint written by train.py, e.g. output/train/<run>/last.pth.tar)")
+    root = Path(args.output or './output/train')
+    existing = next(p for p in [root, *root.parents] if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f'{existing} is a file')
+        tempfile.TemporaryFile(dir=existing).close()  # the only test that also holds for root and read-only mounts
+    except OSError as e:
+        raise ConfigError(f"--output '{root}' cannot be written ({e.strerror or e}): pass --output with a folder "
+                          f"you can write to") from None
+
+
+# the checks `check_train_args` runs, in order
+TRAIN_CHECKS = [check_numbers, check_names, check_mixing, check_not_implemented, check_input, check_paths]
+
+
+def check_train_args(args: Any) -> None:
+    """Refuse bad train.py arguments with one line each, before anything is created."""
+    for check in TRAIN_CHECKS:
+        check(args)

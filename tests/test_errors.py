@@ -1,0 +1,322 @@
+""" Bad input and faults get one `error: ...` line, exit code 2, no traceback and no run folder (issue 16).
+
+Each case of `CASES` is a row of the table in docs/errors.md: the test runs the row's command in-process
+and checks that stderr ends with one `error:` line containing the row's message fragment (the table's
+backticked text), that no run folder was left behind, and that nothing raised past the CLI. The table
+and `CASES` must list the same ids.
+"""
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from samix_timm.cli import run_train, run_train_ssl, run_validate
+from samix_timm.engine.args import parse_train_args
+from samix_timm.engine.train import train
+
+from conftest import REPO, make_image_folder
+
+DOC = REPO / 'docs' / 'errors.md'
+# a 2-step CPU run on a 4-class ImageFolder of 8 training images
+TRAIN = ['--model', 'test_resnet', '--num-classes', '4', '--img-size', '32', '-b', '4', '--epochs', '1',
+         '--workers', '0', '--device', 'cpu', '--warmup-epochs', '0', '--lr', '0.01']
+SSL = ['--model', 'test_resnet', '--img-size', '32', '-b', '4', '--epochs', '1', '--queue-size', '16',
+       '--proj-hidden', '32', '--workers', '0', '--device', 'cpu', '--knn-interval', '0']
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory, tiny_data):
+    """Datasets and checkpoints the rows point at, built once."""
+    root = tmp_path_factory.mktemp('bad_inputs')
+    f = dict(data=tiny_data, root=root)
+    f['noval'] = make_image_folder(root / 'noval')
+    shutil.rmtree(f['noval'] / 'val')
+    f['extra_val'] = make_image_folder(root / 'extra_val', classes=4)
+    shutil.copytree(f['extra_val'] / 'val' / 'class0', f['extra_val'] / 'val' / 'class9')
+    args, text = parse_train_args([*TRAIN, '--data-dir', str(tiny_data), '--output', str(root / 'runs'),
+                                   '--experiment', 'good'])
+    f['ckpt'] = train(args, text).checkpoint
+    data = f['ckpt'].read_bytes()
+    (root / 'truncated.pth.tar').write_bytes(data[:len(data) // 3])
+    (root / 'random.pth.tar').write_bytes(os.urandom(4096))
+    (root / 'empty.pth.tar').write_bytes(b'')
+    torch.save({'state_dict': {'fc.weight': torch.zeros(3, 3)}}, root / 'other_model.pth.tar')
+    torch.save([1, 2, 3], root / 'a_list.pth.tar')
+    torch.save({'note': 'no weights'}, root / 'no_weights.pth.tar')
+    torch.save({'state_dict': {}, 'x': Path('/tmp')}, root / 'pickled_object.pth.tar')
+    (root / 'bad.yaml').write_text('lr: [0.1\n')
+    (root / 'list.yaml').write_text('- 1\n- 2\n')
+    return f
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_handlers():
+    """Each CLI call adds timm's log handler on the stderr pytest captures for that test: drop it after."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    root.handlers[:] = []  # earlier tests' handlers write to streams pytest has closed
+    yield
+    root.handlers[:] = before
+
+
+def _out(f):
+    return ['--output', str(f['root'] / 'out')]
+
+
+# id -> (entry point, argv builder); the message each gets is in docs/errors.md
+CASES = {
+    # train.py: data
+    'no-data-dir': ('train', lambda f: [*TRAIN, *_out(f)]),
+    'data-dir-missing': ('train', lambda f: [*TRAIN, '--data-dir', str(f['root'] / 'nope'), *_out(f)]),
+    'no-val-split': ('train', lambda f: [*TRAIN, '--data-dir', str(f['noval']), *_out(f)]),
+    'no-train-split': ('train', lambda f: [*TRAIN, '--data-dir', str(f['noval'] / 'train'), *_out(f)]),
+    'val-extra-class': ('train', lambda f: [*TRAIN, '--data-dir', str(f['extra_val']), *_out(f)]),
+    'batch-larger-than-data': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '-b', '64', *_out(f)]),
+    'num-classes-too-small': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--num-classes', '2',
+                                                 *_out(f)]),
+    # train.py: numbers
+    'lr-nan': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),
+    'lr-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--lr', '0', *_out(f)]),
+    'epochs-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--epochs', '0', *_out(f)]),
+    'batch-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '-b', '0', *_out(f)]),
+    'weight-decay-negative': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--weight-decay', '-1',
+                                                 *_out(f)]),
+    'smoothing-above-1': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--smoothing', '1.5', *_out(f)]),
+    'mixup-prob-above-1': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', '0.8',
+                                              '--mixup-prob', '2', *_out(f)]),
+    'mixup-alpha-negative': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', '-1', *_out(f)]),
+    'std-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--std', '0', '0', '0', *_out(f)]),
+    'mean-wrong-length': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mean', '0.1', '0.2',
+                                             *_out(f)]),
+    'in-chans-without-img-mode': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--in-chans', '1',
+                                                     *_out(f)]),
+    # train.py: names
+    'unknown-model': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--model', 'resnet5O', *_out(f)]),
+    'unknown-opt': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--opt', 'sgdd', *_out(f)]),
+    'unknown-sched': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--sched', 'cosin', *_out(f)]),
+    'unknown-aa': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--aa', 'randaug', *_out(f)]),
+    'unknown-eval-metric': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--eval-metric', 'acc',
+                                               *_out(f)]),
+    'config-not-yaml': ('train', lambda f: ['--config', str(f['root'] / 'bad.yaml'), *TRAIN,
+                                            '--data-dir', str(f['data']), *_out(f)]),
+    'config-not-mapping': ('train', lambda f: ['--config', str(f['root'] / 'list.yaml'), *TRAIN,
+                                               '--data-dir', str(f['data']), *_out(f)]),
+    'config-missing': ('train', lambda f: ['--config', str(f['root'] / 'nope.yaml'), *TRAIN,
+                                           '--data-dir', str(f['data']), *_out(f)]),
+    # train.py: timm arguments that would be ignored
+    'model-dtype': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--model-dtype', 'bfloat16',
+                                       *_out(f)]),
+    'recovery-interval': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--recovery-interval', '10',
+                                             *_out(f)]),
+    'tta': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--tta', '2', *_out(f)]),
+    'drop-connect-and-drop-path': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--drop-connect', '0.1',
+                                                      '--drop-path', '0.2', *_out(f)]),
+    # train.py: SAMix
+    'samix-pretrained-without-samix': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                                           '--samix-pretrained', 'samix_r18_cluttered_mnist', *_out(f)]),
+    'samix-batch-one': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix', '-b', '1',
+                                           *_out(f)]),
+    'samix-feature-index': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                               '--samix-feature-index', '9', *_out(f)]),
+    'samix-alpha-negative': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                '--samix-alpha', '-1', *_out(f)]),
+    'samix-mixer-lr-nan': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                              '--samix-mixer-lr', 'nan', *_out(f)]),
+    'samix-unknown-preset': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                '--samix-preset', 'fastest', *_out(f)]),
+    'samix-mixer-every-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                  '--samix-mixer-every', '0', *_out(f)]),
+    'samix-mixup-mode': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                            '--mixup-mode', 'elem', *_out(f)]),
+    # train.py: files
+    'initial-checkpoint-missing': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                                      '--initial-checkpoint', str(f['root'] / 'nope.pth'), *_out(f)]),
+    'initial-checkpoint-other-model': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                                          '--initial-checkpoint', str(f['root'] / 'other_model.pth.tar'),
+                                                          *_out(f)]),
+    'resume-missing': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                          str(f['root'] / 'nope.pth.tar'), *_out(f)]),
+    'resume-truncated': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                            str(f['root'] / 'truncated.pth.tar'), *_out(f)]),
+    'resume-random-bytes': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                               str(f['root'] / 'random.pth.tar'), *_out(f)]),
+    'resume-empty-file': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                             str(f['root'] / 'empty.pth.tar'), *_out(f)]),
+    'resume-pickled-object': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                                 str(f['root'] / 'pickled_object.pth.tar'), *_out(f)]),
+    'resume-not-a-dict': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                             str(f['root'] / 'a_list.pth.tar'), *_out(f)]),
+    'resume-no-weights': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume',
+                                             str(f['root'] / 'no_weights.pth.tar'), *_out(f)]),
+    'resume-other-model': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--model', 'resnet10t',
+                                              '--resume', str(f['ckpt']), *_out(f)]),
+    'resume-other-classes': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--num-classes', '5',
+                                                '--resume', str(f['ckpt']), *_out(f)]),
+    'resume-other-optimizer': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--opt', 'adamw',
+                                                  '--resume', str(f['ckpt']), *_out(f)]),
+    'resume-other-mixer': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                              '--samix-mixer', 'automix', '--resume', str(f['samix_ckpt']), *_out(f)]),
+    'output-not-writable': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                               '--output', '/proc/samix_out']),
+    'output-is-a-file': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                            '--output', str(f['root'] / 'bad.yaml' / 'out')]),
+    # validate.py
+    'validate-no-model': ('validate', lambda f: ['--data-dir', str(f['data'])]),
+    'validate-checkpoint-missing': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
+                                                          str(f['root'] / 'nope.pth.tar')]),
+    'validate-checkpoint-random-bytes': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
+                                                               str(f['root'] / 'random.pth.tar')]),
+    'validate-checkpoint-other-model': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
+                                                              str(f['ckpt']), '--model', 'resnet10t']),
+    'validate-no-ema': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
+                                              '--use-ema']),
+    'validate-no-split': ('validate', lambda f: ['--data-dir', str(f['noval']), '--checkpoint', str(f['ckpt']),
+                                                '--workers', '0']),
+    'validate-split-other-classes': ('validate', lambda f: ['--data-dir', str(f['extra_val']), '--checkpoint',
+                                                           str(f['ckpt']), '--workers', '0']),
+    'validate-class-count-without-map': ('validate', lambda f: ['--data-dir', str(f['extra_val']), '--model',
+                                                               'test_resnet', '--num-classes', '4', '--workers', '0']),
+    'validate-batch-zero': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
+                                                  '-b', '0']),
+    # train_ssl.py
+    'ssl-batch-one': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '-b', '1', *_out(f)]),
+    'ssl-batch-larger-than-data': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '-b', '64',
+                                                    '--queue-size', '128', *_out(f)]),
+    'ssl-lr-nan': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),
+    'ssl-no-val-split': ('ssl', lambda f: [*SSL, '--data-dir', str(f['noval']), '--knn-interval', '1', *_out(f)]),
+    'ssl-resume-random-bytes': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--resume',
+                                                 str(f['root'] / 'random.pth.tar'), *_out(f)]),
+    'ssl-resume-supervised-checkpoint': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--resume',
+                                                          str(f['ckpt']), *_out(f)]),
+}
+ENTRY = {'train': run_train, 'validate': run_validate, 'ssl': run_train_ssl}
+
+
+def doc_rows():
+    """id -> message fragment, from the table in docs/errors.md."""
+    rows = {}
+    table = DOC.read_text().split('## train.py, validate.py, train_ssl.py')[1].split('\n## ')[0]
+    for line in table.splitlines():
+        m = re.match(r'\|\s*`([\w-]+)`\s*\|.*\|\s*`([^`]+)`', line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+@pytest.fixture(scope='module')
+def samix_checkpoint(files):
+    args, text = parse_train_args([*TRAIN, '--data-dir', str(files['data']), '--mixup', 'samix',
+                                   '--output', str(files['root'] / 'runs'), '--experiment', 'samix'])
+    files['samix_ckpt'] = train(args, text).checkpoint
+    return files
+
+
+def test_table_and_cases_list_the_same_rows():
+    assert sorted(doc_rows()) == sorted(CASES)
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_input_gets_one_line(case, samix_checkpoint, capsys, one_thread):
+    f = samix_checkpoint
+    out = f['root'] / 'out'
+    shutil.rmtree(out, ignore_errors=True)
+    entry, argv = CASES[case]
+    code = ENTRY[entry](argv(f))
+    err = capsys.readouterr().err
+    lines = [l for l in err.strip().splitlines() if l.startswith('error:')]
+    assert code == 2, err[-2000:]
+    assert len(lines) == 1 and err.strip().splitlines()[-1] == lines[0], err[-2000:]
+    assert 'Traceback' not in err
+    assert 'weights_only=False' not in lines[0]
+    assert doc_rows()[case] in lines[0], lines[0]
+    assert not out.exists() or not any(out.iterdir()), f'run folder left behind: {list(out.iterdir())}'
+
+
+def test_non_finite_loss_stops_before_saving(files, capsys, one_thread, monkeypatch):
+    """A loss that turns NaN mid-run stops it with the epoch and update, and writes no checkpoint of it."""
+    import samix_timm.engine.loop as loop
+    calls = {'n': 0}
+    real = loop.forward_batch
+
+    def poisoned(model, x, mixup_fn):
+        calls['n'] += 1
+        out = real(model, x, mixup_fn)
+        return out * float('nan') if calls['n'] > 2 else out  # epoch 0 is fine, epoch 1 diverges
+
+    monkeypatch.setattr(loop, 'forward_batch', poisoned)
+    out = files['root'] / 'nan_out'
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--epochs', '2', '--output', str(out),
+                      '--experiment', 'nan'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith('error: the training loss is nan at epoch 1'), line
+    run = out / 'nan'
+    assert sorted(p.name for p in run.glob('*.pth.tar')) == ['checkpoint-0.pth.tar', 'last.pth.tar', 'model_best.pth.tar']
+    assert torch.load(run / 'last.pth.tar', weights_only=False)['epoch'] == 0
+
+
+def test_full_disk_leaves_no_partial_checkpoint(files, capsys, one_thread, monkeypatch):
+    """torch.save failing with ENOSPC: one line, no tmp.pth.tar left, the run folder removed (nothing saved)."""
+    real = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        Path(f).write_bytes(b'partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', full_disk)
+    out = files['root'] / 'full_out'
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--output', str(out), '--experiment', 'full'])
+    monkeypatch.setattr(torch, 'save', real)
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and 'Traceback' not in err
+    assert line.startswith('error: cannot write the epoch 0 checkpoint') and 'No space left' in line, line
+    assert not (out / 'full').exists()
+
+
+def test_validation_split_missing_a_class_keeps_training_labels(files, tmp_path, one_thread):
+    """A val/ without one class: eval labels follow the training class index (timm would shift them)."""
+    data = tmp_path / 'd'
+    shutil.copytree(files['data'], data)
+    shutil.rmtree(data / 'val' / 'class1')
+    args, text = parse_train_args([*TRAIN, '--data-dir', str(data), '--output', str(tmp_path / 'o')])
+    from samix_timm.engine.setup import create_datasets
+    _, evals = create_datasets(args)
+    labels = sorted({t for _, t in evals.reader.samples})
+    assert labels == [0, 2, 3]
+
+
+def test_validate_reads_with_the_training_class_index(files, tmp_path, one_thread):
+    """validate.py labels a split missing one class with the class index the checkpoint trained with."""
+    from timm.data import create_dataset
+
+    from samix_timm.engine.validate import parse_validate_args, split_class_map, validate
+    data = tmp_path / 'd'
+    shutil.copytree(files['data'], data)
+    shutil.rmtree(data / 'val' / 'class1')
+    checkpoint = torch.load(files['ckpt'], weights_only=False)
+    assert checkpoint['class_to_idx'] == {f'class{i}': i for i in range(4)}
+    args = parse_validate_args(['--data-dir', str(data), '--checkpoint', str(files['ckpt'])])
+    dataset = create_dataset('', root=str(data), split='validation', class_map=split_class_map(args, checkpoint, 4))
+    assert sorted({t for _, t in dataset.reader.samples}) == [0, 2, 3]
+    result = validate(parse_validate_args(['--data-dir', str(data), '--checkpoint', str(files['ckpt']),
+                                           '--workers', '0', '--device', 'cpu']))
+    assert result['num_images'] == 3
+
+
+def test_timm_arguments_that_are_implemented(files, tmp_path, capsys, one_thread):
+    """--save-images writes the logged batches, --synchronize-step and --drop-connect run (not ignored)."""
+    args, text = parse_train_args([*TRAIN, '--data-dir', str(files['data']), '--output', str(tmp_path),
+                                   '--save-images', '--synchronize-step', '--drop-connect', '0.1',
+                                   '--log-interval', '1', '--model', 'resnet10t'])
+    result = train(args, text)
+    assert sorted(p.name for p in result.output_dir.glob('train-batch-*.jpg')) == ['train-batch-0.jpg',
+                                                                                   'train-batch-1.jpg']
+    rates = {m.drop_prob for m in result.model.modules() if type(m).__name__ == 'DropPath'}
+    assert rates and max(rates) == pytest.approx(0.1)

@@ -1,0 +1,261 @@
+""" SAMix^P bad inputs: one clear line each (hub, --samix-pretrained, export), and the batch normalisation.
+
+Artifacts are the shipped Mixer or made here from a hand-built train.py-style checkpoint (no training).
+"""
+import argparse
+import random
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_dataset, create_loader
+
+from conftest import FAST_ARGS, REPO
+from samix_timm.cli import run_train
+from samix_timm.engine import parse_train_args
+from samix_timm.errors import ConfigError
+from samix_timm.export import main as export_main
+from samix_timm.factory import create_mixup
+from samix_timm.hub import WEIGHTS_DIR, create_pretrained_mixer, get_entry, hub_entrypoint
+from samix_timm.mixer import create_mixer
+
+SHIPPED = 'samix_r18_cluttered_mnist'
+IMAGENET = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+LAMS = (0.3, 0.5, 0.7)
+
+
+def _checkpoint(samix: bool = True) -> dict:
+    """What train.py saves (timm entries, args as a Namespace), with an untrained SAMix state if `samix`."""
+    model = timm.create_model('test_resnet', num_classes=10)
+    args = argparse.Namespace(model='test_resnet', num_classes=10, img_size=32, mean=[0.1] * 3, std=[0.25] * 3)
+    checkpoint = dict(epoch=0, arch='test_resnet', state_dict=model.state_dict(), args=args)
+    if samix:
+        mixer = create_mixer('samix', in_channels=model.feature_info[2]['num_chs'])
+        checkpoint['samix'] = dict(step=0, feature_index=2, mixer_name='samix', mixer_config=mixer.config,
+                                   mixer=mixer.state_dict(), encoder=model.state_dict())
+    return checkpoint
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('checkpoints')
+    torch.save(_checkpoint(), folder / 'samix.pth.tar')
+    torch.save(_checkpoint(samix=False), folder / 'mixup.pth.tar')
+    return folder
+
+
+@pytest.fixture(scope='module')
+def shipped_bytes() -> bytes:
+    return (WEIGHTS_DIR / get_entry(SHIPPED).file).read_bytes()
+
+
+@pytest.fixture(scope='module')
+def imagenet_batch(small_data) -> torch.Tensor:
+    """100 validation images normalised as a timm user's loader does by default (ImageNet mean/std)."""
+    ds = create_dataset('', root=str(small_data), split='validation')
+    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=100, use_prefetcher=False, crop_pct=1.0,
+                           num_workers=0, **IMAGENET)
+    return next(iter(loader))[0]
+
+
+def _mask_means(mixer, x: torch.Tensor) -> list:
+    index = torch.roll(torch.arange(len(x)), 1)
+    return [float(mixer.mask(x, lam, index).mean()) for lam in LAMS]
+
+
+def _export_error(capsys, *argv) -> str:
+    """stderr of a failing export: exit code 2, exactly one `error: ...` line, nothing on stdout."""
+    assert export_main(list(argv)) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and len(err.splitlines()) == 1 and err.startswith('error: '), err
+    return err
+
+
+def _train_argv(data, out, *argv) -> list:
+    return ['--data-dir', str(data), '--output', str(out), *FAST_ARGS, '--epochs', '1', '--mixup', 'samix', *argv]
+
+
+# --- batch normalisation: right by construction ------------------------------------------------------------------
+
+def test_hub_mixer_on_imagenet_normalised_batches_follows_lam(imagenet_batch):
+    mixer = torch.hub.load(str(REPO), SHIPPED, source='local', trust_repo=True, num_classes=10, data_config=IMAGENET)
+    means = _mask_means(mixer, imagenet_batch)
+    assert all(abs(m - (1 - lam)) < 0.15 for lam, m in zip(LAMS, means)), means
+
+
+def test_samix_pretrained_uses_the_runs_data_config(imagenet_batch, tmp_path):
+    args, _ = parse_train_args(['--data-dir', str(tmp_path), *FAST_ARGS, '--mean', *map(str, IMAGENET_DEFAULT_MEAN),
+                                '--std', *map(str, IMAGENET_DEFAULT_STD), '--mixup', 'samix',
+                                '--samix-pretrained', SHIPPED])
+    mixer = create_mixup(args, timm.create_model('test_resnet', num_classes=10), 10, steps_per_epoch=1)
+    means = _mask_means(mixer, imagenet_batch)
+    assert all(abs(m - (1 - lam)) < 0.15 for lam, m in zip(LAMS, means)), means
+
+
+def test_missing_batch_normalisation_is_refused():
+    # before: the Mixer silently assumed its own normalisation (masks 1.00 / 0.72 / 0.01 on ImageNet batches)
+    with pytest.raises(ConfigError, match=r'needs the normalisation of the batches.*pass data_config=.*mean 0\.1'):
+        create_pretrained_mixer(SHIPPED, num_classes=10)
+
+
+def test_batch_normalisation_of_wrong_length():
+    with pytest.raises(ConfigError, match=r'does not fit the artifact: pass 3 means and 3 stds > 0'):
+        create_pretrained_mixer(SHIPPED, num_classes=10, input_mean=(0.5,), input_std=(0.5,))
+
+
+# --- --samix-pretrained / create_pretrained_mixer / hub: bad names and files ---------------------------------------
+
+def test_unknown_hub_name_lists_the_names():
+    with pytest.raises(ConfigError, match=rf'neither a hub name nor a file \(did you mean {SHIPPED}\?\): pass one '
+                                          rf'of {SHIPPED}, samix_r18_in1k'):
+        create_pretrained_mixer('samix_r18_cluttered_mnst', data_config=IMAGENET)
+
+
+def test_missing_artifact_path_lists_the_names(tmp_path):
+    path = tmp_path / 'nope-1234abcd.pth'
+    with pytest.raises(ConfigError, match=rf"'{path}' is neither a hub name nor a file: pass one of {SHIPPED}"):
+        create_pretrained_mixer(str(path), data_config=IMAGENET)
+
+
+def test_truncated_artifact(tmp_path, shipped_bytes):
+    cut = tmp_path / 'mine.pth'
+    cut.write_bytes(shipped_bytes[:len(shipped_bytes) // 2])
+    with pytest.raises(ConfigError, match=r"cannot be read as a torch file \(RuntimeError\): it is truncated"):
+        create_pretrained_mixer(str(cut), data_config=IMAGENET)
+
+
+def test_random_bytes_artifact(tmp_path):
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(ConfigError, match=r'cannot be read as a torch file .*not a Mixer artifact'):
+        create_pretrained_mixer(str(junk), data_config=IMAGENET)
+
+
+def test_training_checkpoint_as_artifact(checkpoints):
+    path = checkpoints / 'samix.pth.tar'
+    with pytest.raises(ConfigError, match=rf"is a training checkpoint, not a Mixer artifact: export it first with "
+                                          rf"`python -m samix_timm.export --checkpoint {path} --out mixers/NAME`"):
+        create_pretrained_mixer(str(path), data_config=IMAGENET)
+
+
+class _Trap:
+    """Unpickling this would write a file: samix-timm must refuse it without running it."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+def test_foreign_pickle_is_refused_not_unpickled(tmp_path):
+    path, marker = tmp_path / 'evil.pth', tmp_path / 'ran'
+    torch.save({'format_version': 1, 'x': _Trap(str(marker))}, path)
+    with pytest.raises(ConfigError, match=r'holds a pickled [\w.]*open, which a Mixer artifact never holds'):
+        create_pretrained_mixer(str(path), data_config=IMAGENET)
+    assert not marker.exists()
+
+
+def test_sha256_in_name_does_not_match(tmp_path, shipped_bytes):
+    renamed = tmp_path / 'samix_r18_cluttered_mnist-deadbeef.pth'
+    renamed.write_bytes(shipped_bytes)
+    with pytest.raises(ConfigError, match=r'has sha256 034c709eee7a56e5\.\.\., expected deadbeef\.\.\.: the file is '
+                                          r'corrupt or truncated'):
+        create_pretrained_mixer(str(renamed), data_config=IMAGENET)
+
+
+def test_train_py_samix_pretrained_unknown_name(small_data, tmp_path, capsys):
+    assert run_train(_train_argv(small_data, tmp_path, '--samix-pretrained', 'samix_nope')) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier runs' log handlers may write above it)
+    assert last.startswith("error: pre-trained Mixer 'samix_nope' is neither a hub name nor a file") and SHIPPED in last
+
+
+def test_train_py_process_samix_pretrained_training_checkpoint(small_data, tmp_path, checkpoints):
+    # a process of its own: its stderr holds train.py's log lines, then the one error line, no traceback
+    argv = _train_argv(small_data, tmp_path, '--samix-pretrained', str(checkpoints / 'samix.pth.tar'))
+    proc = subprocess.run([sys.executable, 'train.py', *argv], capture_output=True, text=True, cwd=REPO, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert errors == proc.stderr.strip().splitlines()[-1:]
+    assert 'is a training checkpoint, not a Mixer artifact' in errors[0]
+
+
+# --- hub entrypoint arguments ------------------------------------------------------------------------------------
+
+def test_hub_unknown_kwarg():
+    with pytest.raises(ConfigError, match=r"unknown argument 'num_clases' \(did you mean num_classes\?\).*it takes "
+                                          r"num_classes, alpha"):
+        hub_entrypoint(SHIPPED)(num_clases=10, data_config=IMAGENET)
+
+
+def test_hub_num_classes_not_positive():
+    with pytest.raises(ConfigError, match=r'num_classes=0 is out of range: pass an int > 0'):
+        hub_entrypoint(SHIPPED)(num_classes=0, data_config=IMAGENET)
+
+
+def test_hub_prob_outside_unit_interval():
+    with pytest.raises(ConfigError, match=r'prob=1\.5 is out of range: pass a probability in \[0, 1\].*--mixup-prob'):
+        hub_entrypoint(SHIPPED)(num_classes=10, prob=1.5, data_config=IMAGENET)
+
+
+# --- python -m samix_timm.export ---------------------------------------------------------------------------------
+
+def test_export_round_trip_then_existing_output_is_not_overwritten(checkpoints, tmp_path, capsys):
+    out = tmp_path / 'mine'
+    assert export_main(['--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', str(out)]) == 0
+    (path,) = tmp_path.glob('mine-*.pth')
+    before = path.read_bytes()
+    mixer = create_pretrained_mixer(str(path), num_classes=10, data_config=IMAGENET)
+    assert mixer.artifact_info['extractor'] == 'test_resnet'
+    capsys.readouterr()
+    err = _export_error(capsys, '--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', str(out))
+    assert f"'{path}' exists: remove it or choose another --out" in err
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_export_missing_checkpoint(tmp_path, capsys):
+    err = _export_error(capsys, '--checkpoint', str(tmp_path / 'last.pth.tar'), '--out', str(tmp_path / 'm'))
+    assert 'not found: pass the last.pth.tar of a `train.py --mixup samix`' in err
+
+
+def test_export_truncated_checkpoint(checkpoints, tmp_path, capsys):
+    data = (checkpoints / 'samix.pth.tar').read_bytes()
+    cut = tmp_path / 'last.pth.tar'
+    cut.write_bytes(data[:len(data) // 3])
+    err = _export_error(capsys, '--checkpoint', str(cut), '--out', str(tmp_path / 'm'))
+    assert 'cannot be read as a torch file (RuntimeError): it is truncated, corrupt or not a training checkpoint' in err
+
+
+def test_export_random_bytes_checkpoint(tmp_path, capsys):
+    junk = tmp_path / 'last.pth.tar'
+    junk.write_bytes(random.Random(0).randbytes(4096))
+    err = _export_error(capsys, '--checkpoint', str(junk), '--out', str(tmp_path / 'm'))
+    assert 'cannot be read as a torch file' in err and 'weights_only=False' not in err
+
+
+def test_export_checkpoint_without_samix_state(checkpoints, tmp_path, capsys):
+    err = _export_error(capsys, '--checkpoint', str(checkpoints / 'mixup.pth.tar'), '--out', str(tmp_path / 'm'))
+    assert 'holds no SAMix state (a run without a learned Mixer, e.g. plain mixup)' in err
+
+
+def test_export_an_artifact(tmp_path, capsys):
+    shipped = WEIGHTS_DIR / get_entry(SHIPPED).file
+    err = _export_error(capsys, '--checkpoint', str(shipped), '--out', str(tmp_path / 'm'))
+    assert 'is already a Mixer artifact: use it as it is' in err
+
+
+def test_export_output_folder_not_writable(checkpoints, tmp_path, capsys):
+    blocker = tmp_path / 'mixers'
+    blocker.write_text('a file where the folder should be')  # unwritable even for root
+    err = _export_error(capsys, '--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', str(blocker / 'm'))
+    assert f"cannot write the artifact into '{blocker}'" in err and 'writable folder' in err
+
+
+def test_export_cli_process_prints_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'samix_timm.export', '--checkpoint', str(tmp_path / 'nope.pth.tar'),
+                           '--out', str(tmp_path / 'm')], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert proc.stderr.startswith('error: checkpoint ') and len(proc.stderr.splitlines()) == 1, proc.stderr
+
