@@ -68,11 +68,14 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
                  + describe_schedules(kwargs['momentum'], kwargs['beta'], f'{"small" if small else "ImageNet-scale"} '
                                                                            f'data, {train_size} images'))
     grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
-    return SAMix(
+    samix = SAMix(
         model, num_classes, total, tap_index=args.samix_feature_index, input_size=tuple(data_config['input_size']),
         alpha=args.samix_alpha, mixer_loss=args.samix_mixer_loss, mask_margin=args.samix_mask_margin,
         lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
         prob=args.mixup_prob, amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
+    if getattr(args, 'torchcompile', None):
+        samix.compile(args.torchcompile, args.torchcompile_mode)  # θ̄ follows the classifier's compile setting
+    return samix
 
 
 def _with_clean_term(args, mixer, num_classes: int):

@@ -71,6 +71,24 @@ class BetaSchedule:
         return self.beta * max(0.0, 1 - step / max(self.total_steps, 1))
 
 
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Plain BatchNorm2d in place of every SyncBatchNorm (same parameters and buffers, same order), so the
+    momentum encoder's forwards run without collectives under `--sync-bn`: each rank normalises its batch."""
+    if isinstance(module, nn.SyncBatchNorm):
+        ref = module.weight if module.weight is not None else module.running_mean
+        bn = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, device=ref.device if ref is not None else None,
+                            dtype=ref.dtype if ref is not None else None)
+        bn.load_state_dict(module.state_dict())
+        bn.train(module.training)
+        return bn
+    for name, child in module.named_children():
+        reverted = revert_sync_batchnorm(child)
+        if reverted is not child:
+            setattr(module, name, reverted)
+    return module
+
+
 class MomentumEncoder(ModelEmaV3):
     """Frozen EMA copy θ̄ of the classifier θ (§5): parameters lerp with momentum m(t), buffers copy.
 
@@ -86,6 +104,7 @@ class MomentumEncoder(ModelEmaV3):
 
     def __init__(self, model: nn.Module, schedule: MomentumSchedule):
         super().__init__(model, exclude_buffers=True)
+        revert_sync_batchnorm(self.module)  # θ̄ needs no statistics of other ranks' batches
         self.schedule = schedule
         self.module.requires_grad_(False)
         self.module.train()

@@ -55,7 +55,8 @@ def step_mixer_optimizer(loss: torch.Tensor, optimizer: torch.optim.Optimizer, s
         optimizer.step()
         return
     grad_scaler.scale(loss).backward()
-    grad_scaler.unscale_(optimizer)  # average true gradients: an inf on one rank reaches all, every rank skips
+    # average the *scaled* gradients (as DDP does) before the scaler looks at them: an inf on one rank
+    # reaches every rank, so all find it, all skip the step and all lower the scale alike
     sync_grads()
     grad_scaler.step(optimizer)
     grad_scaler.update()
@@ -73,6 +74,25 @@ def _broadcast_from_rank0(module: nn.Module, params: bool = True) -> None:
             dist.broadcast(flat, 0)
             for t, synced in zip(group, _unflatten_dense_tensors(flat, group)):
                 t.copy_(synced)
+
+
+def shared_seed() -> int:
+    """A seed drawn from numpy's global RNG on rank 0 and given to every rank (one broadcast; no-op without DDP)."""
+    seed = torch.tensor([np.random.randint(2 ** 31 - 1)], dtype=torch.int64)
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == 'nccl':
+            seed = seed.cuda()
+        dist.broadcast(seed, 0)
+    return int(seed.item())
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is True on any (one all-reduce; `flag` itself without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 class SAMix:
@@ -152,6 +172,7 @@ class SAMix:
         self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
         self.encoder = MomentumEncoder(model, self.momentum)
         self.tap = FeatureTap(self.encoder.module, index=tap_index, input_size=input_size)
+        self._tap_forward, self._encoder_forward = self.tap, self.encoder.module  # compiled by `compile()`
         if isinstance(mixer, str):
             mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
         self.mixer = mixer.to(next(model.parameters()).device)
@@ -170,7 +191,13 @@ class SAMix:
         self.grad_scaler = grad_scaler
         self.mixup_enabled = True
         self.step = 0
-        self.fp32_features = False  # set after an fp16 overflow of the attention (§2: fall back once)
+        self.fp32_features = False  # set after an fp16 overflow of the features or attention (§2: fall back once)
+        # the per-step draws (mix or not, λ, λ adjusting) come from (seed, step), the same on every rank: they
+        # decide which collectives the step runs (Mixer update, buffer sync), so ranks must agree on them
+        self.seed = shared_seed()
+        # θ̄ is a copy of the classifier: it gets its input in the classifier's memory format
+        self.channels_last = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                                 and not p.is_contiguous() for p in model.parameters())
         self.last_metrics: Dict[str, torch.Tensor] = {}
 
     # -- the call of timm.data.Mixup -------------------------------------------------------------
@@ -189,12 +216,13 @@ class SAMix:
         if not self.mixup_enabled:
             self.clean.skip()
             return x, soft_target(target, None, 1., self.num_classes, self.label_smoothing)
-        if np.random.rand() >= self.mix_prob:  # an unmixed batch in the mixed half (as timm's Mixup)
+        draw = self.draw()
+        if draw is None:  # an unmixed batch in the mixed half (as timm's Mixup)
             return self.clean.join(x, target, x, soft_target(target, None, 1., self.num_classes, self.label_smoothing))
-        lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
-        index_q = torch.randperm(x.shape[0], device=x.device)
+        lam_q, lam_k, adjust = draw
+        index_q = torch.randperm(x.shape[0], device=x.device)  # the pairing may differ per rank
         try:
-            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q)
+            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
         except MixerNumericsError as e:
             if self.fp32_features:
                 raise MixerNumericsError(f'{e} Happened with fp32 features too: the Mixer diverged, lower '
@@ -202,20 +230,42 @@ class SAMix:
             # §2: attention overflow from low-precision features: recompute them in fp32, once
             _logger.warning('Mixer attention was not finite: computing the Mixer features in fp32 from now on')
             self.fp32_features = True
-            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q)
+            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
         self.last_metrics.update(momentum=m, lam=lam_q)
         y_mix = soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
         return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
+
+    def draw(self) -> Optional[Tuple[float, float, bool]]:
+        """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch; from (seed, step), so every rank
+        draws the same and runs the same collectives (Mixer update, buffer sync)."""
+        rng = np.random.default_rng((self.seed, self.step))
+        if rng.random() >= self.mix_prob:
+            return None
+        lam_q, lam_k = (float(v) for v in rng.beta(self.alpha, self.alpha, size=2))  # §5.1
+        return lam_q, lam_k, bool(self.lam_adjust_prob > 0 and rng.random() < self.lam_adjust_prob)
+
+    def compile(self, backend: str = 'inductor', mode: Optional[str] = None) -> None:
+        """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix), as `--torchcompile`
+        compiles the classifier. The Mixer stays eager: λ is a Python float, which dynamo would specialise on
+        and recompile for at every step."""
+        self._tap_forward = torch.compile(self.tap, backend=backend, mode=mode)
+        self._encoder_forward = torch.compile(self.encoder.module, backend=backend, mode=mode)
 
     def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
         """The training loss for the batches this mixer returns: W·loss(clean) + loss(mixed) (§5.6)."""
         return CleanMixLoss(loss_fn, self.clean)
 
-    def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor) -> torch.Tensor:
+    def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor,
+                       adjust: bool = False) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with record_function('samix/features'):
             z = self._features(x)  # §5.2, NxCxhxw, no grad
+            check = z.dtype == torch.float16 or self.fp32_features  # fp16 overflow, or still bad after the fallback
+            if check and _any_rank(not bool(torch.isfinite(z).all()), z.device):
+                raise MixerNumericsError('θ̄ features overflowed float16 (inf/nan).')  # every rank falls back
         with torch.no_grad(), record_function('samix/classifier_mask'):
-            s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:])  # §5.3
+            s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3
             x_mix = mix_images(x, s_q, index_q)
         if (self.step - 1) % self.mixer_every == 0:
             self._train_mixer(x, target, z, lam_k)  # §5.4
@@ -228,16 +278,15 @@ class SAMix:
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-l map of θ̄ on the clean batch (§1), fp32 after an fp16 overflow."""
         with torch.no_grad(), (nullcontext() if self.fp32_features else self.amp_autocast()):
-            return self.tap(x)
+            return self._tap_forward(x)
 
-    def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size) -> torch.Tensor:
-        """Mask of the batch handed to the classifier: lam_margin and optional λ adjusting (§3)."""
+    def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
+                        adjust: bool = False) -> torch.Tensor:
+        """Mask of the batch handed to the classifier: lam_margin and, when `adjust`, λ adjusting (§3)."""
         if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
             return torch.full((z.shape[0], 1, *out_size), 1. - lam, device=z.device)
         s = self.mixer(z, lam, index, out_size)
-        if self.lam_adjust_prob > 0 and np.random.rand() < self.lam_adjust_prob:
-            s = adjust_lam(s, lam)
-        return s
+        return adjust_lam(s, lam) if adjust else s
 
     def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
         """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
@@ -248,7 +297,7 @@ class SAMix:
             s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
             x_mix = mix_images(x, s, index)
         with self.amp_autocast(), record_function('samix/encoder_forward'):
-            logits = self.encoder.module(x_mix)  # θ̄ frozen: grad flows to x_mix only
+            logits = self._encoder_forward(x_mix)  # θ̄ frozen: grad flows to x_mix only (channels_last if θ̄ is)
         if self.mixer_loss == 'eta':
             loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
         else:
@@ -295,7 +344,8 @@ class SAMix:
                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None]
         try:
             with mixer_inference(self.mixer):
-                s = self.classifier_mask(self._features(x), lam, index, x.shape[-2:])
+                xf = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+                s = self.classifier_mask(self._features(xf), lam, index, x.shape[-2:], self.lam_adjust_prob >= 1)
         finally:
             for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
                 m.num_batches_tracked.copy_(count)
@@ -304,13 +354,14 @@ class SAMix:
     def state_dict(self) -> Dict:
         """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7)."""
         return dict(
-            step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
+            step=self.step, seed=self.seed, fp32_features=self.fp32_features, feature_index=self.tap.index,
             mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
             optimizer=self.optimizer.state_dict(), encoder=self.encoder.module.state_dict(),
             grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
 
     def load_state_dict(self, state: Dict) -> None:
         self.step = state['step']
+        self.seed = state.get('seed', self.seed)  # checkpoints from before the rank-shared draws have none
         self.fp32_features = state.get('fp32_features', False)
         self.mixer.load_state_dict(state['mixer'])
         self.optimizer.load_state_dict(state['optimizer'])

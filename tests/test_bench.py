@@ -79,3 +79,20 @@ def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
                           cfg['epochs'], cfg['img_size'], list(accuracy.METHODS), accuracy.RECIPE_IMAGES)
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix'])
     assert text.endswith(f'default `{args.samix_preset}`'), text.splitlines()[-1]
+
+
+def test_gpu_check_cpu_path(small_data, tmp_path):
+    """bench/gpu_check.py --smoke: every method trains finite steps under bf16 autocast, ratios are written, and
+    the injected float16 feature overflow takes the fp32 fallback (the GPU run is the same code at 224 px)."""
+    spec = importlib.util.spec_from_file_location('bench_gpu_check', REPO / 'bench' / 'gpu_check.py')
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    out = tmp_path / 'gpu_check'
+    assert gpu_check.main(['--smoke', '--data-dir', str(small_data), '--out', str(out)]) == 0
+    result = json.loads(out.with_suffix('.json').read_text())
+    (runs,) = result['runs'].values()
+    assert sorted(runs) == sorted(gpu_check.METHODS)
+    assert all(r['finite'] and r['time_x_mixup'] > 0 for r in runs.values())
+    assert runs['mixup']['time_x_mixup'] == 1.0
+    assert result['overflow'] == {'test_resnet': {'fell_back': True, 'finite': True}}
+    assert '| test_resnet | bfloat16 | eager | samix_paper |' in out.with_suffix('.md').read_text()

@@ -130,6 +130,8 @@ CASES = {
                                                 '--samix-preset', 'fastest', *_out(f)]),
     'samix-mixer-every-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                   '--samix-mixer-every', '0', *_out(f)]),
+    'samix-torchscript': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                             '--torchscript', *_out(f)]),
     'samix-mixup-mode': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                             '--mixup-mode', 'elem', *_out(f)]),
     # train.py: files

@@ -2,6 +2,9 @@
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -17,6 +20,8 @@ from samix_timm.ssl.args import parse_ssl_args
 from samix_timm.ssl.encoder import backbone_state_dict
 from samix_timm.ssl.engine import train_ssl
 from samix_timm.ssl.probe import main as probe_main, probe_backbone
+
+from conftest import REPO
 
 # test_resnet at 32 px on 2 CPU cores; tiny queue and projector
 FAST_SSL = [
@@ -186,3 +191,33 @@ def test_samix_i_run_exports_as_pretrained_mixer(small_data, tmp_path, one_threa
     plain = _run(small_data, tmp_path / 'plain', '--epochs', '1', '--ssl-mix', 'none')
     with pytest.raises(ConfigError, match='has no Mixer'):
         export_mixer(plain.checkpoint, tmp_path / 'none')
+
+
+def _flat(state, prefix=''):
+    """{dotted key: tensor} of a nested state dict."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        out = {}
+        for k, v in state.items():
+            out.update(_flat(v, f'{prefix}.{k}' if prefix else str(k)))
+        return out
+    return {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', ['samix_i', 'samix_c'])
+def test_two_process_gloo_ssl_run_keeps_ranks_identical(small_data, tmp_path, mode):
+    """Shuffled BN, gathered queue and the rank-averaged Mixer under 2 gloo processes: the run finishes and
+    every rank holds the same encoder, θ̄, queue and Mixer (issue 14)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29525',
+           str(REPO / 'tests' / 'ddp_ssl_worker.py'), str(tmp_path), '--data-dir', str(small_data),
+           '--output', str(tmp_path / 'out'), *FAST_SSL, '--epochs', '1', '--batch-size', '25', '--ssl-mix', mode]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
+    a, b = _flat(r0), _flat(r1)
+    assert a.keys() == b.keys() and any('mixer' in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f'{k} differs between ranks'

@@ -69,15 +69,19 @@ def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forwar
 
 
 @pytest.mark.slow
-# fast: Mixer forwards without an update in between; both forwards of the clean term (§5.6)
-@pytest.mark.parametrize('preset,forward', [('paper', 'separate'), ('fast', 'joint')])
-def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset, forward):
+# fast: Mixer forwards without an update in between; both forwards of the clean term (§5.6);
+# every2 + mix prob 0.5 + λ adjusting: per-step random decisions that gate the Mixer's collectives (issue 14:
+# drawn per rank they made the ranks' collectives disagree and rank 0 timed out)
+@pytest.mark.parametrize('preset,forward,extra', [
+    ('paper', 'separate', []), ('fast', 'joint', []),
+    ('every2', 'separate', ['--mixup-prob', '0.5', '--samix-lam-adjust-prob', '0.5', '--samix-mixer-batch-frac', '0.5'])])
+def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset, forward, extra):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29523',
            str(REPO / 'tests' / 'ddp_worker.py'), str(tmp_path), '--data-dir', str(small_data),
            '--output', str(tmp_path / 'out'), *FAST_ARGS, *SAMIX, '--epochs', '1', '-b', '25', '--samix-preset', preset,
-           '--samix-clean-forward', forward, '--samix-clean-weight', '1']
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+           '--samix-clean-forward', forward, '--samix-clean-weight', '1', *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
     assert r0['samix']['step'] == r1['samix']['step'] > 0
@@ -99,3 +103,20 @@ def test_train_script_ends_with_the_mixer_health(small_data, tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith('  Mixer health: mean(1 - s) ') and ' at lam 0.3/0.5/0.7, per-image std ' in last, last
     assert last.endswith('the masks follow lam and are spatial') or '-> NOT healthy: ' in last, last
+
+
+def test_fp16_overflow_on_one_rank_skips_the_mixer_step_on_all(tmp_path):
+    """GradScaler under DDP: rank 1's inf gradient must make both ranks skip, keep identical finite Mixer weights
+    and lower the scale alike (issue 14: unscaling before the all-reduce let rank 0 apply the inf)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29524',
+           str(REPO / 'tests' / 'ddp_scaler_worker.py'), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
+    assert r0['scale'] == r1['scale'] == 2. ** 7  # halved once, by the skipped step only
+    for k, v in r0['state'].items():
+        assert torch.isfinite(v).all() and torch.equal(v, r1['state'][k]), k
+    torch.manual_seed(0)
+    start = torch.nn.Linear(4, 1).state_dict()
+    assert not torch.equal(start['weight'], r0['state']['weight'])  # the second step was applied

@@ -131,6 +131,10 @@ def check_mixing(args) -> None:
     if samix and args.batch_size < 2:
         raise ConfigError(f'--mixup samix mixes pairs of images in a batch: --batch-size {args.batch_size} '
                           f'must be 2 or more')
+    if samix and args.torchscript and not args.samix_pretrained:
+        raise ConfigError('--torchscript cannot train an online SAMix: its momentum encoder copies the classifier and '
+                          'reads stage features through forward_intermediates, which a scripted model lacks; use '
+                          '--torchcompile, or --samix-pretrained (a frozen Mixer)')
     if args.mixup_mode != 'batch' and samix:
         raise ConfigError(f"--mixup-mode {args.mixup_mode} is a timm Mixup mode: SAMix draws lam per batch, "
                           f"drop --mixup-mode")

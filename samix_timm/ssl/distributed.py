@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ['is_distributed', 'gather', 'broadcast_', 'shuffle_batch', 'unshuffle', 'average_gradients']
+__all__ = ['is_distributed', 'gather', 'broadcast_', 'broadcast_module_', 'shuffle_batch', 'unshuffle',
+           'average_gradients']
 
 
 def is_distributed() -> bool:
@@ -30,6 +31,15 @@ def broadcast_(x: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(x, 0)
     return x
+
+
+@torch.no_grad()
+def broadcast_module_(module: nn.Module) -> nn.Module:
+    """Rank 0's parameters and buffers on every rank (in place)."""
+    if is_distributed():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, 0)
+    return module
 
 
 def _local_slice(n: int) -> slice:

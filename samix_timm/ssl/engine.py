@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
 from .data import TwoViewDataset, eval_transform, extract_features, moco_v2_transform
-from .distributed import broadcast_
+from .distributed import broadcast_, broadcast_module_
 from .encoder import create_ssl_encoder
 from .mixing import get_ssl_mode
 from .moco import MoCoOnline, MoCoSAMix
@@ -173,6 +173,7 @@ def train_ssl(args, args_text: str) -> SSLResult:
 
     encoder = create_ssl_encoder(args.model, args.proj_hidden, args.proj_dim, **args.model_kwargs)
     online = MoCoOnline(encoder, args.num_clusters if mode.uses_clusters else 0).to(device)
+    broadcast_module_(online)  # rank 0's start on every rank *before* θ̄ copies it (DDP syncs θ only at wrap)
     if args.channels_last:
         online.to(memory_format=torch.channels_last)  # before θ̄ copies it
     amp_autocast, loss_scaler = create_amp(args, device)
@@ -240,6 +241,9 @@ def train_ssl(args, args_text: str) -> SSLResult:
                 refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
             train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
                                             loss_scaler)
+            if args.distributed:  # each rank's last forwards moved its BN statistics: average them (timm's dist_bn)
+                utils.distribute_bn(online, args.world_size, reduce=True)
+                utils.distribute_bn(moco.momentum.module, args.world_size, reduce=True)
             if lr_scheduler is not None:
                 lr_scheduler.step(epoch + 1)
             if not primary:

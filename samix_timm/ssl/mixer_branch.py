@@ -72,8 +72,16 @@ class SSLMixerBranch:
     def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
         """Encoder-branch mask s (Nx1xHxW) of view 1 with partners z2_all[index] (no gradient)."""
         if lam <= self.lam_margin or lam >= 1. - self.lam_margin:
-            return torch.full((z1.shape[0], 1, *size), 1. - lam, device=z1.device)
-        return self.mixer(z1, lam, index, size, z_partner=z2_all)
+            s = torch.full((z1.shape[0], 1, *size), 1. - lam, device=z1.device)
+        else:
+            s = self.mixer(z1, lam, index, size, z_partner=z2_all)
+        self._sync_buffers()  # on every rank, whatever its λ: the forward moved this rank's BN statistics
+        return s
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics of the Mixer on every rank, as DDP's broadcast_buffers."""
+        for b in self.mixer.buffers():
+            broadcast_(b)
 
     def train_step(
             self,
@@ -97,8 +105,7 @@ class SSLMixerBranch:
         step_mixer_optimizer(loss, self.optimizer, lambda: average_gradients(list(self.mixer.parameters())),
                              self.grad_scaler)
         self.lr_scheduler.step_update(step + 1)
-        for b in self.mixer.buffers():
-            broadcast_(b)  # rank 0's BN statistics everywhere, as DDP's broadcast_buffers
+        self._sync_buffers()
         return dict(mixer_loss=float(loss_mix.detach()), mask_mu=float(loss_mu.detach()), mask_var=float(loss_var.detach()),
                     mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
 

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+""" One-command GPU check of the AMP path (issue 14): online SAMix and SAMix^P against timm Mixup.
+
+    python bench/gpu_check.py                       # one CUDA GPU; writes bench/results/gpu_check.{json,md}
+    python bench/gpu_check.py --smoke --out /tmp/x  # the CPU path the tests run (test_resnet, 32 px, 4 steps)
+
+For each model (resnet50 channels_last, deit_small at 224 px), AMP dtype (float16 with GradScalers,
+bfloat16) and mode (eager, classifier compiled with torch.compile), every method trains `--steps`
+steps on one fixed batch of the embedded dataset (built when missing): timm Mixup, SAMix
+`--samix-preset paper`, SAMix with the default preset, SAMix^P (a frozen resnet18 extractor + Mixer).
+It checks that every loss and every Mixer weight stays finite, reports step time and peak memory as
+ratios to timm Mixup from the same run, and injects one float16 overflow of θ̄'s features, which must
+take the fp32 fallback (§2) and keep the step finite.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Dict, List
+
+import timm
+import torch
+from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
+from timm.loss import SoftTargetCrossEntropy
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'bench'))
+from samix_timm import SAMix, SAMixPretrained  # noqa: E402
+from samix_timm.clean import forward_batch  # noqa: E402
+from samix_timm.data import build_cluttered_mnist  # noqa: E402
+from samix_timm.defaults import DEFAULT_PRESET, is_transformer, samix_defaults  # noqa: E402
+from speed import random_artifact  # noqa: E402
+
+NUM_CLASSES = 10
+METHODS = ('mixup', 'samix_paper', f'samix_{DEFAULT_PRESET}', 'samix_p')
+
+
+def fixed_batch(data_dir: Path, model: torch.nn.Module, img_size: int, batch_size: int, device) -> tuple:
+    """One normalised batch of the embedded dataset at `img_size`, and the data config it was made with."""
+    if not (data_dir / 'train').is_dir():
+        build_cluttered_mnist(data_dir)
+    config = resolve_data_config({'img_size': img_size}, model=model)
+    loader = create_loader(create_dataset('', root=str(data_dir), split='train', is_training=True),
+                           batch_size=batch_size, is_training=True, use_prefetcher=False, no_aug=True, num_workers=0,
+                           **{k: config[k] for k in ('input_size', 'mean', 'std', 'crop_pct', 'interpolation')})
+    x, y = next(iter(loader))
+    return x.to(device), y.to(device), config
+
+
+class Run:
+    """A classifier, its optimizer and scaler, and one mixing method, under one AMP dtype and mode."""
+
+    def __init__(self, model_name: str, method: str, dtype: torch.dtype, compiled: bool, batch, device, steps: int):
+        torch.manual_seed(0)
+        kwargs = dict(img_size=batch[0].shape[-1]) if is_transformer(model_name) else {}
+        model = timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs).to(device)
+        self.channels_last = not is_transformer(model_name)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.autocast = partial(torch.autocast, device_type=device.type, dtype=dtype)
+        fp16 = dtype == torch.float16 and device.type == 'cuda'
+        self.scaler = torch.amp.GradScaler('cuda') if fp16 else None
+        mixer_scaler = torch.amp.GradScaler('cuda') if fp16 else None
+        size = batch[0].shape[-1]
+        if method == 'mixup':
+            self.mix = Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES)
+        elif method == 'samix_p':
+            self.mix = SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES, data_config=batch[2],
+                                       amp_autocast=self.autocast)
+        else:  # θ̄ copies the eager model; only the classifier is compiled
+            self.mix = SAMix(model, NUM_CLASSES, steps, input_size=(3, size, size), amp_autocast=self.autocast,
+                             grad_scaler=mixer_scaler, **samix_defaults(model_name, steps, preset=method[6:]))
+        self.model = torch.compile(model) if compiled else model
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        self.loss_fn = self.mix.loss(SoftTargetCrossEntropy()) if hasattr(self.mix, 'loss') else SoftTargetCrossEntropy()
+        self.x, self.y = batch[0], batch[1]
+        self.losses: List[torch.Tensor] = []
+
+    def step(self) -> None:
+        x, t = self.mix(self.x, self.y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            loss = self.loss_fn(forward_batch(self.model, x, self.mix), t)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        self.losses.append(loss.detach().float())
+
+    def finite(self) -> bool:
+        """Every loss so far, and the Mixer's weights (online SAMix), are finite."""
+        ok = bool(torch.isfinite(torch.stack(self.losses)).all())
+        if isinstance(self.mix, SAMix):
+            ok &= all(bool(torch.isfinite(p).all()) for p in self.mix.mixer.parameters())
+        return ok
+
+
+def _sync(device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def measure(model_name: str, dtype: torch.dtype, compiled: bool, args, device) -> Dict[str, Dict]:
+    """Step time (mean over `--steps` after a warm-up) and peak memory of each method, one after another."""
+    out = {}
+    batch = None
+    for method in METHODS:
+        if batch is None:
+            probe = timm.create_model(model_name, num_classes=NUM_CLASSES,
+                                      **(dict(img_size=args.img_size) if is_transformer(model_name) else {}))
+            batch = fixed_batch(Path(args.data_dir), probe, args.img_size, args.batch_size, device)
+        run = Run(model_name, method, dtype, compiled, batch, device, args.steps)
+        for _ in range(args.warmup):
+            run.step()
+        _sync(device)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            run.step()
+        _sync(device)
+        elapsed = (time.perf_counter() - start) / args.steps
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda' else float('nan')
+        out[method] = dict(step_s=elapsed, peak_mb=peak, finite=run.finite(), steps=args.steps + args.warmup)
+        del run
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    for r in out.values():
+        r['time_x_mixup'] = r['step_s'] / out['mixup']['step_s']
+        r['memory_x_mixup'] = r['peak_mb'] / out['mixup']['peak_mb']
+    return out
+
+
+def overflow_fallback(model_name: str, args, device) -> Dict[str, bool]:
+    """One SAMix step whose θ̄ features overflow float16 once: it must switch to fp32 features and stay finite."""
+    probe = timm.create_model(model_name, num_classes=NUM_CLASSES,
+                              **(dict(img_size=args.img_size) if is_transformer(model_name) else {}))
+    batch = fixed_batch(Path(args.data_dir), probe, args.img_size, args.batch_size, device)
+    dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    run = Run(model_name, 'samix_paper', dtype, False, batch, device, 10)
+    tap = run.mix.tap
+
+    def overflowing(x):
+        z = tap(x)
+        return z if run.mix.fp32_features else torch.full_like(z, float('inf'), dtype=torch.float16)
+
+    run.mix.tap = overflowing
+    run.step()
+    return dict(fell_back=run.mix.fp32_features, finite=run.finite())
+
+
+def markdown(result: Dict) -> str:
+    lines = [f"Machine: {result['machine']}", f"Command: `{result['command']}`", '',
+             '| model | AMP | mode | method | step (ms) | × timm Mixup | peak memory (MB) | × timm Mixup | finite |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for key, methods in result['runs'].items():
+        model, dtype, mode = key.split('|')
+        for m, r in methods.items():
+            lines.append(f"| {model} | {dtype} | {mode} | {m} | {r['step_s'] * 1000:.1f} | {r['time_x_mixup']:.2f} | "
+                         f"{r['peak_mb']:.0f} | {r['memory_x_mixup']:.2f} | {'yes' if r['finite'] else '**NO**'} |")
+    lines += ['', 'Injected float16 overflow of θ̄\'s features: ' + ', '.join(
+        f"{m}: {'fp32 fallback taken' if r['fell_back'] else '**no fallback**'}, "
+        f"{'finite' if r['finite'] else '**not finite**'}" for m, r in result['overflow'].items())]
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument('--models', nargs='+', default=['resnet50', 'deit_small_patch16_224'])
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--steps', type=int, default=200)
+    p.add_argument('--warmup', type=int, default=10)
+    p.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'])
+    p.add_argument('--modes', nargs='+', default=['eager', 'compiled'])
+    p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
+    p.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'gpu_check'))
+    p.add_argument('--smoke', action='store_true', help='CPU path: test_resnet, 32 px, batch 8, 4 steps, bf16, eager')
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.models, args.img_size, args.batch_size, args.steps, args.warmup = ['test_resnet'], 32, 8, 4, 1
+        args.dtypes, args.modes = ['bfloat16'], ['eager']
+        device = torch.device('cpu')
+    elif not torch.cuda.is_available():
+        print('error: no CUDA GPU: run on a machine with one, or pass --smoke for the CPU path', file=sys.stderr)
+        return 2
+    else:
+        device = torch.device('cuda')
+    machine = (torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu')
+    result = dict(machine=f'{machine}, torch {torch.__version__}, timm {timm.__version__}',
+                  command='python bench/gpu_check.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
+                  runs={}, overflow={})
+    for model in args.models:
+        for dtype in args.dtypes:
+            for mode in args.modes:
+                result['runs'][f'{model}|{dtype}|{mode}'] = measure(
+                    model, getattr(torch, dtype), mode == 'compiled', args, device)
+        result['overflow'][model] = overflow_fallback(model, args, device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix('.json').write_text(json.dumps(result, indent=2))
+    out.with_suffix('.md').write_text(markdown(result))
+    print(markdown(result))
+    ok = all(r['finite'] for runs in result['runs'].values() for r in runs.values()) and all(
+        o['fell_back'] and o['finite'] for o in result['overflow'].values())
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
