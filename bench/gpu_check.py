@@ -153,7 +153,7 @@ def overflow_fallback(model_name: str, args, device) -> Dict[str, bool]:
         z = tap(x)
         return z if run.mix.fp32_features else torch.full_like(z, float('inf'), dtype=torch.float16)
 
-    run.mix.tap = overflowing
+    run.mix.tap_forward = overflowing
     run.step()
     return dict(fell_back=run.mix.fp32_features, finite=run.finite())
 

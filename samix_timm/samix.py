@@ -172,7 +172,8 @@ class SAMix:
         self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
         self.encoder = MomentumEncoder(model, self.momentum)
         self.tap = FeatureTap(self.encoder.module, index=tap_index, input_size=input_size)
-        self._tap_forward, self._encoder_forward = self.tap, self.encoder.module  # compiled by `compile()`
+        # the callables θ̄'s two passes run through: the modules, or their torch.compile'd versions (`compile()`)
+        self.tap_forward, self.encoder_forward = self.tap, self.encoder.module
         if isinstance(mixer, str):
             mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
         self.mixer = mixer.to(next(model.parameters()).device)
@@ -248,8 +249,8 @@ class SAMix:
         """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix), as `--torchcompile`
         compiles the classifier. The Mixer stays eager: λ is a Python float, which dynamo would specialise on
         and recompile for at every step."""
-        self._tap_forward = torch.compile(self.tap, backend=backend, mode=mode)
-        self._encoder_forward = torch.compile(self.encoder.module, backend=backend, mode=mode)
+        self.tap_forward = torch.compile(self.tap, backend=backend, mode=mode)
+        self.encoder_forward = torch.compile(self.encoder.module, backend=backend, mode=mode)
 
     def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
         """The training loss for the batches this mixer returns: W·loss(clean) + loss(mixed) (§5.6)."""
@@ -278,7 +279,7 @@ class SAMix:
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-l map of θ̄ on the clean batch (§1), fp32 after an fp16 overflow."""
         with torch.no_grad(), (nullcontext() if self.fp32_features else self.amp_autocast()):
-            return self._tap_forward(x)
+            return self.tap_forward(x)
 
     def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
                         adjust: bool = False) -> torch.Tensor:
@@ -297,7 +298,7 @@ class SAMix:
             s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
             x_mix = mix_images(x, s, index)
         with self.amp_autocast(), record_function('samix/encoder_forward'):
-            logits = self._encoder_forward(x_mix)  # θ̄ frozen: grad flows to x_mix only (channels_last if θ̄ is)
+            logits = self.encoder_forward(x_mix)  # θ̄ frozen: grad flows to x_mix only (channels_last if θ̄ is)
         if self.mixer_loss == 'eta':
             loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
         else:

@@ -203,16 +203,16 @@ def test_fp16_feature_overflow_takes_the_fp32_fallback_then_a_clear_error():
     samix = _samix(_model())
     tap, calls = samix.tap, []
 
-    def overflowing(x):
+    def overflowing(x):  # θ̄'s feature pass
         calls.append(samix.fp32_features)
         z = tap(x)
         return z if samix.fp32_features else torch.full_like(z, float('inf'), dtype=torch.float16)
 
-    samix.tap = overflowing
+    samix.tap_forward = overflowing
     x, y = _batch()
     x_mix, _ = samix(x, y)
     assert calls == [False, True] and samix.fp32_features and torch.isfinite(x_mix).all()
-    samix.tap = lambda x: torch.full_like(tap(x), float('nan'))
+    samix.tap_forward = lambda x: torch.full_like(tap(x), float('nan'))
     with pytest.raises(MixerNumericsError, match='fp32 features too.*lower --samix-mixer-lr'):
         samix(x, y)
 
@@ -236,7 +236,7 @@ def test_channels_last_classifier_feeds_the_momentum_encoder_channels_last():
     assert samix.channels_last and not _samix(_model()).channels_last
     seen = []
     tap = samix.tap
-    samix.tap = lambda x: (seen.append(x.is_contiguous(memory_format=torch.channels_last)), tap(x))[1]
+    samix.tap_forward = lambda x: (seen.append(x.is_contiguous(memory_format=torch.channels_last)), tap(x))[1]
     samix(*_batch())
     assert seen and all(seen)
 
@@ -251,7 +251,7 @@ def test_compiled_momentum_encoder_gives_the_same_step():
         samix.seed = 7
         if compiled:
             samix.compile('eager')
-            assert samix._tap_forward is not samix.tap
+            assert samix.tap_forward is not samix.tap
         torch.manual_seed(0)
         out.append(samix(x, y)[0])
     torch.testing.assert_close(out[0], out[1])
@@ -264,7 +264,7 @@ def test_train_args_torchcompile_compiles_the_momentum_encoder():
     for extra, compiled in (([], False), (['--torchcompile', 'eager'], True)):
         args, _ = parse_train_args(argv + extra)
         samix = create_mixup(args, _model(), K, steps_per_epoch=2, train_size=100)
-        assert (samix._tap_forward is not samix.tap) == compiled
+        assert (samix.tap_forward is not samix.tap) == compiled
 
 
 def test_per_step_draws_depend_on_seed_and_step_only():
