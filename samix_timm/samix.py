@@ -76,16 +76,6 @@ def _broadcast_from_rank0(module: nn.Module, params: bool = True) -> None:
                 t.copy_(synced)
 
 
-def shared_seed() -> int:
-    """A seed drawn from numpy's global RNG on rank 0 and given to every rank (one broadcast; no-op without DDP)."""
-    seed = torch.tensor([np.random.randint(2 ** 31 - 1)], dtype=torch.int64)
-    if dist.is_available() and dist.is_initialized():
-        if dist.get_backend() == 'nccl':
-            seed = seed.cuda()
-        dist.broadcast(seed, 0)
-    return int(seed.item())
-
-
 def _any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when `flag` is True on any (one all-reduce; `flag` itself without DDP)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -193,9 +183,6 @@ class SAMix:
         self.mixup_enabled = True
         self.step = 0
         self.fp32_features = False  # set after an fp16 overflow of the features or attention (§2: fall back once)
-        # the per-step draws (mix or not, λ, λ adjusting) come from (seed, step), the same on every rank: they
-        # decide which collectives the step runs (Mixer update, buffer sync), so ranks must agree on them
-        self.seed = shared_seed()
         # θ̄ is a copy of the classifier: it gets its input in the classifier's memory format
         self.channels_last = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
                                  and not p.is_contiguous() for p in model.parameters())
@@ -237,13 +224,25 @@ class SAMix:
         return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
 
     def draw(self) -> Optional[Tuple[float, float, bool]]:
-        """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch; from (seed, step), so every rank
-        draws the same and runs the same collectives (Mixer update, buffer sync)."""
-        rng = np.random.default_rng((self.seed, self.step))
-        if rng.random() >= self.mix_prob:
-            return None
-        lam_q, lam_k = (float(v) for v in rng.beta(self.alpha, self.alpha, size=2))  # §5.1
-        return lam_q, lam_k, bool(self.lam_adjust_prob > 0 and rng.random() < self.lam_adjust_prob)
+        """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch: numpy's global RNG (as timm's Mixup),
+        drawn on rank 0 and broadcast, because these decide which collectives the step runs (Mixer update,
+        buffer sync) and every rank must run the same ones."""
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed or dist.get_rank() == 0:
+            mixed, lam_q, lam_k, adjust = float(np.random.rand() < self.mix_prob), 1., 1., 0.
+            if mixed:
+                lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
+                in_margin = lam_q <= self.lam_margin or lam_q >= 1 - self.lam_margin
+                adjust = float(self.lam_adjust_prob > 0 and not in_margin and np.random.rand() < self.lam_adjust_prob)
+            values = [mixed, lam_q, lam_k, adjust]
+        else:
+            values = [0.] * 4
+        if distributed:
+            t = torch.tensor(values, dtype=torch.float64, device=next(self.model.parameters()).device)
+            dist.broadcast(t, 0)
+            values = t.tolist()
+        mixed, lam_q, lam_k, adjust = values
+        return (lam_q, lam_k, bool(adjust)) if mixed else None
 
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None) -> None:
         """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix), as `--torchcompile`
@@ -355,14 +354,13 @@ class SAMix:
     def state_dict(self) -> Dict:
         """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7)."""
         return dict(
-            step=self.step, seed=self.seed, fp32_features=self.fp32_features, feature_index=self.tap.index,
+            step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
             mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
             optimizer=self.optimizer.state_dict(), encoder=self.encoder.module.state_dict(),
             grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
 
     def load_state_dict(self, state: Dict) -> None:
         self.step = state['step']
-        self.seed = state.get('seed', self.seed)  # checkpoints from before the rank-shared draws have none
         self.fp32_features = state.get('fp32_features', False)
         self.mixer.load_state_dict(state['mixer'])
         self.optimizer.load_state_dict(state['optimizer'])
