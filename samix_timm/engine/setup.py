@@ -5,11 +5,12 @@ script) can build exactly the piece it needs. Bad input raises `ConfigError` wit
 """
 import logging
 import os
-from contextlib import nullcontext
+import shutil
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -211,3 +212,22 @@ def create_output_dir(args, data_config: dict) -> Path:
     if existed:
         _logger.warning(f'output folder {wanted} exists: writing to {out} instead (nothing is overwritten)')
     return out
+
+
+@contextmanager
+def run_folder(output_dir: Optional[Path], tb_writer=None) -> Iterator[None]:
+    """The body of a run: the tensorboard writer is closed at the end, and a run that fails (not Ctrl-C) before
+    its first checkpoint removes its folder, which then holds only its own logs, so a rerun gets the same name
+    instead of a numbered suffix."""
+    try:
+        yield
+    except Exception:
+        if tb_writer is not None:
+            tb_writer.close()  # before the folder goes (close is idempotent)
+        if output_dir is not None and output_dir.is_dir() and not any(output_dir.glob('*.pth.tar')):
+            shutil.rmtree(output_dir)
+            _logger.info(f'Removed {output_dir}: the run failed before writing a checkpoint')
+        raise
+    finally:
+        if tb_writer is not None:
+            tb_writer.close()

@@ -8,7 +8,6 @@ Differences from timm's script, each deliberate:
 - tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
 """
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -31,7 +30,7 @@ from .checks import check_train_args
 from .loop import StepContext, evaluate, train_one_epoch
 from .setup import (
     check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
-    dataset_class_to_idx, dataset_num_classes, resolve_device)
+    dataset_class_to_idx, dataset_num_classes, resolve_device, run_folder)
 from .visualize import write_mix_grid
 
 _logger = logging.getLogger(__name__)
@@ -190,7 +189,7 @@ def train(args, args_text: str) -> TrainResult:
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
 
-    try:
+    with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
         updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
         lr_scheduler, num_epochs = create_scheduler_v2(
             optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
@@ -249,15 +248,6 @@ def train(args, args_text: str) -> TrainResult:
                 best_metric, best_epoch = save_checkpoint(saver, epoch, chosen[args.eval_metric], output_dir)
             if lr_scheduler is not None:
                 lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
-    except Exception:
-        if tb_writer is not None:
-            tb_writer.close()
-            tb_writer = None
-        discard_unsaved_run(output_dir)
-        raise
-    finally:
-        if tb_writer is not None:
-            tb_writer.close()
     return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=output_dir, last_epoch=epoch,
                        eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
@@ -272,15 +262,6 @@ def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, out
             partial.unlink()
         raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
                           f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
-
-
-def discard_unsaved_run(output_dir: Optional[Path]) -> None:
-    """Remove the folder of a run that failed before its first checkpoint (it holds only its own logs), so a
-    rerun gets the same name instead of a numbered suffix."""
-    if output_dir is None or not output_dir.is_dir() or any(output_dir.glob('*.pth.tar')):
-        return
-    shutil.rmtree(output_dir)
-    _logger.info(f'Removed {output_dir}: the run failed before writing a checkpoint')
 
 
 def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_numbers
 from ..engine.loop import check_finite_loss
-from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, split_folder
-from ..engine.train import discard_unsaved_run, epoch_seed
+from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, run_folder, split_folder
+from ..engine.train import epoch_seed
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
@@ -231,7 +231,7 @@ def train_ssl(args, args_text: str) -> SSLResult:
     cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
     knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
         if primary and args.knn_interval > 0 else None
-    try:
+    with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
         train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
         for epoch in range(start_epoch, num_epochs):
             utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
@@ -262,15 +262,6 @@ def train_ssl(args, args_text: str) -> SSLResult:
                          optimizer=optimizer.state_dict(), moco=moco.state_dict(),
                          scaler=loss_scaler.state_dict() if loss_scaler is not None else None)
             checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
-    except Exception:
-        if tb_writer is not None:
-            tb_writer.close()
-            tb_writer = None
-        discard_unsaved_run(output_dir)
-        raise
-    finally:
-        if tb_writer is not None:
-            tb_writer.close()
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
                      train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
 
