@@ -84,6 +84,25 @@ def table(rows: List[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def pixel_knn(data_dir: str, img_size: int = 32) -> float:
+    """kNN top-1 of the raw pixels (the probe's k and weighting, eval transform of the recipe): what a
+    backbone must beat to have learned anything beyond the image itself."""
+    import torch
+    from timm.data import create_dataset
+    from torch.utils.data import DataLoader
+
+    from samix_timm.ssl.data import eval_transform
+    from samix_timm.ssl.probe import knn_probe
+    transform = eval_transform(img_size, (0.1,) * 3, (0.25,) * 3, 1.0)
+
+    def pixels(split):
+        ds = create_dataset('', root=data_dir, split=split, is_training=False, transform=transform)
+        xs, ys = zip(*[(x[:, 0].flatten(1), y) for x, y in DataLoader(ds, batch_size=500)])
+        return torch.cat(xs), torch.cat(ys)
+
+    return knn_probe(*pixels('train'), *pixels('validation'))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
@@ -94,7 +113,11 @@ def main() -> int:
     p.add_argument('--threads', type=int, default=1, help='torch threads per run')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
+    p.add_argument('--pixel-knn', action='store_true', help='only print the kNN top-1 of the raw pixels')
     args = p.parse_args()
+    if args.pixel_knn:
+        print(f'raw-pixel kNN top-1: {pixel_knn(args.data_dir):.2f}%')
+        return 0
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     runs_file = results / 'ssl_runs.jsonl'

@@ -66,11 +66,6 @@ def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
                   f'  checkpoint:  {result.checkpoint}\n'
                   f'  probes:      python -m samix_timm.ssl.probe --checkpoint {result.checkpoint} --data-dir {args.data_dir}\n'
                   f'  tensorboard: tensorboard --logdir {result.output_dir}')
-            if result.mixer_health:
-                failures = health_failures(result.mixer_health)
-                verdict = ('the masks follow lam and are spatial' if not failures else
-                           'NOT healthy: ' + '; '.join(failures.values()))
-                print(f'  Mixer health: {format_health(result.mixer_health)} -> {verdict}')
         return 0
 
     return _guarded(_run)

@@ -88,8 +88,18 @@ def _with_clean_term(args, mixer, num_classes: int):
     return CleanBatch(mixer, clean)
 
 
-# method name -> builder(args, model, num_classes, **run_info)
-MIXUP_METHODS: Dict[str, Callable] = {'samix': _create_samix}
+# method name -> builder(args, model, num_classes, **run_info); the one list `--mixup NAME` accepts
+MIXUP_METHODS: Dict[str, Callable] = {}
+
+
+def register_mixup_method(name: str, builder: Callable) -> None:
+    """Make `--mixup NAME` build a mixer with `builder(args, model, num_classes, **run_info)` (see `create_mixup`)."""
+    if name in MIXUP_METHODS or name == 'none':
+        raise ValueError(f"mixing method '{name}' is already registered")
+    MIXUP_METHODS[name.lower()] = builder
+
+
+register_mixup_method('samix', _create_samix)
 
 
 def create_mixup(

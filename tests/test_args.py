@@ -117,3 +117,19 @@ def test_shipped_configs_parse_without_unknown_keys(caplog):
         with caplog.at_level(logging.WARNING):
             parse_train_args(['--config', str(cfg)])
         assert 'unknown key' not in caplog.text, cfg.name
+
+
+def test_a_registered_mixing_method_is_accepted_by_parser_and_built_by_factory():
+    import torch.nn as nn
+    from samix_timm import factory
+    built = []
+    factory.register_mixup_method('toy', lambda args, model, num_classes, **run: built.append(num_classes) or 'toy!')
+    try:
+        args, _ = parse_train_args(['--mixup', 'toy'])
+        assert args.mixup == 'toy'
+        assert factory.create_mixup(args, nn.Linear(2, 3), 3, data_config={}, steps_per_epoch=1) == 'toy!'
+        assert built == [3]
+        with pytest.raises(ValueError, match='already registered'):
+            factory.register_mixup_method('toy', lambda *a, **k: None)
+    finally:
+        factory.MIXUP_METHODS.pop('toy', None)

@@ -102,6 +102,64 @@ def test_queue_receives_the_momentum_keys(one_thread):
     assert int(moco.queue.ptr) == 8 and moco.step == 1
 
 
+def test_warm_up_fills_the_queue_with_key_encoder_keys_once(one_thread):
+    online, moco = _moco('none')
+    assert not moco.queue.full and int(moco.queue.num_filled) == 0
+    views = [_views(n) for n in (12, 12, 12)]  # 36 keys for 32 slots: the third batch wraps around
+    loader = [((x1, x2), torch.arange(len(x2))) for x1, x2 in views]
+    assert moco.warm_up_queue(loader, torch.device('cpu')) == 3
+    with torch.no_grad():
+        keys = torch.cat([moco.momentum.module(x2) for _, x2 in views])
+    torch.testing.assert_close(moco.queue.keys[4:], keys[4:32])
+    torch.testing.assert_close(moco.queue.keys[:4], keys[32:])  # the oldest four were replaced
+    assert moco.queue.full and int(moco.queue.ptr) == 4 and int(moco.queue.num_filled) == 32
+    assert moco.warm_up_queue(loader, torch.device('cpu')) == 0  # a full (e.g. resumed) queue is left alone
+    restored = KeyQueue(32, 16)
+    restored.load_state_dict(moco.queue.state_dict())
+    assert restored.full and restored._ptr == 4
+    old = {k: v for k, v in moco.queue.state_dict().items() if k != 'num_filled'}  # before num_filled existed
+    restored = KeyQueue(32, 16)
+    restored.load_state_dict(old)
+    assert restored.full
+
+
+def test_collapse_signals_by_hand():
+    k = F.normalize(torch.tensor([[1., 0.], [0., 1.], [1., 1.]]), dim=1)
+    signals = moco_mod.collapse_signals(k, k)
+    pair = 1 / math.sqrt(2)  # cos of (1,0)/(0,1) with (1,1); 0 between the first two
+    assert float(signals['key_cosine']) == pytest.approx((0 + pair + pair) / 3)
+    assert float(signals['instance_top1']) == pytest.approx(100.)
+    one_point = moco_mod.collapse_signals(k, torch.ones(3, 2) / math.sqrt(2))  # every key the same
+    assert float(one_point['key_cosine']) == pytest.approx(1.)
+    assert float(one_point['instance_top1']) == pytest.approx(100 / 3)  # argmax of a tie is the first key
+
+
+@pytest.mark.parametrize('mode', ['none', 'mixup', 'samix_i'])
+def test_step_reads_nothing_back_from_the_device(mode, monkeypatch, one_thread):
+    # the metrics stay tensors and the queue pointer lives on the host: no .item()/float()/tolist() per step
+    # (the Mixer's attention check reads on CPU only, where it costs nothing: mixer.MixingAttention)
+    online, moco = _moco(mode)
+    x1, x2 = _views()
+    reads = []
+
+    def spy(name, original):
+        def read(self, *a):
+            caller = sys._getframe(1).f_code.co_filename
+            if not caller.endswith('mixer.py'):
+                reads.append(f'{name} in {caller}')
+            return original(self, *a)
+        return read
+
+    for name in ('item', 'tolist', '__float__', '__int__', '__bool__'):
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+    loss, metrics = moco(online, x1, x2, torch.arange(8))
+    loss.backward()
+    moco.after_step()
+    monkeypatch.undo()
+    assert reads == [], reads
+    assert {'key_cosine', 'instance_top1', 'loss_moco'} <= set(metrics)
+
+
 @pytest.mark.parametrize('mode', ['samix_i', 'samix_c'])
 def test_one_permutation_per_branch_for_images_features_and_keys(mode, monkeypatch, one_thread):
     online, moco = _moco(mode)

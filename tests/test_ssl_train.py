@@ -56,6 +56,23 @@ def test_each_mode_trains_an_epoch(mode, small_data, tmp_path, one_thread):
     assert int(result.moco.queue.ptr) == (8 * 50) % 400
 
 
+def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_path, capsys, one_thread):
+    code = run_train_ssl(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_SSL, '--epochs', '2',
+                          '--knn-interval', '1', '--experiment', 'cli', '--checkpoint-hist', '1'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 'kNN top-1' in out and 'after 2 epochs' in out
+    run = tmp_path / 'cli'
+    rows = _summary(run / 'summary.csv')
+    assert all(0 <= float(r['train_instance_top1']) <= 100 and -1 <= float(r['train_key_cosine']) <= 1 for r in rows)
+    ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    assert ckpt['epoch'] == 1 and 'saver' in ckpt and ckpt['metric'] == pytest.approx(float(rows[-1]['train_knn_top1']))
+    assert (run / 'model_best.pth.tar').is_file()
+    assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) in (['checkpoint-0.pth.tar'],
+                                                                        ['checkpoint-1.pth.tar'])  # the better kNN
+    assert ckpt['moco']['queue']['num_filled'] == 400  # filled by the warm-up, then kept full
+
+
 def test_pseudo_labels_are_produced_and_refreshed(small_data, tmp_path, monkeypatch, one_thread):
     calls = []
     real = ssl_engine.kmeans_labels
@@ -140,7 +157,7 @@ def test_amp_and_channels_last_run(small_data, tmp_path, one_thread):
     convs = [m.weight for m in result.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
-    assert ckpt['scaler'] is None and ckpt['moco']['mixer']['grad_scaler'] is None
+    assert 'amp_scaler' not in ckpt and ckpt['moco']['mixer']['grad_scaler'] is None
 
 
 @pytest.mark.parametrize('extra, message', [

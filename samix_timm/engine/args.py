@@ -16,11 +16,10 @@ import yaml
 
 from ..defaults import DEFAULT_PRESET
 from ..errors import ConfigError
+from ..factory import MIXUP_METHODS
 
 _logger = logging.getLogger(__name__)
 
-# method names `--mixup` accepts besides timm's float alpha; `none` means alpha 0
-MIXUP_METHODS = ('samix',)
 
 
 def mixup_arg(value: Any) -> Any:
@@ -30,14 +29,14 @@ def mixup_arg(value: Any) -> Any:
     text = str(value).strip().lower()
     if text == 'none':
         return 0.0
-    if text in MIXUP_METHODS:
+    if text in MIXUP_METHODS:  # the factory's registry: a registered method is a valid --mixup
         return text
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"'{value}' is neither a mixup alpha (a float such as 0.8) nor a method "
-            f"({', '.join(('none',) + MIXUP_METHODS)})") from None
+            f"({', '.join(('none', *MIXUP_METHODS))})") from None
 
 
 class ParseKwargs(argparse.Action):

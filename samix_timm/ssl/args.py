@@ -49,9 +49,14 @@ def create_ssl_parser() -> argparse.ArgumentParser:
     g.add_argument('--color-jitter-prob', type=float, default=0.8, help='colour jitter probability')
     g.add_argument('--grayscale-prob', type=float, default=0.2, help='grayscale probability')
     g.add_argument('--gaussian-blur-prob', type=float, default=0.5, help='blur probability')
+    g.add_argument('--reprob', type=float, default=0., help='random erasing probability (timm; 0 = MoCo v2)')
+    g.add_argument('--recount', type=int, default=1, help='random erasing boxes (timm)')
     g = p.add_argument_group('MoCo v2 and mixing (§4, §6)')
     g.add_argument('--ssl-mix', default='none', choices=list_ssl_modes(), help='mixing mode')
     g.add_argument('--queue-size', type=int, default=16384, help='keys in the queue (65536 IN-1k, 16384 small)')
+    g.add_argument('--queue-init', default='keys', choices=('keys', 'random'),
+                   help='queue before the first step: keys of the key encoder on training views, or random '
+                        'unit vectors (MoCo v2 as published); docs/method.md §6')
     g.add_argument('--temperature', type=float, default=0.2, help='infoNCE temperature T')
     g.add_argument('--moco-momentum', type=float, default=0.999, help='key-encoder momentum m')
     g.add_argument('--proj-hidden', type=int, default=2048, help='projector hidden width')

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 from timm.data import create_transform
+from timm.data.random_erasing import RandomErasing
 
 __all__ = ['moco_v2_transform', 'eval_transform', 'TwoViewDataset', 'extract_features']
 
@@ -19,9 +20,13 @@ def moco_v2_transform(
         color_jitter_prob: float = 0.8,
         grayscale_prob: float = 0.2,
         blur_prob: float = 0.5,
+        reprob: float = 0.,
+        recount: int = 1,
 ) -> Callable:
     """MoCo v2 augmentation (§6): RandomResizedCrop, colour jitter (b/c/s = cj, hue = cj/4) with
-    probability 0.8, grayscale 0.2, Gaussian blur (σ 0.1–2, kernel ≈ 10% of the image) 0.5, flip."""
+    probability 0.8, grayscale 0.2, Gaussian blur (σ 0.1–2, kernel ≈ 10% of the image) 0.5, flip; then,
+    when ``reprob`` > 0, timm's RandomErasing (up to ``recount`` boxes, erased to 0 = the mean) as train.py's
+    ``--reprob``/``--recount``."""
     kernel = max(3, int(0.1 * img_size) // 2 * 2 + 1)
     return T.Compose([
         T.RandomResizedCrop(img_size, scale=tuple(scale)),
@@ -31,6 +36,7 @@ def moco_v2_transform(
         T.RandomHorizontalFlip(p=hflip),
         T.ToTensor(),
         T.Normalize(mean, std),
+        *([RandomErasing(reprob, mode='const', max_count=recount, device='cpu')] if reprob > 0 else []),
     ])
 
 

@@ -7,11 +7,10 @@ encoder is DDP-wrapped, keys use shuffled BN, and the queue and the mixing permu
 the gathered batch (see ``moco``, ``distributed``).
 """
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -26,7 +25,7 @@ from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_numbers
 from ..engine.loop import check_finite_loss
 from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, run_folder, split_folder
-from ..engine.train import epoch_seed
+from ..engine.train import epoch_seed, save_checkpoint
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
@@ -98,16 +97,28 @@ def refresh_pseudo_labels(args, moco: MoCoSAMix, loader: DataLoader, epoch: int,
     return moco.pseudo_labels
 
 
+def _host_means(sums: Dict[str, Union[float, torch.Tensor]], count: int) -> Dict[str, float]:
+    """Means of accumulated step metrics as floats; the device ones are read in one synchronisation."""
+    on_device = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    means = {k: float(v) / count for k, v in sums.items() if k not in on_device}
+    if on_device:
+        values = torch.stack([sums[k].float() for k in on_device]).cpu() / count
+        means.update(zip(on_device, values.tolist()))
+    return means
+
+
 def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optimizer, lr_scheduler, args,
                     tb_writer=None, loss_scaler: Optional[NativeScaler] = None) -> Dict[str, float]:
-    """One pass over the two-view loader; returns the mean of each logged quantity.
+    """One pass over the two-view loader; returns the epoch mean of each logged quantity.
 
     ``loss_scaler`` (fp16 on CUDA) does the encoder's backward and step; the forwards run under
-    ``moco.amp_autocast``.
+    ``moco.amp_autocast``. Step metrics are summed on the device and read once per log interval
+    (log line, tensorboard means of the interval, and the finite-loss check).
     """
     model.train()
-    meters: Dict[str, utils.AverageMeter] = {}
-    start = time.time()
+    epoch_sums: Dict[str, torch.Tensor] = {}
+    window: Dict[str, torch.Tensor] = {}
+    window_start, start = 0, time.time()
     for i, ((x1, x2), index) in enumerate(loader):
         x1, x2 = x1.to(args.device, non_blocking=True), x2.to(args.device, non_blocking=True)
         if args.channels_last:
@@ -123,37 +134,41 @@ def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optim
         step = epoch * len(loader) + i + 1
         if lr_scheduler is not None:
             lr_scheduler.step_update(step)
-        metrics['loss'] = float(loss.detach())
-        check_finite_loss(metrics['loss'], epoch, i, optimizer)
+        metrics['loss'] = loss.detach()
         for k, v in metrics.items():
-            meters.setdefault(k, utils.AverageMeter()).update(float(v), x1.shape[0])
-        if tb_writer is not None:
-            for k, v in metrics.items():
-                tb_writer.add_scalar(f'train/{k}', float(v), step)
-            tb_writer.add_scalar('train/lr', optimizer.param_groups[0]['lr'], step)
-        if utils.is_primary(args) and (i % args.log_interval == 0 or i == len(loader) - 1):
-            _logger.info(f'epoch {epoch} [{i + 1}/{len(loader)}] loss {meters["loss"].avg:.4f} '
-                         f'lr {optimizer.param_groups[0]["lr"]:.4g} {(time.time() - start) / (i + 1):.3f}s/step')
-    return {k: m.avg for k, m in meters.items()}
+            window[k] = window.get(k, 0.) + v
+        last = i == len(loader) - 1
+        if (i + 1) % args.log_interval == 0 or last:
+            means = _host_means(window, i + 1 - window_start)
+            check_finite_loss(means['loss'], epoch, i, optimizer)
+            for k, v in window.items():
+                epoch_sums[k] = epoch_sums.get(k, 0.) + v
+            if tb_writer is not None:
+                for k, v in means.items():
+                    tb_writer.add_scalar(f'train/{k}', v, step)
+                tb_writer.add_scalar('train/lr', optimizer.param_groups[0]['lr'], step)
+            if utils.is_primary(args):
+                _logger.info(f'epoch {epoch} [{i + 1}/{len(loader)}] loss {means["loss"]:.4f} '
+                             f'key-cos {means["key_cosine"]:.3f} inst-top1 {means["instance_top1"]:.1f}% '
+                             f'lr {optimizer.param_groups[0]["lr"]:.4g} {(time.time() - start) / (i + 1):.3f}s/step')
+            window, window_start = {}, i + 1
+    return _host_means(epoch_sums, len(loader))
 
 
-def _save(state: Dict, output_dir: Path, epoch: int, keep: int) -> Path:
-    """last.pth.tar (atomically replaced) and checkpoint-<epoch>.pth.tar, keeping the newest ``keep``."""
-    tmp = output_dir / 'tmp.pth.tar'
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, output_dir / 'last.pth.tar')
-        if keep > 0:
-            torch.save(state, output_dir / f'checkpoint-{epoch}.pth.tar')
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
-                          f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
-    if keep > 0:
-        old = output_dir / f'checkpoint-{epoch - keep}.pth.tar'
-        if old.exists():
-            old.unlink()
-    return output_dir / 'last.pth.tar'
+class SSLCheckpointState:
+    """The ``task`` of timm's CheckpointSaver for a train_ssl.py run: what a checkpoint holds besides
+    timm's epoch/optimizer/args/scaler entries (the backbone+projector for export, the whole online
+    module, MoCo's key encoder, queue and Mixer, and the config the probes rebuild the backbone from).
+    """
+
+    def __init__(self, online: MoCoOnline, moco: MoCoSAMix, config: Dict):
+        self.online, self.moco, self.config = online, moco, config
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=None) -> Dict:
+        if ema:
+            return {}
+        return dict(config=self.config, encoder=self.online.encoder.state_dict(), online=self.online.state_dict(),
+                    moco=self.moco.state_dict())
 
 
 def train_ssl(args, args_text: str) -> SSLResult:
@@ -167,7 +182,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
 
     base = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True)
     augment = moco_v2_transform(args.img_size, args.mean, args.std, tuple(args.scale), args.hflip,
-                                args.color_jitter, args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob)
+                                args.color_jitter, args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob,
+                                args.reprob, args.recount)
     loader = _train_loader(args, TwoViewDataset(base, augment))
     total_steps = args.epochs * len(loader)
 
@@ -207,23 +223,31 @@ def train_ssl(args, args_text: str) -> SSLResult:
             first = str(e).strip().splitlines()[0][:160]
             raise ConfigError(f"--resume '{args.resume}' was written by a run with other settings ({first}): pass "
                               f"the --model, --ssl-mix, --opt and sizes it was trained with") from None
-        if loss_scaler is not None and ckpt.get('scaler') is not None:
-            loss_scaler.load_state_dict(ckpt['scaler'])
+        if loss_scaler is not None and loss_scaler.state_dict_key in ckpt:
+            loss_scaler.load_state_dict(ckpt[loss_scaler.state_dict_key])
         start_epoch = ckpt['epoch'] + 1
         if lr_scheduler is not None:
             lr_scheduler.step_update(start_epoch * len(loader))
         if primary:
             _logger.info(f'Resumed {args.resume} at epoch {start_epoch}')
+    if args.queue_init == 'keys' and not moco.queue.full:  # real negatives from the first step (§6)
+        batches = moco.warm_up_queue(loader, device, args.channels_last)
+        if primary:
+            _logger.info(f'Queue of {moco.queue.size} keys filled by the key encoder on {batches} batches')
     model = online
     if args.distributed:
         model = nn.parallel.DistributedDataParallel(online, device_ids=[device] if device.type == 'cuda' else None)
 
-    output_dir = tb_writer = None
+    output_dir = tb_writer = saver = None
     if primary:
         output_dir = create_output_dir(args, dict(input_size=(3, args.img_size, args.img_size)))
         (output_dir / 'args.yaml').write_text(args_text)
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
+        saver = utils.CheckpointSaver(
+            model=online, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=str(output_dir),
+            recovery_dir=str(output_dir), max_history=args.checkpoint_hist,
+            task=SSLCheckpointState(online, moco, {k: getattr(args, k) for k in CONFIG_KEYS}))
         mixer_info = f'Mixer on stage {moco.tap_index}, ' if moco.mixer is not None else ''
         _logger.info(f'MoCo v2 + {args.ssl_mix} on {args.model}: {num_epochs} epochs x {len(loader)} steps, '
                      f'{mixer_info}output in {output_dir}')
@@ -257,11 +281,8 @@ def train_ssl(args, args_text: str) -> SSLResult:
                 tb_writer.add_scalar(f'epoch/{k}', v, epoch)
             utils.update_summary(epoch, row, {}, filename=str(output_dir / 'summary.csv'),
                                  lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
-            state = dict(epoch=epoch, config={k: getattr(args, k) for k in CONFIG_KEYS}, args=vars(args),
-                         encoder=online.encoder.state_dict(), online=online.state_dict(),
-                         optimizer=optimizer.state_dict(), moco=moco.state_dict(),
-                         scaler=loss_scaler.state_dict() if loss_scaler is not None else None)
-            checkpoint = _save(state, output_dir, epoch, args.checkpoint_hist)
+            save_checkpoint(saver, epoch, knn_top1 if 'knn_top1' in row else None, output_dir)
+            checkpoint = output_dir / 'last.pth.tar'
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
                      train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
 

@@ -6,7 +6,7 @@ adds the mask losses (§3), back-propagates to the Mixer only, averages its grad
 and steps its own SGD with a cosine learning rate (§5.4).
 """
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from timm.scheduler import CosineLRScheduler
@@ -93,7 +93,7 @@ class SSLMixerBranch:
             index: torch.Tensor,
             score: Callable[[torch.Tensor], torch.Tensor],
             step: int,
-    ) -> Dict[str, float]:
+    ) -> Dict[str, Union[float, torch.Tensor]]:
         """One Mixer update: L_φ = score(x_mix) + β(l_mu + l_sigma), gradient to φ only (§3, §6)."""
         s = self.mixer(z1, lam, index, x1.shape[-2:], z_partner=z2_all)  # Nx1xHxW, grad to φ
         x_mix = mix_cross_view(x1, x2_all, s, index)
@@ -106,8 +106,8 @@ class SSLMixerBranch:
                              self.grad_scaler)
         self.lr_scheduler.step_update(step + 1)
         self._sync_buffers()
-        return dict(mixer_loss=float(loss_mix.detach()), mask_mu=float(loss_mu.detach()), mask_var=float(loss_var.detach()),
-                    mask_keep=float((1. - s.detach()).mean()), mixer_lr=self.optimizer.param_groups[0]['lr'])
+        return dict(mixer_loss=loss_mix.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
+                    mask_keep=(1. - s.detach()).mean(), mixer_lr=self.optimizer.param_groups[0]['lr'])
 
     def state_dict(self) -> Dict:
         """Mixer weights, name and config (what a SAMix^P export needs), its optimizer and scaler."""

@@ -10,9 +10,15 @@ computes one step's loss, reading like the method:
     encoder branch: s_q (Mixer / mixup / cutmix), x_mix = (1 − s_q) x1 + s_q x2[π_q]
     L_θ = infoNCE(q1, k2, Q) + l_-^I(q_mix, k2, k1[π_q], Q, λ_q)  (+ cluster head CE for SAMix-C)
     enqueue k2
+
+The queue is first filled with real keys of f_θ̄ at initialisation (``warm_up_queue``): random
+unit vectors as negatives let the encoder pull every embedding towards one point while they are
+flushed (docs/method.md §6). Per-step metrics stay on the device (no host synchronisation);
+``key_cosine`` (mean cosine between the batch's keys) and ``instance_top1`` (how often a query's
+nearest in-batch key is its own) are the collapse signals.
 """
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,7 +36,22 @@ from .mixer_branch import SSLMixerBranch
 from .mixing import get_ssl_mode, global_derangement, mix_cross_view
 from .queue import KeyQueue
 
-__all__ = ['MoCoOnline', 'MoCoSAMix']
+__all__ = ['MoCoOnline', 'MoCoSAMix', 'collapse_signals']
+
+MetricType = Union[float, torch.Tensor]
+
+
+@torch.no_grad()
+def collapse_signals(q: torch.Tensor, k: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Collapse signals of one batch (NxD normalised queries and their keys), as device scalars:
+    ``key_cosine`` the mean cosine between different keys (→ 1 when every embedding is one point),
+    ``instance_top1`` the % of queries whose most similar in-batch key is their own (chance 100/N)."""
+    k = k.float()
+    n = k.shape[0]
+    sim = k @ k.t()
+    key_cosine = (sim.sum() - sim.diagonal().sum()) / max(n * (n - 1), 1)
+    own = (q.float() @ k.t()).argmax(dim=1) == torch.arange(n, device=k.device)
+    return dict(key_cosine=key_cosine, instance_top1=100. * own.float().mean())
 
 
 class MoCoOnline(nn.Module):
@@ -133,7 +154,7 @@ class MoCoSAMix:
         Trains the Mixer on the way (SAMix modes). ``model`` is ``online`` or its DDP wrapper.
         Call ``after_step`` once the encoder's optimizer has stepped.
         """
-        metrics: Dict[str, float] = {}
+        metrics: Dict[str, MetricType] = {}
         metrics['moco_momentum'] = self.momentum.step(self.online.encoder, self.step)  # θ̄ before the keys, as MoCo
         negatives = self.queue.keys.clone()  # KxD, the queue before this batch's keys
         k2, pooled2, z2 = self.keys(x2)
@@ -158,17 +179,34 @@ class MoCoSAMix:
             q, q_mix, logits = model(x1, x_mix, head_input)
             loss_moco = info_nce(q, k2, negatives, self.temperature)
             loss = loss_moco
-            metrics['loss_moco'] = float(loss_moco.detach())
+            metrics['loss_moco'] = loss_moco.detach()
             if q_mix is not None:
                 loss_mix = lam_info_nce(q_mix, k2, k_partner, negatives, lam, self.temperature)  # §6 encoder loss
                 loss = loss + self.mix_weight * loss_mix
-                metrics.update(loss_mix=float(loss_mix.detach()), lam=lam)
+                metrics.update(loss_mix=loss_mix.detach(), lam=lam)
             if logits is not None:
                 loss_head = F.cross_entropy(logits, self.pseudo_labels[index.cpu()].to(logits.device))
                 loss = loss + loss_head
-                metrics['loss_cluster_head'] = float(loss_head.detach())
+                metrics['loss_cluster_head'] = loss_head.detach()
+        metrics.update(collapse_signals(q.detach(), k2))
         self._pending_keys = k2
         return loss, metrics
+
+    @torch.no_grad()
+    def warm_up_queue(self, loader, device: torch.device, channels_last: bool = False) -> int:
+        """Fill the queue with keys of f_θ̄ on second views from ``loader`` before the first step; returns
+        the batches used. A queue that already holds real keys (a resumed run) is left as it is."""
+        batches = 0
+        while not self.queue.full:
+            for (_, x2), _ in loader:
+                x2 = x2.to(device, non_blocking=True)
+                if channels_last:
+                    x2 = x2.contiguous(memory_format=torch.channels_last)
+                self.queue.enqueue(gather(self.keys(x2)[0]))
+                batches += 1
+                if self.queue.full:
+                    break
+        return batches
 
     def after_step(self) -> None:
         """Enqueue this step's keys (gathered over ranks) and advance the step counter."""
@@ -176,7 +214,7 @@ class MoCoSAMix:
         self._pending_keys = None
         self.step += 1
 
-    def _train_mixer(self, x1, x2_all, z1, z2_all, k2, k1_all, negatives, index) -> Dict[str, float]:
+    def _train_mixer(self, x1, x2_all, z1, z2_all, k2, k1_all, negatives, index) -> Dict[str, MetricType]:
         """Mixer branch with its own λ_k and π_k (§5.4, §6), loss through frozen θ̄ (and head)."""
         lam = float(np.random.beta(self.alpha, self.alpha))
         index_k = global_derangement(x1.shape[0], x1.device)  # π_k: images, Mixer features and keys
