@@ -9,23 +9,22 @@ classifier stay untouched.
 """
 import logging
 from contextlib import nullcontext
-from functools import partial
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.profiler import record_function
-from timm.scheduler import CosineLRScheduler
 
 from .clean import CleanMixLoss, CleanTerm
 from .errors import ConfigError
 from .features import FeatureTap
-from .losses import eta_balanced_bce, mask_losses, mixup_ce
+from .losses import eta_balanced_bce, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
+from .mixer_trainer import MixerTrainer, step_mixer_optimizer  # noqa: F401 (step_mixer_optimizer: public here before)
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .sync import any_rank, broadcast_module_
 from .targets import soft_target
 
 _logger = logging.getLogger(__name__)
@@ -43,46 +42,6 @@ def adjust_lam(s: torch.Tensor, lam: float) -> torch.Tensor:
     shrink_keep = 1. - (1. - s) * (lam / keep.clamp(min=1e-6))  # mean(1 − s) > λ: scale (1 − s) down
     shrink_partner = s * ((1. - lam) / (1. - keep).clamp(min=1e-6))  # mean(1 − s) ≤ λ: scale s down
     return torch.where(keep > lam, shrink_keep, shrink_partner)
-
-
-def step_mixer_optimizer(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sync_grads: Callable[[], None],
-                         grad_scaler: Optional[torch.amp.GradScaler] = None) -> None:
-    """Backward of a Mixer loss, gradients averaged over ranks by `sync_grads`, optimizer step (fp16: scaled)."""
-    optimizer.zero_grad(set_to_none=True)
-    if grad_scaler is None:
-        loss.backward()
-        sync_grads()
-        optimizer.step()
-        return
-    grad_scaler.scale(loss).backward()
-    # average the *scaled* gradients (as DDP does) before the scaler looks at them: an inf on one rank
-    # reaches every rank, so all find it, all skip the step and all lower the scale alike
-    sync_grads()
-    grad_scaler.step(optimizer)
-    grad_scaler.update()
-
-
-def _broadcast_from_rank0(module: nn.Module, params: bool = True) -> None:
-    """Copy rank 0's buffers (and parameters) to every rank, one broadcast per dtype; no-op without DDP."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    tensors = [*(module.parameters() if params else ()), *module.buffers()]
-    with torch.no_grad():
-        for dtype in dict.fromkeys(t.dtype for t in tensors):  # same order on every rank
-            group = [t for t in tensors if t.dtype == dtype]
-            flat = _flatten_dense_tensors(group)
-            dist.broadcast(flat, 0)
-            for t, synced in zip(group, _unflatten_dense_tensors(flat, group)):
-                t.copy_(synced)
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is True on any (one all-reduce; `flag` itself without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 class SAMix:
@@ -167,19 +126,15 @@ class SAMix:
         if isinstance(mixer, str):
             mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
         self.mixer = mixer.to(next(model.parameters()).device)
-        _broadcast_from_rank0(self.mixer)  # every rank starts from rank 0's Mixer and θ̄
-        _broadcast_from_rank0(self.encoder.module)
-        mixer_optimizer = mixer_optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9)  # §5.4 ResNet default
-        self.optimizer = mixer_optimizer(self.mixer.parameters())
-        self.lr_scheduler = CosineLRScheduler(
-            self.optimizer, t_initial=max(total_steps, 1), lr_min=mixer_min_lr, t_in_epochs=False)
+        broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
+        self.trainer = MixerTrainer(self.mixer, total_steps, mixer_optimizer, mixer_min_lr, self.beta, mask_margin,
+                                    grad_scaler)
         self.alpha, self.eta, self.mixer_loss = alpha, eta, mixer_loss
-        self.mask_margin, self.lam_margin, self.lam_adjust_prob = mask_margin, lam_margin, lam_adjust_prob
+        self.lam_margin, self.lam_adjust_prob = lam_margin, lam_adjust_prob
         self.mixer_batch_frac, self.mixer_every = mixer_batch_frac, mixer_every
         self.label_smoothing, self.mix_prob = label_smoothing, prob
         self.clean = CleanTerm(clean_weight, num_classes, label_smoothing, clean_forward)
         self.amp_autocast = amp_autocast
-        self.grad_scaler = grad_scaler
         self.mixup_enabled = True
         self.step = 0
         self.fp32_features = False  # set after an fp16 overflow of the features or attention (§2: fall back once)
@@ -199,7 +154,7 @@ class SAMix:
         self.last_metrics = {}
         with record_function('samix/momentum_update'):
             m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
-            _broadcast_from_rank0(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
+            broadcast_module_(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
         if not self.mixup_enabled:
             self.clean.skip()
@@ -262,15 +217,14 @@ class SAMix:
         with record_function('samix/features'):
             z = self._features(x)  # §5.2, NxCxhxw, no grad
             check = z.dtype == torch.float16 or self.fp32_features  # fp16 overflow, or still bad after the fallback
-            if check and _any_rank(not bool(torch.isfinite(z).all()), z.device):
+            if check and any_rank(not bool(torch.isfinite(z).all()), z.device):
                 raise MixerNumericsError('θ̄ features overflowed float16 (inf/nan).')  # every rank falls back
         with torch.no_grad(), record_function('samix/classifier_mask'):
             s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3
             x_mix = mix_images(x, s_q, index_q)
         if (self.step - 1) % self.mixer_every == 0:
             self._train_mixer(x, target, z, lam_k)  # §5.4
-        # every Mixer forward in train mode moved its BN statistics, also on steps without an update
-        self._sync_buffers()
+        self.trainer.sync_buffers()  # also on steps without an update: the mask forward moved the BN statistics
         return x_mix
 
     # -- pieces ----------------------------------------------------------------------------------
@@ -302,36 +256,18 @@ class SAMix:
             loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
         else:
             loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes))
-        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
-        if not self.mixer.variance_loss:
-            loss_var = torch.zeros_like(loss_var)
-        beta = self.beta(self.step)
-        loss = loss_cls + beta * (loss_mu + loss_var)
         with record_function('samix/mixer_backward_step'):
-            self._update_mixer(loss)
-        self.last_metrics.update(
-            mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
-            mask_keep=(1. - s.detach()).mean(), lam_k=lam, beta=beta,
-            mixer_lr=self.optimizer.param_groups[0]['lr'])
+            metrics = self.trainer.update(loss_cls, s, lam, self.step)  # + β(ℓ_μ + ℓ_σ), step φ (§3, §5.4)
+        self.last_metrics.update(metrics, lam_k=lam)
 
-    def _update_mixer(self, loss: torch.Tensor) -> None:
-        """Backward to φ (through θ̄ and x_mix), rank-averaged gradients, Mixer optimizer and LR step."""
-        step_mixer_optimizer(loss, self.optimizer, self._sync_grads, self.grad_scaler)
-        self.lr_scheduler.step_update(self.step)
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The Mixer's optimizer (owned by `trainer`)."""
+        return self.trainer.optimizer
 
-    def _sync_grads(self) -> None:
-        """Average the Mixer's gradients over ranks so every rank keeps the same Mixer."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        world = dist.get_world_size()
-        for p in self.mixer.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
-
-    def _sync_buffers(self) -> None:
-        """Rank 0's BatchNorm statistics of the Mixer on every rank (as DDP's broadcast_buffers)."""
-        _broadcast_from_rank0(self.mixer, params=False)
+    @property
+    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+        return self.trainer.grad_scaler
 
     # -- inspection and state --------------------------------------------------------------------
 
@@ -356,16 +292,13 @@ class SAMix:
         return dict(
             step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
             mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
-            optimizer=self.optimizer.state_dict(), encoder=self.encoder.module.state_dict(),
-            grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
+            encoder=self.encoder.module.state_dict(), **self.trainer.state_dict())
 
     def load_state_dict(self, state: Dict) -> None:
         self.step = state['step']
         self.fp32_features = state.get('fp32_features', False)
         self.mixer.load_state_dict(state['mixer'])
-        self.optimizer.load_state_dict(state['optimizer'])
+        self.trainer.load_state_dict(state)
         self.encoder.module.load_state_dict(state['encoder'])
-        if self.grad_scaler is not None and state.get('grad_scaler') is not None:
-            self.grad_scaler.load_state_dict(state['grad_scaler'])
         # the Mixer lr comes back with its optimizer: it is the one the last Mixer update set, which
         # is not lr(step) when that update was before `step` (--samix-mixer-every > 1, mix_prob < 1)

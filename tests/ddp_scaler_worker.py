@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from samix_timm.samix import step_mixer_optimizer
+from samix_timm.mixer_trainer import step_mixer_optimizer
 
 if __name__ == '__main__':
     dist.init_process_group('gloo')

@@ -2,9 +2,11 @@
 import io
 import math
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
+
 import timm
 import torch
 import torch.nn as nn
@@ -355,3 +357,26 @@ def test_paper_preset_is_the_reference_step():
     assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate')
     with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast'):
         preset_values('nope')
+
+
+def test_state_written_before_the_mixer_trainer_split_still_resumes(one_thread):
+    # tests/data/samix_state_pre_split.pth: SAMix.state_dict() of commit 789ef75 (test_resnet, 4 classes,
+    # 2 steps, θ̄ stored in fp16 to keep the file small), written before SAMix handed its optimizer,
+    # schedule and scaler to MixerTrainer
+    state = torch.load(Path(__file__).parent / 'data' / 'samix_state_pre_split.pth', map_location='cpu',
+                       weights_only=False)
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=4)
+    samix = SAMix(model, 4, total_steps=10, input_size=(3, 32, 32), mixer_kwargs=dict(dropout=0.))
+    samix.load_state_dict(state)
+    assert samix.step == 2
+    for name, p in samix.mixer.state_dict().items():
+        torch.testing.assert_close(p, state['mixer'][name])
+    saved = state['optimizer']['state']
+    restored = samix.trainer.optimizer.state_dict()['state']
+    assert saved and sorted(saved) == sorted(restored)
+    for i in saved:
+        torch.testing.assert_close(restored[i]['momentum_buffer'], saved[i]['momentum_buffer'])
+    assert samix.optimizer is samix.trainer.optimizer
+    x_mix, target = samix(torch.randn(6, 3, 32, 32), torch.arange(6) % 4)  # and trains on from there
+    assert samix.step == 3 and torch.isfinite(x_mix).all() and target.shape == (6, 4)

@@ -160,8 +160,10 @@ def _randomise_mixer(mixer, gen):
 
 
 @lru_cache(maxsize=None)
-def run_step(clean_weight=1.0, clean_forward='separate', lam_rescale_k=-1., seed=1):  # seed 1: ℓ_μ active
+def run_step(clean_weight=1.0, clean_forward='separate', lam_rescale_k=-1., seed=2):
     """Build SAMix, run one call and the classifier backward; keep every input and output needed."""
+    # seed 2: ℓ_μ active for both λ encodings; with seed 1 and lam_rescale_k 0.25 the softmax is so peaked that
+    # fp32 gradients of two correct implementations differ by 0.4 % on some CPUs (the losses agree exactly)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = timm.create_model('test_resnet', num_classes=K)

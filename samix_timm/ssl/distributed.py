@@ -1,19 +1,17 @@
 """ Collective helpers of MoCo under DDP: gathered batches, shuffled BN, rank-averaged Mixer gradients.
 
 Every helper is the identity (or a no-op) in a single process, so the training code has one path.
+(The rank-sync primitives live in ``samix_timm.sync``, shared with supervised SAMix.)
 """
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+
+from ..sync import average_gradients, broadcast_, broadcast_module_, is_distributed
 
 __all__ = ['is_distributed', 'gather', 'broadcast_', 'broadcast_module_', 'shuffle_batch', 'unshuffle',
            'average_gradients']
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @torch.no_grad()
@@ -24,22 +22,6 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
-
-
-def broadcast_(x: torch.Tensor) -> torch.Tensor:
-    """Rank 0's ``x`` on every rank (in place)."""
-    if is_distributed():
-        dist.broadcast(x, 0)
-    return x
-
-
-@torch.no_grad()
-def broadcast_module_(module: nn.Module) -> nn.Module:
-    """Rank 0's parameters and buffers on every rank (in place)."""
-    if is_distributed():
-        for t in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(t.data, 0)
-    return module
 
 
 def _local_slice(n: int) -> slice:
@@ -68,12 +50,3 @@ def unshuffle(y: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return restored[_local_slice(y.shape[0])]
 
 
-def average_gradients(params: Sequence[nn.Parameter]) -> None:
-    """Mean of each gradient over ranks (for modules outside DDP, e.g. the Mixer)."""
-    if not is_distributed():
-        return
-    world = dist.get_world_size()
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)

@@ -6,16 +6,14 @@ adds the mask losses (§3), back-propagates to the Mixer only, averages its grad
 and steps its own SGD with a cosine learning rate (§5.4).
 """
 from contextlib import nullcontext
+from functools import partial
 from typing import Callable, Dict, Optional, Union
 
 import torch
-from timm.scheduler import CosineLRScheduler
 
-from ..losses import mask_losses
 from ..mixer import create_mixer, mixer_name
+from ..mixer_trainer import MixerTrainer
 from ..momentum import BetaSchedule
-from ..samix import step_mixer_optimizer
-from .distributed import average_gradients, broadcast_
 from .mixing import mix_cross_view
 
 __all__ = ['SSLMixerBranch']
@@ -59,14 +57,11 @@ class SSLMixerBranch:
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
         self.mixer = create_mixer(mixer, in_channels, **(mixer_kwargs or {})).to(device)
-        for t in (*self.mixer.parameters(), *self.mixer.buffers()):
-            broadcast_(t.data)  # every rank starts from rank 0's Mixer
-        self.optimizer = torch.optim.SGD(self.mixer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.lr_scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1), lr_min=min_lr,
-                                              t_in_epochs=False)
-        self.beta = beta or BetaSchedule(0.1, 'constant', total_steps)
-        self.mask_margin, self.lam_margin = mask_margin, lam_margin
-        self.amp_autocast, self.grad_scaler = amp_autocast, grad_scaler
+        self.trainer = MixerTrainer(
+            self.mixer, total_steps, partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay),
+            min_lr, beta or BetaSchedule(0.1, 'constant', total_steps), mask_margin, grad_scaler)
+        self.lam_margin = lam_margin
+        self.amp_autocast = amp_autocast
 
     @torch.no_grad()
     def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
@@ -75,13 +70,8 @@ class SSLMixerBranch:
             s = torch.full((z1.shape[0], 1, *size), 1. - lam, device=z1.device)
         else:
             s = self.mixer(z1, lam, index, size, z_partner=z2_all)
-        self._sync_buffers()  # on every rank, whatever its λ: the forward moved this rank's BN statistics
+        self.trainer.sync_buffers()  # on every rank, whatever its λ: the forward moved this rank's BN statistics
         return s
-
-    def _sync_buffers(self) -> None:
-        """Rank 0's BatchNorm statistics of the Mixer on every rank, as DDP's broadcast_buffers."""
-        for b in self.mixer.buffers():
-            broadcast_(b)
 
     def train_step(
             self,
@@ -99,25 +89,14 @@ class SSLMixerBranch:
         x_mix = mix_cross_view(x1, x2_all, s, index)
         with self.amp_autocast():
             loss_mix = score(x_mix).float()
-        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)  # §3
-        beta = self.beta(step)
-        loss = loss_mix + beta * (loss_mu + loss_var)
-        step_mixer_optimizer(loss, self.optimizer, lambda: average_gradients(list(self.mixer.parameters())),
-                             self.grad_scaler)
-        self.lr_scheduler.step_update(step + 1)
-        self._sync_buffers()
-        return dict(mixer_loss=loss_mix.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
-                    mask_keep=(1. - s.detach()).mean(), mixer_lr=self.optimizer.param_groups[0]['lr'])
+        return self.trainer.update(loss_mix, s, lam, step + 1)  # + β(ℓ_μ + ℓ_σ), step φ (§3)
 
     def state_dict(self) -> Dict:
         """Mixer weights, name and config (what a SAMix^P export needs), its optimizer and scaler."""
         return dict(mixer=self.mixer.state_dict(), name=mixer_name(self.mixer), config=self.mixer.config,
-                    optimizer=self.optimizer.state_dict(),
-                    grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
+                    **self.trainer.state_dict())
 
     def load_state_dict(self, state: Dict, step: int) -> None:
         self.mixer.load_state_dict(state['mixer'])
-        self.optimizer.load_state_dict(state['optimizer'])
-        if self.grad_scaler is not None and state.get('grad_scaler') is not None:
-            self.grad_scaler.load_state_dict(state['grad_scaler'])
-        self.lr_scheduler.step_update(step)
+        self.trainer.load_state_dict(state)
+        self.trainer.lr_scheduler.step_update(step)

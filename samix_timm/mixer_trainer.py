@@ -1,0 +1,98 @@
+""" How a Mixer M_φ is trained online, for every SAMix variant: its objective (the caller's mixing loss plus
+the mask losses, §3), its own optimizer and cosine schedule (§5.4, §5.7), an fp16 GradScaler, and the
+rank synchronisation that keeps one Mixer on every rank.
+"""
+from functools import partial
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+from timm.scheduler import CosineLRScheduler
+
+from .losses import mask_losses
+from .momentum import BetaSchedule
+from .sync import average_gradients, broadcast_module_
+
+__all__ = ['MixerTrainer', 'step_mixer_optimizer']
+
+
+def step_mixer_optimizer(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sync_grads: Callable[[], None],
+                         grad_scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    """Backward of a Mixer loss, gradients averaged over ranks by `sync_grads`, optimizer step (fp16: scaled)."""
+    optimizer.zero_grad(set_to_none=True)
+    if grad_scaler is None:
+        loss.backward()
+        sync_grads()
+        optimizer.step()
+        return
+    grad_scaler.scale(loss).backward()
+    # average the *scaled* gradients (as DDP does) before the scaler looks at them: an inf on one rank
+    # reaches every rank, so all find it, all skip the step and all lower the scale alike
+    sync_grads()
+    grad_scaler.step(optimizer)
+    grad_scaler.update()
+
+
+class MixerTrainer:
+    """Optimizer, schedule, scaler and rank sync of one Mixer; ``update`` is one step of L_φ (§3, §5.4).
+
+    Args:
+        mixer: The Mixer M_φ (on its device); rank 0's weights are copied to every rank here.
+        total_steps: Steps of the run (cosine learning rate, β schedule).
+        optimizer: Factory ``params -> torch.optim.Optimizer`` (default SGD lr 0.1, momentum 0.9, §5.4).
+        min_lr: Learning rate at the last step (cosine from the optimizer's lr).
+        beta: Schedule of the mask-loss weight β (§3).
+        mask_margin: Tolerance of ℓ_μ (§3).
+        grad_scaler: ``torch.amp.GradScaler`` for fp16, or None.
+    """
+
+    def __init__(
+            self,
+            mixer: nn.Module,
+            total_steps: int,
+            optimizer: Optional[Callable] = None,
+            min_lr: float = 1e-3,
+            beta: Optional[BetaSchedule] = None,
+            mask_margin: float = 0.1,
+            grad_scaler: Optional[torch.amp.GradScaler] = None,
+    ):
+        self.mixer = broadcast_module_(mixer)
+        self.optimizer = (optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9))(mixer.parameters())
+        self.lr_scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1), lr_min=min_lr,
+                                              t_in_epochs=False)
+        self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
+        self.mask_margin = mask_margin
+        self.grad_scaler = grad_scaler
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]['lr']
+
+    def update(self, loss_mix: torch.Tensor, s: torch.Tensor, lam: float, step: int) -> Dict[str, torch.Tensor]:
+        """L_φ = loss_mix + β(step)·(ℓ_μ + ℓ_σ) for mask ``s`` (ℓ_σ only for Mixers trained with it, §3);
+        backward to φ, rank-averaged gradients, optimizer step, then the learning rate of ``step``.
+        Returns the step's metrics as device tensors."""
+        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)
+        if not getattr(self.mixer, 'variance_loss', True):
+            loss_var = torch.zeros_like(loss_var)
+        beta = self.beta(step)
+        loss = loss_mix + beta * (loss_mu + loss_var)
+        step_mixer_optimizer(loss, self.optimizer, lambda: average_gradients(self.mixer.parameters()),
+                             self.grad_scaler)
+        self.lr_scheduler.step_update(step)
+        return dict(mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
+                    mask_keep=(1. - s.detach()).mean(), beta=beta, mixer_lr=self.lr)
+
+    def sync_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics of the Mixer on every rank: every train-mode forward moved them."""
+        broadcast_module_(self.mixer, params=False)
+
+    def state_dict(self) -> Dict:
+        return dict(optimizer=self.optimizer.state_dict(),
+                    grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None)
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Optimizer (its lr is the one the last update set) and scaler; the caller restores the Mixer."""
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.grad_scaler is not None and state.get('grad_scaler') is not None:
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
