@@ -114,9 +114,10 @@ def main() -> int:
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
     p.add_argument('--pixel-knn', action='store_true', help='only print the kNN top-1 of the raw pixels')
+    p.add_argument('--pixel-size', type=int, default=32, help='image size of --pixel-knn')
     args = p.parse_args()
     if args.pixel_knn:
-        print(f'raw-pixel kNN top-1: {pixel_knn(args.data_dir):.2f}%')
+        print(f'raw-pixel kNN top-1 at {args.pixel_size} px: {pixel_knn(args.data_dir, args.pixel_size):.2f}%')
         return 0
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
