@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .features import FeatureTap
 from .losses import eta_balanced_bce, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
-from .mixer_trainer import MixerTrainer, step_mixer_optimizer  # noqa: F401 (step_mixer_optimizer: public here before)
+from .mixer_trainer import MixerTrainer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .sync import any_rank, broadcast_module_
 from .targets import soft_target
