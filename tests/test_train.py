@@ -56,11 +56,14 @@ def test_short_run_learns_and_validate_reproduces(embedded_data, tmp_path):
     assert json.loads(res_file.read_text())['top1'] == pytest.approx(result.ema_metrics['top1'], abs=0.01)
 
 
-def test_resume_reproduces_uninterrupted_run(small_data, tmp_path):
+@pytest.mark.parametrize('full_workers,resumed_workers', [('0', '0'), ('2', '1')])
+def test_resume_reproduces_uninterrupted_run(small_data, tmp_path, full_workers, resumed_workers):
+    # ('2', '1'): two persistent workers live through all epochs of the full run, the resumed run starts
+    # one fresh worker at epoch 1 -- per-sample seeds make both see the same augmented images
     full = _train(small_data, tmp_path, '--epochs', '3', '--experiment', 'full', '--sched', 'step',
-                  '--decay-epochs', '1', '--decay-rate', '0.5')
+                  '--decay-epochs', '1', '--decay-rate', '0.5', '--workers', full_workers)
     resumed = _train(small_data, tmp_path, '--epochs', '3', '--experiment', 'resumed', '--sched', 'step',
-                     '--decay-epochs', '1', '--decay-rate', '0.5',
+                     '--decay-epochs', '1', '--decay-rate', '0.5', '--workers', resumed_workers,
                      '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))
     a, b = _summary(full.output_dir / 'summary.csv'), _summary(resumed.output_dir / 'summary.csv')
     assert [int(r['epoch']) for r in b] == [1, 2]  # continued at the saved epoch

@@ -19,8 +19,10 @@ from timm.data.readers.img_extensions import get_img_extensions
 from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import safe_model_name
 from timm.utils import NativeScaler, get_outdir, init_distributed_device
+from torch.utils.data import IterableDataset
 
 from .args import ConfigError
+from .seeding import SampleSeededDataset
 
 _logger = logging.getLogger(__name__)
 
@@ -153,6 +155,11 @@ def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device:
     """timm train/eval loaders; mixing is not done here but after the loader (see engine.loop)."""
     if args.aug_splits > 1:
         dataset_train = AugMixDataset(dataset_train, num_splits=args.aug_splits)
+    # outermost, so that every random draw of a sample happens under its own seed; timm's multi-epoch
+    # loader prefetches across epochs (its workers would read the epoch late) and keeps its RNG streams
+    seeded = not args.use_multi_epochs_loader and not isinstance(dataset_train, IterableDataset)
+    if seeded:
+        dataset_train = SampleSeededDataset(dataset_train, args.seed)
     interpolation = args.train_interpolation
     if args.no_aug or not interpolation:
         interpolation = data_config['interpolation']
@@ -168,15 +175,14 @@ def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device:
         num_workers=args.workers, distributed=args.distributed, pin_memory=args.pin_mem, device=device,
         use_prefetcher=args.prefetcher, use_multi_epochs_loader=args.use_multi_epochs_loader,
         worker_seeding=args.worker_seeding,
-        # fresh workers each epoch draw their seeds from the per-epoch reseeded RNG: resume reproduces
-        persistent_workers=False,
+        persistent_workers=seeded,  # per-sample seeds: live workers still reproduce on resume
     )
     loader_eval = create_loader(
         dataset_eval, input_size=data_config['input_size'],
         batch_size=args.validation_batch_size or args.batch_size, is_training=False,
         interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
         num_workers=args.workers, distributed=args.distributed, crop_pct=data_config['crop_pct'],
-        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher, persistent_workers=False,
+        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher,
     )
     if len(loader_train) == 0:
         per = f' x {args.world_size} processes' if args.world_size > 1 else ''

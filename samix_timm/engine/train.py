@@ -2,8 +2,8 @@
 
 Differences from timm's script, each deliberate:
 - mixing runs on the device after the loader (prefetcher on or off), built by `create_mixup`;
-- every epoch reseeds all RNGs from (seed, epoch, rank), so `--resume` reproduces the
-  uninterrupted run (fresh loader workers per epoch for the same reason);
+- every epoch reseeds all RNGs from (seed, epoch, rank) and each sample is augmented under its own
+  seed (engine/seeding.py), so `--resume` reproduces the uninterrupted run with persistent workers;
 - the output folder of an earlier run is never reused (a suffix is added);
 - tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
 """
@@ -28,6 +28,7 @@ from .checkpoint import (
     CheckpointState, load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
 from .checks import check_train_args
 from .loop import StepContext, evaluate, train_one_epoch
+from .seeding import set_loader_epoch
 from .setup import (
     check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
     dataset_class_to_idx, dataset_num_classes, resolve_device, run_folder)
@@ -214,10 +215,7 @@ def train(args, args_text: str) -> TrainResult:
         epoch = start_epoch - 1
         for epoch in range(start_epoch, num_epochs):
             utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-            if hasattr(dataset_train, 'set_epoch'):
-                dataset_train.set_epoch(epoch)
-            elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
-                loader_train.sampler.set_epoch(epoch)
+            set_loader_epoch(loader_train, epoch)
             if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
                 mixup_fn.mixup_enabled = False
             train_metrics = train_one_epoch(

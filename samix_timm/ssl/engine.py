@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_numbers
 from ..engine.loop import check_finite_loss
+from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, run_folder, split_folder
 from ..engine.train import epoch_seed, save_checkpoint
 from ..errors import ConfigError
@@ -70,9 +71,9 @@ def _check_args(args, mode) -> None:
 
 def _train_loader(args, dataset) -> DataLoader:
     sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if args.distributed else None
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.workers, pin_memory=args.pin_mem, drop_last=True,
-                        persistent_workers=False)  # fresh workers per epoch: resume reproduces
+    loader = DataLoader(SampleSeededDataset(dataset, args.seed), batch_size=args.batch_size,
+                        shuffle=sampler is None, sampler=sampler, num_workers=args.workers, pin_memory=args.pin_mem,
+                        drop_last=True, persistent_workers=args.workers > 0)  # per-sample seeds: resume reproduces
     if len(loader) == 0:
         raise ConfigError(f'--batch-size {args.batch_size} is larger than the {len(dataset)} training images '
                           f'per process: lower --batch-size')
@@ -231,6 +232,7 @@ def train_ssl(args, args_text: str) -> SSLResult:
         if primary:
             _logger.info(f'Resumed {args.resume} at epoch {start_epoch}')
     if args.queue_init == 'keys' and not moco.queue.full:  # real negatives from the first step (§6)
+        set_loader_epoch(loader, -1)  # views no training step sees again: no copy of a positive among negatives
         batches = moco.warm_up_queue(loader, device, args.channels_last)
         if primary:
             _logger.info(f'Queue of {moco.queue.size} keys filled by the key encoder on {batches} batches')
@@ -259,8 +261,7 @@ def train_ssl(args, args_text: str) -> SSLResult:
         train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
         for epoch in range(start_epoch, num_epochs):
             utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-            if args.distributed:
-                loader.sampler.set_epoch(epoch)
+            set_loader_epoch(loader, epoch)
             if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
                 refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
             train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
