@@ -110,9 +110,11 @@ def test_resume_reproduces_uninterrupted_run(small_data, tmp_path, one_thread, f
 
 
 def test_knn_of_trained_backbone_beats_random_init(embedded_data, tmp_path, one_thread):
-    # measured on this CPU: random test_resnet 15.6 / 17.3 / 17.9 % (seeds 0-2); 3 MoCo epochs ~24 %
+    # the bench recipe's crops (scale >= 0.5, no blur; bench/results/ssl_recipe_search.md) at 32 px. Measured
+    # on this 2-core CPU: random test_resnet 15.6 / 17.3 % (seeds 0, 1), this run 27.7 %, the same run with
+    # the published random queue start (the collapse of issue 15) 24.1 %: a margin of 8 points fails it
     result = _run(embedded_data, tmp_path, '--epochs', '3', '--ssl-mix', 'none', '--batch-size', '100',
-                  '--queue-size', '1000', '--knn-interval', '3')
+                  '--queue-size', '1000', '--knn-interval', '3', '--scale', '0.5', '1.0', '--gaussian-blur-prob', '0')
     common = dict(img_size=32, mean=(0.1,) * 3, std=(0.25,) * 3, crop_pct=1.0, linear_epochs=0)
     random_knn = []
     for seed in (0, 1):
@@ -121,7 +123,7 @@ def test_knn_of_trained_backbone_beats_random_init(embedded_data, tmp_path, one_
                                          **common)['knn_top1'])
     trained_knn = probe_backbone(result.encoder.backbone, str(embedded_data), **common)['knn_top1']
     assert trained_knn == pytest.approx(result.knn_top1, abs=0.01)  # the run's monitor measures the same
-    assert trained_knn > max(random_knn) + 4, (trained_knn, random_knn)
+    assert trained_knn > max(random_knn) + 8, (trained_knn, random_knn)
 
 
 def test_probe_cli_and_export_load_in_train_py(small_data, tmp_path, one_thread):
