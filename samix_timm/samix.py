@@ -121,11 +121,11 @@ class SAMix:
         self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
         self.encoder = MomentumEncoder(model, self.momentum)
         self.tap = FeatureTap(self.encoder.module, index=tap_index, input_size=input_size)
-        # the callables θ̄'s two passes run through: the modules, or their torch.compile'd versions (`compile()`)
-        self.tap_forward, self.encoder_forward = self.tap, self.encoder.module
         if isinstance(mixer, str):
             mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
         self.mixer = mixer.to(next(model.parameters()).device)
+        # what θ̄'s two passes and the Mixer run through: the modules, or their torch.compile'd versions (`compile()`)
+        self.tap_forward, self.encoder_forward, self.mixer_forward = self.tap, self.encoder.module, self.mixer
         broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
         self.trainer = MixerTrainer(self.mixer, total_steps, mixer_optimizer, mixer_min_lr, self.beta, mask_margin,
                                     grad_scaler)
@@ -200,11 +200,12 @@ class SAMix:
         return (lam_q, lam_k, bool(adjust)) if mixed else None
 
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None) -> None:
-        """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix), as `--torchcompile`
-        compiles the classifier. The Mixer stays eager: λ is a Python float, which dynamo would specialise on
-        and recompile for at every step."""
+        """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix) and the Mixer, as
+        `--torchcompile` compiles the classifier. λ reaches the Mixer as a tensor (`_mask`), so a new λ is new
+        data, not a new graph."""
         self.tap_forward = torch.compile(self.tap, backend=backend, mode=mode)
         self.encoder_forward = torch.compile(self.encoder.module, backend=backend, mode=mode)
+        self.mixer_forward = torch.compile(self.mixer, backend=backend, mode=mode)
 
     def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
         """The training loss for the batches this mixer returns: W·loss(clean) + loss(mixed) (§5.6)."""
@@ -239,8 +240,13 @@ class SAMix:
         """Mask of the batch handed to the classifier: lam_margin and, when `adjust`, λ adjusting (§3)."""
         if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
             return torch.full((z.shape[0], 1, *out_size), 1. - lam, device=z.device)
-        s = self.mixer(z, lam, index, out_size)
+        s = self._mask(z, lam, index, out_size)
         return adjust_lam(s, lam) if adjust else s
+
+    def _mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size) -> torch.Tensor:
+        """The Mixer's mask s, λ passed as a 0-d tensor: the same float32 value the Mixer would make of a
+        float, but no float for dynamo to specialise (and recompile) on."""
+        return self.mixer_forward(z, torch.tensor(lam, device=z.device), index, out_size)
 
     def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
         """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
@@ -248,7 +254,7 @@ class SAMix:
         x, target, z = x[:n], target[:n], z[:n]
         index = torch.randperm(n, device=x.device)
         with record_function('samix/mixer_forward'):
-            s = self.mixer(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
+            s = self._mask(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
             x_mix = mix_images(x, s, index)
         with self.amp_autocast(), record_function('samix/encoder_forward'):
             logits = self.encoder_forward(x_mix)  # θ̄ frozen: grad flows to x_mix only (channels_last if θ̄ is)

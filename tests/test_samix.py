@@ -259,6 +259,32 @@ def test_compiled_momentum_encoder_gives_the_same_step():
     torch.testing.assert_close(out[0], out[1])
 
 
+def test_compiled_mixer_is_not_recompiled_for_a_new_lam():
+    """--torchcompile compiles the Mixer too; λ reaches it as a tensor, so new λ values reuse its graphs."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    samix = _samix(_model(), lam_margin=0.0)
+    samix.compile('eager')
+    assert samix.mixer_forward is not samix.mixer
+    x, y = _batch()
+    z = samix._features(x)
+    index = torch.randperm(len(x))
+
+    def masks(lam):  # compiled and eager, under one seed each (the Mixer's dropout draws)
+        out = []
+        for fn in (lambda: samix._mask(z, lam, index, x.shape[-2:]), lambda: samix.mixer(z, lam, index, x.shape[-2:])):
+            torch.manual_seed(1)
+            out.append(fn())
+        return out
+
+    torch.testing.assert_close(*masks(0.3))
+    graphs = counters['stats']['unique_graphs']
+    assert graphs > 0
+    for lam in (0.45, 0.6, 0.71):
+        torch.testing.assert_close(*masks(lam))
+    assert counters['stats']['unique_graphs'] == graphs
+
+
 def test_train_args_torchcompile_compiles_the_momentum_encoder():
     from samix_timm.engine.args import parse_train_args
     from samix_timm.factory import create_mixup
@@ -267,6 +293,7 @@ def test_train_args_torchcompile_compiles_the_momentum_encoder():
         args, _ = parse_train_args(argv + extra)
         samix = create_mixup(args, _model(), K, steps_per_epoch=2, train_size=100)
         assert (samix.tap_forward is not samix.tap) == compiled
+        assert (samix.mixer_forward is not samix.mixer) == compiled
 
 
 def test_per_step_draws_come_from_numpys_global_rng():
