@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-""" Self-supervised SAMix on the embedded cluttered-MNIST dataset: MoCo v2 vs + Mixup vs SAMix-I vs SAMix-C.
+""" Self-supervised SAMix on the embedded cluttered-MNIST dataset: MoCo v2 vs + Mixup / + CutMix vs SAMix-I vs SAMix-C.
 
 Every (mode, seed) is one train_ssl.py run of configs/ssl/embedded_bench.yaml (same epochs for all
 modes; the budget is explained there) followed by the kNN and linear probes of its backbone
@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'ssl' / 'embedded_bench.yaml'
-MODES = {'mocov2': 'none', 'mocov2+mixup': 'mixup', 'samix_i': 'samix_i', 'samix_c': 'samix_c'}
+MODES = {'mocov2': 'none', 'mocov2+mixup': 'mixup', 'mocov2+cutmix': 'cutmix', 'samix_i': 'samix_i', 'samix_c': 'samix_c'}
 
 
 def _machine() -> str:
@@ -103,6 +103,18 @@ def pixel_knn(data_dir: str, img_size: int = 32) -> float:
     return knn_probe(*pixels('train'), *pixels('validation'))
 
 
+def random_net(data_dir: str, img_size: int, seed: int, linear_epochs: int) -> Dict[str, float]:
+    """kNN and linear top-1 of a randomly initialised backbone of the recipe (torch seed `seed`): the floor
+    a trained one must clear by far."""
+    import timm
+    import torch
+
+    from samix_timm.ssl.probe import probe_backbone
+    torch.manual_seed(seed)
+    return probe_backbone(timm.create_model('test_resnet', num_classes=0), data_dir, img_size, (0.1,) * 3,
+                          (0.25,) * 3, crop_pct=1.0, linear_epochs=linear_epochs)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
@@ -114,10 +126,16 @@ def main() -> int:
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
     p.add_argument('--pixel-knn', action='store_true', help='only print the kNN top-1 of the raw pixels')
-    p.add_argument('--pixel-size', type=int, default=32, help='image size of --pixel-knn')
+    p.add_argument('--pixel-size', type=int, default=32, help='image size of --pixel-knn and --random-net')
+    p.add_argument('--random-net', action='store_true', help='only print the probes of random test_resnets (--seeds)')
     args = p.parse_args()
     if args.pixel_knn:
         print(f'raw-pixel kNN top-1 at {args.pixel_size} px: {pixel_knn(args.data_dir, args.pixel_size):.2f}%')
+        return 0
+    if args.random_net:
+        for seed in args.seeds:
+            print(f'random test_resnet, seed {seed}, {args.pixel_size} px: '
+                  f'{random_net(args.data_dir, args.pixel_size, seed, args.linear_epochs)}', flush=True)
         return 0
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
