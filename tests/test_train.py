@@ -160,3 +160,17 @@ def test_two_process_gloo_run_agrees(small_data, tmp_path):
     for k in r0['state']:
         assert torch.equal(r0['state'][k], r1['state'][k]), k
     assert len(list((tmp_path / 'out').iterdir())) == 1  # only rank 0 writes
+
+
+def test_create_mixing_gives_samix_its_clean_term_loss():
+    # what train() and reproduce.measure_cost both build: SAMix's loss adds the clean-batch term (§5.6)
+    from samix_timm.clean import CleanMixLoss
+    from samix_timm.engine.train import build_model, create_mixing
+    for extra, loss_type in ((['--mixup', 'samix'], CleanMixLoss), (['--mixup', '0.8'], SoftTargetCrossEntropy)):
+        args, _ = parse_train_args(['--model', 'test_resnet', '--num-classes', '4', '--img-size', '32', *extra])
+        model = build_model(args, 4)
+        mixup_fn, loss = create_mixing(args, model, dict(input_size=(3, 32, 32)), 10, 100, None, None,
+                                       torch.device('cpu'))
+        assert type(loss) is loss_type
+        if loss_type is CleanMixLoss:
+            assert loss.clean is mixup_fn.clean

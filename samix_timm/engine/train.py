@@ -101,6 +101,18 @@ def resolve_lr(args) -> None:
                      f'({scale} scaling)')
 
 
+def create_mixing(args, model: nn.Module, data_config: dict, steps_per_epoch: int, train_size: int,
+                  amp_autocast, loss_scaler, device: torch.device):
+    """(mixing component or None, training loss) as `train` builds them; with SAMix the loss adds its
+    clean-batch term (W·loss(clean) + loss(mixed), §5.6). Also what `reproduce.measure_cost` times."""
+    mixup_fn = create_mixup(args, model, args.num_classes, data_config=data_config, steps_per_epoch=steps_per_epoch,
+                            train_size=train_size, amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
+    loss_fn = create_train_loss(args, mixing_active(args)).to(device)
+    if hasattr(mixup_fn, 'loss'):
+        loss_fn = mixup_fn.loss(loss_fn)
+    return mixup_fn, loss_fn
+
+
 def train(args, args_text: str) -> TrainResult:
     """Run a whole training as configured by timm-style `args`; returns the final metrics."""
     check_train_args(args)
@@ -160,9 +172,8 @@ def train(args, args_text: str) -> TrainResult:
         if resumed is not None and 'state_dict_ema' in resumed:
             model_ema.module.load_state_dict(model_state(resumed, args.resume, '--resume', use_ema=True))
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
-    mixup_fn = create_mixup(
-        args, model, args.num_classes, data_config=data_config, steps_per_epoch=len(loader_train),
-        train_size=len(dataset_train), amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
+    mixup_fn, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
+                                            amp_autocast, loss_scaler, device)
     if args.resume and mixup_fn is not None:
         restore_mixer_state(mixup_fn, resumed, args.resume)
     if args.distributed:
@@ -171,9 +182,6 @@ def train(args, args_text: str) -> TrainResult:
     if args.torchcompile:
         model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
 
-    train_loss_fn = create_train_loss(args, mixing_active(args)).to(device)
-    if hasattr(mixup_fn, 'loss'):  # W·loss(clean half) + loss(mixed half) (§5.6)
-        train_loss_fn = mixup_fn.loss(train_loss_fn)
     health_x = health = None
     if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
         health_x = next(iter(loader_eval))[0][:HEALTH_IMAGES].to(device)

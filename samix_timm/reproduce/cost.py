@@ -10,7 +10,7 @@ from .runner import smoke_overrides
 def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = None, steps: int = 3,
                  img_size: Optional[int] = None, amp: Optional[bool] = None, repeats: int = 1) -> float:
     """Training images/s of one process for a config: model, loss, optimizer, mixing (SAMix trains its
-    Mixer) and EMA as train.py wires them, on random tensors (no data loading, no evaluation).
+    Mixer and adds its clean-batch term) and EMA as train.py wires them (`engine.train.create_mixing`), on random tensors (no data loading, no evaluation).
     One warm-up step is not timed; of `repeats` timings of `steps` steps the fastest counts (the least
     disturbed by other load). `amp` None keeps the recipe's setting on CUDA and turns it off on CPU
     (no fp16 there; bfloat16 autocast is slower than fp32 on most CPUs)."""
@@ -21,9 +21,8 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
 
     from ..engine.args import parse_train_args
     from ..engine.loop import StepContext, train_one_epoch
-    from ..engine.setup import create_amp, create_train_loss, resolve_device
-    from ..engine.train import build_model, resolve_lr
-    from ..factory import create_mixup, mixing_active
+    from ..engine.setup import create_amp, resolve_device
+    from ..engine.train import build_model, create_mixing, resolve_lr
 
     cfg = read_config(path)
     argv = ['--config', str(path), '--device', device, *smoke_overrides(cfg, img_size)]
@@ -41,11 +40,10 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
     recipe = RECIPES.get(split_name(path.stem)[0], Recipe(1, 10_000, ''))
     data_config = resolve_data_config(vars(args), model=model)
     size = data_config['input_size'][-1]
-    mixup_fn = create_mixup(args, model, args.num_classes, data_config=data_config,
-                            steps_per_epoch=max(1, recipe.train_images // (args.batch_size * recipe.gpus)),
-                            train_size=recipe.train_images, amp_autocast=amp_autocast, fp16_scaler=scaler is not None)
+    mixup_fn, loss_fn = create_mixing(args, model, data_config,
+                                      max(1, recipe.train_images // (args.batch_size * recipe.gpus)),
+                                      recipe.train_images, amp_autocast, scaler, dev)
     ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
-    loss_fn = create_train_loss(args, mixing_active(args)).to(dev)
     ctx = StepContext(device=dev, amp_autocast=amp_autocast, loss_scaler=scaler, clip_grad=args.clip_grad,
                       clip_mode=args.clip_mode, log_interval=10 ** 9, is_primary=False)
     batch = (torch.randn(args.batch_size, 3, size, size, device=dev),
