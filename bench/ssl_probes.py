@@ -7,7 +7,7 @@ modes; the budget is explained there) followed by the kNN and linear probes of i
 ``<results>/ssl_runs.jsonl``; a later invocation skips what is there, so the sweep is resumable.
 The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md``.
 
-    nice -n 10 python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 > bench/results/ssl.log 2>&1 &
+    nohup python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 1 2 --threads 2 > bench/results/ssl.log 2>&1 &
     python bench/ssl_probes.py --table
 
 (Named ssl_probes.py, not ssl.py: a bench/ssl.py would shadow the standard-library `ssl` for every
@@ -64,7 +64,7 @@ def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
     probe = json.loads(probe_file.read_text())
     return dict(method=name, ssl_mix=MODES[name], seed=seed, knn_top1=probe['knn_top1'],
                 linear_top1=probe['linear_top1'], train_s=round(train_s, 1), epochs=args.epochs or 'config',
-                machine=_machine())
+                machine=_machine(), threads=args.threads)
 
 
 def table(rows: List[Dict]) -> str:
@@ -159,7 +159,8 @@ def main() -> int:
             f'# Self-supervised SAMix on the embedded cluttered-MNIST data\n\n'
             f'`python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds {" ".join(map(str, sorted({r["seed"] for r in rows})))}`'
             f' (recipe `{cfg}`; probes: kNN k = 20 cosine, linear {args.linear_epochs} epochs on frozen features).\n'
-            f'Machine: {rows[0]["machine"]}, one thread per run, CPU shared with other jobs.\n\n{text}\n')
+            f'Machine: {rows[0]["machine"]}, {rows[0].get("threads", args.threads)} torch thread(s) per run; the train time is the run '
+            f'folder\'s args.yaml to last checkpoint (valid only for runs that had the machine alone).\n\n{text}\n')
     return 0
 
 
