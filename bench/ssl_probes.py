@@ -7,7 +7,7 @@ modes; the budget is explained there) followed by the kNN and linear probes of i
 ``<results>/ssl_runs.jsonl``; a later invocation skips what is there, so the sweep is resumable.
 The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md``.
 
-    nohup python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 1 2 --threads 2 > bench/results/ssl.log 2>&1 &
+    nohup python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 1 2 > bench/results/ssl.log 2>&1 &
     python bench/ssl_probes.py --table
 
 (Named ssl_probes.py, not ssl.py: a bench/ssl.py would shadow the standard-library `ssl` for every
