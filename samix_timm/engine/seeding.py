@@ -57,14 +57,8 @@ class SampleSeededDataset(Dataset):
         self.seed = seed
         self._epoch = SharedCount(0)
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch.value
-
     def set_epoch(self, epoch: int) -> None:
         self._epoch.value = epoch
-        if hasattr(self.dataset, 'set_epoch'):
-            self.dataset.set_epoch(epoch)
 
     @property
     def transform(self):
