@@ -246,7 +246,7 @@ class SAMix:
     def _mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size) -> torch.Tensor:
         """The Mixer's mask s, λ passed as a 0-d tensor: the same float32 value the Mixer would make of a
         float, but no float for dynamo to specialise (and recompile) on."""
-        return self.mixer_forward(z, torch.tensor(lam, device=z.device), index, out_size)
+        return self.mixer_forward(z, torch.tensor(lam, dtype=torch.float32, device=z.device), index, out_size)
 
     def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
         """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
