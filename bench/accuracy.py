@@ -38,6 +38,8 @@ BASE = ['--config', str(RECIPE)]
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix_paper', 'samix_paper': 'samix_paper', 'samix_fast': 'samix_fast',
             'samix_p': 'samix_p_shipped', 'samix_every2': 'samix_every2', 'samix_half': 'samix_half',
+            'samix_lowres': 'samix_lowres', 'samix_lean': 'samix_lean',
+            'samix_quarter': 'samix_quarter',
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
             'vanilla_long': 'none', 'mixup_long': 'mixup'}
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
@@ -62,9 +64,14 @@ METHODS: Dict[str, List[str]] = {
     'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper'],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
     'samix_half': ['--mixup', 'samix', '--samix-preset', 'half'],
+    'samix_lowres': ['--mixup', 'samix', '--samix-preset', 'lowres'],
+    'samix_lean': ['--mixup', 'samix', '--samix-preset', 'lean'],
+    'samix_quarter': ['--mixup', 'samix', '--samix-preset', 'quarter'],
 }
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
-PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast'}
+PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
+             'samix_lowres': 'lowres', 'samix_lean': 'lean',
+             'samix_quarter': 'quarter'}
 RECIPE_CFG = yaml.safe_load(RECIPE.read_text())
 RECIPE_IMAGES = 1000  # the data build the recipe trains on (its header)
 

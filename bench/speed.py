@@ -86,9 +86,20 @@ METHODS.update({f'samix_{p}': _preset(p) for p in SAMIX_PRESETS})  # the presets
 METHODS.update({
     'samix_paper_noclean': _preset('paper', clean_weight=0.0),
     'samix_paper_joint': _preset('paper', clean_forward='joint'),
+    # candidate economies of the default (issue 17): the Mixer branch at half resolution, the clean term on
+    # part of the clean batch, and both
+    'samix_every2_scale0.5': _preset('every2', mixer_scale=0.5),
+    'samix_every2_clean0.5': _preset('every2', clean_frac=0.5),
+    'samix_every2_clean0.25': _preset('every2', clean_frac=0.25),
+    'samix_every2_scale0.5_clean0.25': _preset('every2', mixer_scale=0.5, clean_frac=0.25),
+    'samix_every4_scale0.5_clean0.25': _preset('every2', mixer_every=4, mixer_scale=0.5, clean_frac=0.25),
+    'mixup_clean0.25_joint': lambda model, size, steps: CleanBatch(Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
+                                                                   CleanTerm(1.0, NUM_CLASSES, frac=0.25)),
     # the fair control of the clean term: timm Mixup plus the same clean forward (§5.6)
     'mixup_clean': lambda model, size, steps: CleanBatch(Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
                                                          CleanTerm(1.0, NUM_CLASSES, forward='separate')),
+    'mixup_clean0.25': lambda model, size, steps: CleanBatch(Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
+                                                             CleanTerm(1.0, NUM_CLASSES, forward='separate', frac=0.25)),
 })
 # methods a plain `--methods` default leaves out (only meaningful for the embedded benchmark)
 OPTIONAL_METHODS = ('samix_p_shipped',)

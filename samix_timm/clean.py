@@ -31,25 +31,34 @@ class CleanTerm:
         smoothing: label smoothing of the clean targets (the recipe's, as for the mixed ones).
         forward: 'joint' (one forward of the 2N batch: BatchNorm sees both halves together) or
             'separate' (two forwards, as the reference: each half has its own BN statistics).
+        frac: fraction of the clean batch the term sees (1 = the reference; < 1: its first rows, which the
+            loader's shuffle makes a random subset; an economy of ours, the expectation of the term is unchanged).
     """
 
-    def __init__(self, weight: float, num_classes: int, smoothing: float = 0.0, forward: str = 'joint'):
+    def __init__(self, weight: float, num_classes: int, smoothing: float = 0.0, forward: str = 'joint',
+                 frac: float = 1.0):
         if not weight >= 0:  # also refuses NaN
             raise ConfigError(f'--samix-clean-weight {weight} must be 0 (off) or positive (the reference uses 1)')
         if forward not in CLEAN_FORWARDS:
             raise ConfigError(f"--samix-clean-forward {forward} is not known: use one of {', '.join(CLEAN_FORWARDS)}")
+        if not 0 < frac <= 1:
+            raise ConfigError(f'--samix-clean-frac {frac} must be in (0, 1]')
         self.weight, self.num_classes, self.smoothing, self.forward = weight, num_classes, smoothing, forward
+        self.frac = frac
         self.split: Optional[int] = None  # clean rows at the head of the last returned batch, None = not joined
+        self.rows: Optional[int] = None  # rows of the last joined batch (clean + mixed)
 
     def join(self, x: torch.Tensor, target: torch.Tensor, x_mix: torch.Tensor, y_mix: torch.Tensor
              ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """[x; x_mix] and [onehot(y); ỹ] (2N rows), or the mixed batch alone when the term is off."""
+        """[x; x_mix] and [onehot(y); ỹ] (2N rows, fewer clean ones when `frac` < 1), or the mixed batch
+        alone when the term is off."""
         if self.weight == 0:
             self.split = None
             return x_mix, y_mix
-        y_clean = soft_target(target, None, 1., self.num_classes, self.smoothing)  # NxK, one-hot (smoothed)
-        self.split = x.shape[0]
-        return torch.cat([x, x_mix]), torch.cat([y_clean, y_mix])
+        n = max(1, round(self.frac * x.shape[0]))
+        y_clean = soft_target(target[:n], None, 1., self.num_classes, self.smoothing)  # nxK, one-hot (smoothed)
+        self.split, self.rows = n, n + x_mix.shape[0]
+        return torch.cat([x[:n], x_mix]), torch.cat([y_clean, y_mix])
 
     def skip(self) -> None:
         """The mixer handed back an unmixed batch (mixing off): no clean half to weigh."""
@@ -72,8 +81,9 @@ class CleanMixLoss(nn.Module):
         n = self.clean.split
         if n is None:
             return self.loss_fn(output, target)
-        if output.shape[0] != 2 * n:
-            raise ConfigError(f'the loss got {output.shape[0]} rows but the mixer returned {2 * n} (clean + mixed): '
+        if output.shape[0] != self.clean.rows:
+            raise ConfigError(f'the loss got {output.shape[0]} rows but the mixer returned {self.clean.rows} '
+                              f'({n} clean + {self.clean.rows - n} mixed): '
                               f'compute the loss on the whole batch the mixer returned')
         return self.clean.weight * self.loss_fn(output[:n], target[:n]) + self.loss_fn(output[n:], target[n:])
 

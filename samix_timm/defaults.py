@@ -23,11 +23,16 @@ _TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', '
 # --samix-preset NAME -> how the step is run. 'paper' is the reference step (§5.4–§5.6): Mixer trained
 # on the whole batch at every step, clean-batch term W = 1 through a separate forward. The others are
 # economies (ours) that bench/accuracy.py weighs against it; an explicit flag overrides a preset value.
+_PAPER_STEP = dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0, clean_forward='separate',
+                   clean_frac=1.0)
 SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
-    'paper': dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate'),
-    'every2': dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate'),
-    'half': dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0, clean_forward='separate'),
-    'fast': dict(mixer_every=2, mixer_batch_frac=0.5, clean_weight=1.0, clean_forward='separate'),
+    'paper': _PAPER_STEP,
+    'every2': {**_PAPER_STEP, 'mixer_every': 2},
+    'half': {**_PAPER_STEP, 'mixer_batch_frac': 0.5},
+    'fast': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_batch_frac': 0.5},
+    'lowres': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_scale': 0.5},
+    'lean': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_scale': 0.5, 'clean_frac': 0.25},
+    'quarter': {**_PAPER_STEP, 'mixer_every': 2, 'clean_frac': 0.25, 'clean_forward': 'joint'},
 }
 DEFAULT_PRESET = 'every2'
 
@@ -71,6 +76,8 @@ def samix_defaults(
         mixer_batch_frac: Optional[float] = None,
         clean_weight: Optional[float] = None,
         clean_forward: Optional[str] = None,
+        mixer_scale: Optional[float] = None,
+        clean_frac: Optional[float] = None,
 ) -> Dict[str, Any]:
     """`SAMix` keyword arguments for a run of `total_steps` SAMix calls; None = choose (§3–§5).
 
@@ -107,7 +114,8 @@ def samix_defaults(
     if beta_schedule == 'auto':  # §3: constant on small data, linear to 0 at ImageNet scale
         beta_schedule = 'constant' if small else 'linear'
     step = preset_values(preset, mixer_every=mixer_every, mixer_batch_frac=mixer_batch_frac,
-                         clean_weight=clean_weight, clean_forward=clean_forward)
+                         clean_weight=clean_weight, clean_forward=clean_forward, mixer_scale=mixer_scale,
+                         clean_frac=clean_frac)
     return dict(
         mixer=mixer, mixer_kwargs=mixer_kwargs, mixer_optimizer=mixer_optimizer,
         mixer_min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr,
@@ -120,5 +128,6 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
             f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, Mixer trained every "
-            f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch, clean term "
-            f"W {kwargs['clean_weight']:g} ({kwargs['clean_forward']} forward)")
+            f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
+            f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "
+            f"{kwargs['clean_frac']:g} of the batch ({kwargs['clean_forward']} forward)")

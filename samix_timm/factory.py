@@ -62,7 +62,8 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta, momentum_start=args.samix_momentum_start,
         momentum_end=args.samix_momentum_end, mask_beta=args.samix_mask_beta, beta_schedule=args.samix_beta_schedule,
         mixer_every=args.samix_mixer_every, mixer_batch_frac=args.samix_mixer_batch_frac,
-        clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward)
+        clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
+        mixer_scale=args.samix_mixer_scale, clean_frac=args.samix_clean_frac)
     small = train_size is not None and train_size < SMALL_DATA_IMAGES
     _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
                  + describe_schedules(kwargs['momentum'], kwargs['beta'], f'{"small" if small else "ImageNet-scale"} '
@@ -83,7 +84,8 @@ def _with_clean_term(args, mixer, num_classes: int):
     (off unless asked: it is the online SAMix reference step, and the fair control for it)."""
     if not args.samix_clean_weight:
         return mixer
-    clean = CleanTerm(args.samix_clean_weight, num_classes, args.smoothing, args.samix_clean_forward or 'separate')
+    clean = CleanTerm(args.samix_clean_weight, num_classes, args.smoothing, args.samix_clean_forward or 'separate',
+                      args.samix_clean_frac or 1.0)
     _logger.info(f'Clean-batch term: W {clean.weight:g} x CE on the clean batch ({clean.forward} forward)')
     return CleanBatch(mixer, clean)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.profiler import record_function
 
 from .clean import CleanMixLoss, CleanTerm
@@ -67,11 +68,14 @@ class SAMix:
         lam_adjust_prob: probability of λ adjusting the classifier-branch mask (§3).
         mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
         mixer_every: train the Mixer every k-th call (1 = paper).
+        mixer_scale: resolution of the Mixer branch's mixed batch, as a fraction of the input's (1 = paper;
+            < 1: θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ). CNNs only.
         label_smoothing: timm label smoothing of the soft targets.
         prob: probability of mixing a batch (timm `mixup_prob`).
         clean_weight: W of the clean-batch term W·CE(f_θ(x), y) (§5.6; 0 = off, the reference uses 1):
             the call then returns [x; x_mix] and the loss must come from `loss(...)`.
         clean_forward: 'joint' (one forward of the 2N batch) or 'separate' (one per half, as the reference).
+        clean_frac: fraction of the clean batch the clean term sees (1 = the reference; see `CleanTerm`).
         amp_autocast: autocast context factory of the training loop.
         grad_scaler: `torch.amp.GradScaler` for fp16 training of the Mixer, or None.
     """
@@ -97,10 +101,12 @@ class SAMix:
             lam_adjust_prob: float = 0.0,
             mixer_batch_frac: float = 1.0,
             mixer_every: int = 1,
+            mixer_scale: float = 1.0,
             label_smoothing: float = 0.1,
             prob: float = 1.0,
             clean_weight: float = 0.0,
             clean_forward: str = 'joint',
+            clean_frac: float = 1.0,
             amp_autocast: Callable = nullcontext,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
@@ -114,6 +120,11 @@ class SAMix:
             raise ConfigError(f'--samix-mixer-batch-frac {mixer_batch_frac} must be in (0, 1]')
         if mixer_every < 1:
             raise ConfigError(f'--samix-mixer-every {mixer_every} must be 1 or more')
+        if not 0 < mixer_scale <= 1:
+            raise ConfigError(f'--samix-mixer-scale {mixer_scale} must be in (0, 1]')
+        if mixer_scale < 1 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
+            raise ConfigError(f'--samix-mixer-scale {mixer_scale} needs a model that takes any input size; this one '
+                              f'has a fixed patch grid: use --samix-mixer-scale 1')
         self.model = model
         self.num_classes = num_classes
         self.total_steps = total_steps
@@ -131,9 +142,9 @@ class SAMix:
                                     grad_scaler)
         self.alpha, self.eta, self.mixer_loss = alpha, eta, mixer_loss
         self.lam_margin, self.lam_adjust_prob = lam_margin, lam_adjust_prob
-        self.mixer_batch_frac, self.mixer_every = mixer_batch_frac, mixer_every
+        self.mixer_batch_frac, self.mixer_every, self.mixer_scale = mixer_batch_frac, mixer_every, mixer_scale
         self.label_smoothing, self.mix_prob = label_smoothing, prob
-        self.clean = CleanTerm(clean_weight, num_classes, label_smoothing, clean_forward)
+        self.clean = CleanTerm(clean_weight, num_classes, label_smoothing, clean_forward, clean_frac)
         self.amp_autocast = amp_autocast
         self.mixup_enabled = True
         self.step = 0
@@ -252,6 +263,9 @@ class SAMix:
         """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
         n = max(2, int(round(self.mixer_batch_frac * x.shape[0])))
         x, target, z = x[:n], target[:n], z[:n]
+        if self.mixer_scale < 1:  # θ̄ reads a smaller copy; the Mixer makes its mask at that size (ours, not §5.4)
+            size = [max(1, round(d * self.mixer_scale)) for d in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
         index = torch.randperm(n, device=x.device)
         with record_function('samix/mixer_forward'):
             s = self._mask(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ

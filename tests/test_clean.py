@@ -213,3 +213,38 @@ def test_health_of_a_real_samix_changes_no_state():
     assert set(h) == {f'health_{k}_{lam}' for k in ('keep', 'std') for lam in (0.3, 0.5, 0.7)}
     assert all(torch.equal(before[k], v) for k, v in samix.mixer.state_dict().items())
     assert np.array_equal(rng, np.random.get_state()[1])
+
+
+def test_clean_frac_weighs_the_first_rows_of_the_clean_batch():
+    """`clean_frac` < 1: the term sees the first round(frac·N) clean rows, the mixed batch stays whole."""
+    clean = CleanTerm(2.0, num_classes=3, frac=0.25)
+    x, y = torch.arange(8.).view(8, 1, 1, 1), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    x_mix, y_mix = -torch.ones(8, 1, 1, 1), torch.full((8, 3), 1 / 3)
+    x_out, y_out = clean.join(x, y, x_mix, y_mix)
+    assert clean.split == 2 and x_out.shape[0] == 10 and torch.equal(x_out[:2], x[:2])
+    torch.testing.assert_close(y_out[:2], F.one_hot(y[:2], 3).float())
+    logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    logp = logits.log_softmax(-1)
+    by_hand = 2.0 * -(y_out[:2] * logp[:2]).sum(1).mean() + -(y_out[2:] * logp[2:]).sum(1).mean()
+    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits, y_out), by_hand)
+    with pytest.raises(ConfigError, match=r'the loss got 16 rows but the mixer returned 10 \(2 clean \+ 8 mixed\)'):
+        CleanMixLoss(SoftTargetCrossEntropy(), clean)(torch.zeros(16, 3), torch.zeros(16, 3))
+    clean = CleanTerm(1.0, K, forward='separate', frac=0.25)
+    holder = type('M', (), {'clean': clean})()
+    model = _model().train()
+    xb, yb = _batch(8)
+    x_out, _ = clean.join(xb, yb, 3 * xb, F.one_hot(yb, K).float())
+    separate = forward_batch(model, x_out, holder)
+    assert separate.shape[0] == 10
+    torch.testing.assert_close(separate[:2], model(xb[:2]))  # the clean rows get their own forward
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=f'--samix-clean-frac {bad} must be in'):
+            CleanTerm(1.0, K, frac=bad)
+
+
+def test_samix_with_clean_frac_returns_fewer_clean_rows():
+    samix = SAMix(_model(), K, 100, input_size=(3, 32, 32), lam_margin=0.0, clean_weight=1.0, clean_frac=0.5)
+    x, y = _batch(6)
+    np.random.seed(0)
+    x_out, y_out = samix(x, y)
+    assert x_out.shape[0] == 9 and samix.clean.split == 3 and torch.equal(x_out[:3], x[:3])

@@ -79,6 +79,27 @@ def test_gradient_routing():
     torch.testing.assert_close(dict(samix.encoder.module.named_parameters())[name], expected)
 
 
+def test_mixer_scale_trains_the_mixer_through_a_smaller_copy():
+    """`mixer_scale` 0.5: θ̄'s Mixer-branch forward reads 16 px, the mask it makes reaches φ with a gradient,
+    and the batch handed to the classifier stays at full resolution."""
+    model = _model()
+    samix = _samix(model, lam_margin=0.0, mixer_scale=0.5)
+    seen = []
+    samix.encoder_forward = lambda x: (seen.append(tuple(x.shape)), samix.encoder.module(x))[1]
+    p_mixer, p_model = _params(samix.mixer), _params(model)
+    x, y = _batch()
+    np.random.seed(0)
+    x_mix, _ = samix(x, y)
+    assert seen == [(6, 3, 16, 16)] and x_mix.shape == x.shape
+    assert _changed(p_mixer, samix.mixer) == set(p_mixer) and not _changed(p_model, model)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=f'--samix-mixer-scale {bad} must be in'):
+            _samix(_model(), mixer_scale=bad)
+    vit = timm.create_model('test_vit', num_classes=K, img_size=32, dynamic_img_size=False)
+    with pytest.raises(ConfigError, match='has a fixed patch grid: use --samix-mixer-scale 1'):
+        _samix(vit, mixer_scale=0.5)
+
+
 def test_constant_mask_targets_equal_timm_mixup_target(monkeypatch):
     samix = _samix(_model(), lam_margin=0.08)
     x, y = _batch(8)
@@ -380,9 +401,11 @@ def test_presets_and_explicit_values(flags, expected):
 
 def test_paper_preset_is_the_reference_step():
     from samix_timm.defaults import SAMIX_PRESETS, preset_values
-    # §5.4-§5.6: Mixer on the whole batch every step, clean term W = 1 through its own forward
-    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0, clean_forward='separate')
-    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast'):
+    # §5.4-§5.6: Mixer on the whole batch at full resolution every step, clean term W = 1 on the whole clean
+    # batch through its own forward
+    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0,
+                                          clean_forward='separate', clean_frac=1.0)
+    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast, lowres, lean, quarter'):
         preset_values('nope')
 
 

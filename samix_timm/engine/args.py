@@ -292,6 +292,12 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='fraction of the batch the Mixer trains on (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-every', type=int, default=None,
                    help='train the Mixer every k-th step (default: from --samix-preset; 1 = paper)')
+    g.add_argument('--samix-mixer-scale', type=float, default=None,
+                   help='resolution of the Mixer branch (theta-bar reads a resized copy of its mixed batch) as a '
+                        'fraction of the input size, CNNs only (default: from --samix-preset; 1 = paper)')
+    g.add_argument('--samix-clean-frac', type=float, default=None,
+                   help='fraction of the clean batch the clean-batch term sees (default: from --samix-preset; '
+                        '1 = the reference)')
     g.add_argument('--samix-vis-interval', type=int, default=10,
                    help='epochs between mixed-sample image grids (tensorboard + PNG); 0 = off')
 
