@@ -11,7 +11,8 @@ subprocess (RSS on CPU, max allocated on CUDA). `--breakdown` profiles the onlin
     python bench/speed.py --models resnet18 resnet50 deit_small_patch16_224:112 --img-size 64 --batch-size 32 --breakdown
 
 A model may carry its own resolution as NAME:SIZE (e.g. a ViT at 112 px, where 64 px would leave
-a 4x4 token map); the others use --img-size.
+a 4x4 token map); the others use --img-size. A method may carry `@cl` (e.g. `mixup@cl samix_every2@cl`):
+model and batch in channels_last, as train.py's --channels-last.
 """
 import argparse
 import json
@@ -110,13 +111,18 @@ class Runner:
 
     def __init__(self, model_name: str, method: str, img_size: int, batch_size: int, device: torch.device, seed=0):
         torch.manual_seed(seed)
+        method, channels_last = split_method(method)
         kwargs = dict(img_size=img_size) if is_transformer(model_name) else {}
         self.model = timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs).to(device)
+        if channels_last:  # as train.py --channels-last: model and batches; SAMix's θ̄ copy follows the model
+            self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
         self.mix = METHODS[method](self.model, img_size, 10_000)
         self.loss_fn = self.mix.loss(SoftTargetCrossEntropy()) if hasattr(self.mix, 'loss') else SoftTargetCrossEntropy()
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device)
+        if channels_last:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=g).to(device)
         self.device = device
 
@@ -133,6 +139,12 @@ class Runner:
         if self.device.type == 'cuda':
             torch.cuda.synchronize()
         return time.perf_counter() - start
+
+
+def split_method(spec: str) -> Tuple[str, bool]:
+    """'name@cl' -> (name, True): the method with model and batch in channels_last; 'name' -> (name, False)."""
+    name, _, suffix = spec.partition('@')
+    return name, suffix == 'cl'
 
 
 def split_size(spec: str, default: int) -> Tuple[str, int]:
@@ -246,9 +258,10 @@ def main() -> None:
     p.add_argument('--out', default='bench/results/speed', help='writes <out>.json and <out>.md')
     p.add_argument('--single', default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    unknown = set(args.methods) - set(METHODS)
+    unknown = {m for m in args.methods if split_method(m)[0] not in METHODS or m.partition('@')[2] not in ('', 'cl')}
     if unknown or 'mixup' not in args.methods:
-        p.error(f'methods must include mixup (the reference) and come from {", ".join(METHODS)}')
+        p.error(f'methods must include mixup (the reference) and come from {", ".join(METHODS)} '
+                f'(each optionally with @cl)')
     device = torch.device(args.device)
     if args.single:
         return _single(args, device)

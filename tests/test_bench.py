@@ -96,3 +96,19 @@ def test_gpu_check_cpu_path(small_data, tmp_path):
     assert runs['mixup']['time_x_mixup'] == 1.0
     assert result['overflow'] == {'test_resnet': {'fell_back': True, 'finite': True}}
     assert '| test_resnet | bfloat16 | eager | samix_paper |' in out.with_suffix('.md').read_text()
+
+
+def test_speed_runner_channels_last_suffix():
+    """bench/speed.py `name@cl`: model, batch and SAMix's θ̄ in channels_last, and a step runs."""
+    import torch
+    spec = importlib.util.spec_from_file_location('bench_speed', REPO / 'bench' / 'speed.py')
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    assert speed.split_method('samix_every2@cl') == ('samix_every2', True)
+    assert speed.split_method('mixup') == ('mixup', False)
+    r = speed.Runner('test_resnet', 'samix_every2@cl', 32, 4, torch.device('cpu'))
+    assert r.x.is_contiguous(memory_format=torch.channels_last) and not r.x.is_contiguous()
+    assert r.mix.channels_last  # θ̄ takes its input in the classifier's memory format
+    assert r.step() > 0
+    plain = speed.Runner('test_resnet', 'samix_every2', 32, 4, torch.device('cpu'))
+    assert not plain.mix.channels_last and plain.x.is_contiguous()
