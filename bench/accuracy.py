@@ -31,6 +31,8 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from samix_timm.health import health_failures  # noqa: E402
 
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 BASE = ['--config', str(RECIPE)]
@@ -127,7 +129,7 @@ def speed_ratios(path: Path, model: str) -> Tuple[Dict[str, float], str]:
     if model not in data['models']:
         return {}, f'no {model} entry in {path.name}'
     res = data['models'][model]
-    ratios = {m: t['median_s'] / res['time']['mixup']['median_s'] for m, t in res['time'].items()}
+    ratios = {m: t['median_s'] / res['time']['mixup']['median_s'] for m, t in res['time'].items() if 'median_s' in t}
     return ratios, f"{path.name}: {model} {res['img_size']} px, batch {data['batch_size']}"
 
 
@@ -146,11 +148,19 @@ def _health(records: List[Dict]) -> str:
     return f'{keep}; {std}'
 
 
+def grey_seeds(records: List[Dict]) -> int:
+    """Seeds whose Mixer ended grey: a per-image mask std below `health_failures`' bound at some λ
+    (a λ-blind constant mask, §3: mixup with the wrong λ, not a learned Mixer)."""
+    return sum(any(k.startswith('health_std') for k in health_failures(
+        {k: v for k, v in r.items() if k.startswith('health_std_')})) for r in records)
+
+
 def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:
     """The rule that sets the default `--samix-preset`: the cheapest preset (step time `cost`) whose
     mean online top-1 and mean EMA top-1 (train.py keeps the best EMA checkpoint) are each no more
-    than one seed-std (the larger of the two presets') below `paper`'s; `paper` when none is.
-    `runs` maps preset name -> {'top1': per-seed array, 'ema_top1': per-seed array}."""
+    than one seed-std (the larger of the two presets') below `paper`'s, and whose Mixer stayed spatial
+    in every seed (`grey` = 0); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
+    array, 'ema_top1': per-seed array, optionally 'grey': seeds with a grey Mixer}."""
     paper = runs['paper']
     parts, passing = [], ['paper']
     for name, cand in runs.items():
@@ -163,12 +173,15 @@ def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float
             tol = max(p.std(ddof=1), c.std(ddof=1)) if seeds > 1 else 0.0
             ok &= bool(c.mean() >= p.mean() - tol)
             checks.append(f'{key} {c.mean():.2f} vs {p.mean():.2f} - {tol:.2f}')
+        grey = int(cand.get('grey', 0))
+        ok &= grey == 0
+        checks.append(f'grey Mixer in {grey} of {len(cand["top1"])} seeds')
         passing += [name] if ok else []
         parts.append(f'{name} ({seeds} seeds, {cost.get(name, np.nan):.2f}x): {", ".join(checks)} '
                      f'-> {"passes" if ok else "fails"}')
     choice = min(passing, key=lambda n: cost.get(n, np.inf) if n != 'paper' else np.inf)
-    return (f'Preset rule (the cheapest preset whose online and EMA means are >= paper - max std): '
-            f'{"; ".join(parts)} -> default `{choice}`')
+    return (f'Preset rule (the cheapest preset whose online and EMA means are >= paper - max std and whose '
+            f'Mixer is spatial in every seed): {"; ".join(parts)} -> default `{choice}`')
 
 
 def budget(record) -> Tuple[str, int, int, int]:
@@ -203,8 +216,8 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
                      f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {ratio * run_epochs / epochs:.2f} | '
                      f'{_health(by[m])} |')
-    presets = {PRESET_OF[m]: {k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')}
-               for m in PRESET_OF if m in by}
+    presets = {PRESET_OF[m]: dict({k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')},
+                                  grey=grey_seeds(by[m])) for m in PRESET_OF if m in by}
     if 'paper' in presets and len(presets) > 1:
         cost = {PRESET_OF[m]: ratios.get(SPEED_OF[m], np.nan) for m in PRESET_OF}
         lines += ['', preset_verdict(presets, cost)]

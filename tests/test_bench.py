@@ -112,3 +112,23 @@ def test_speed_runner_channels_last_suffix():
     assert r.step() > 0
     plain = speed.Runner('test_resnet', 'samix_every2', 32, 4, torch.device('cpu'))
     assert not plain.mix.channels_last and plain.x.is_contiguous()
+    # a method the model cannot run is reported, not fatal to the other models of the run
+    args = type('A', (), dict(img_size=32, batch_size=2, warmup=0, reps=1, window=1))()
+    out = speed.time_methods('deit_tiny_patch16_224', ['samix_lowres'], args, torch.device('cpu'))
+    assert 'fixed patch grid' in out['samix_lowres']['skipped']
+    assert '| samix_lowres | n/a: ' in speed.markdown(dict(command='c', reps=1, batch_size=2, models={
+        'deit_tiny_patch16_224': dict(img_size=32, time=dict(mixup=dict(median_s=1., iqr_s=0.), **out))}), 'm')
+
+
+def test_preset_with_a_grey_mixer_in_one_seed_fails_the_rule(accuracy):
+    """Accuracy within tolerance is not enough: a seed whose Mixer ended as a constant mask disqualifies."""
+    paper, cand = [(90, 85), (91, 86), (92, 87)], [(90.5, 85.5), (91, 86), (91.5, 86.5)]
+    runs = _presets(paper=paper, fast=cand)
+    assert accuracy.preset_verdict(runs, {'fast': 1.6}).endswith('default `fast`')
+    healthy = {f'health_std_{lam}': 0.4 for lam in ('0.3', '0.5', '0.7')}
+    grey = dict(healthy, **{'health_std_0.5': 0.01})
+    off_lam = dict(healthy, **{'health_keep_0.7': 0.4})  # the keep reading is not part of the rule
+    assert accuracy.grey_seeds([healthy, grey, off_lam]) == 1
+    runs['fast']['grey'] = accuracy.grey_seeds([healthy, grey, healthy])
+    verdict = accuracy.preset_verdict(runs, {'fast': 1.6})
+    assert 'grey Mixer in 1 of 3 seeds -> fails' in verdict and verdict.endswith('default `paper`')
