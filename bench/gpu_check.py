@@ -36,7 +36,7 @@ from samix_timm.defaults import DEFAULT_PRESET, is_transformer, samix_defaults  
 from speed import random_artifact  # noqa: E402
 
 NUM_CLASSES = 10
-METHODS = ('mixup', 'samix_paper', f'samix_{DEFAULT_PRESET}', 'samix_p')
+METHODS = tuple(dict.fromkeys(('mixup', 'samix_paper', f'samix_{DEFAULT_PRESET}', 'samix_p')))  # once when the default is paper
 
 
 def fixed_batch(data_dir: Path, model: torch.nn.Module, img_size: int, batch_size: int, device) -> tuple:

@@ -69,7 +69,8 @@ class SAMix:
         mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
         mixer_every: train the Mixer every k-th call (1 = paper).
         mixer_scale: resolution of the Mixer branch's mixed batch, as a fraction of the input's (1 = paper;
-            < 1: θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ). CNNs only.
+            < 1: θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ); needs a
+            model that takes any input size (CNNs, ViTs with a dynamic patch grid).
         label_smoothing: timm label smoothing of the soft targets.
         prob: probability of mixing a batch (timm `mixup_prob`).
         clean_weight: W of the clean-batch term W·CE(f_θ(x), y) (§5.6; 0 = off, the reference uses 1):

@@ -281,7 +281,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-preset', type=str, default=DEFAULT_PRESET,
                    help="how the step runs: 'paper' (the reference: Mixer on the whole batch every step, clean "
                         "term), economies 'every2' (Mixer every 2nd step), 'half' (half the batch), 'fast' "
-                        "(both); see README Benchmarks")
+                        "(both), 'lowres' (every2 at half resolution), 'lean' (lowres + clean term on a quarter "
+                        "of the batch), 'quarter' (every2 + that clean term, joint forward); see README Benchmarks")
     g.add_argument('--samix-clean-weight', type=float, default=None,
                    help='W of the clean-batch term W*CE(f(x), y) beside the mixup loss (0 = off; default: from '
                         '--samix-preset, 1 = the reference; also adds the term to timm Mixup/CutMix and SAMix^P)')
