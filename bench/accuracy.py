@@ -31,8 +31,6 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from samix_timm.health import health_failures  # noqa: E402
 
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 BASE = ['--config', str(RECIPE)]
@@ -148,21 +146,26 @@ def _health(records: List[Dict]) -> str:
     return f'{keep}; {std}'
 
 
+# a Mixer is grey when its masks are constant: per-image std below this at some λ of the health reading.
+# Not `health_failures`' 0.3 "not spatial" bound: paper-step seeds end with soft but spatial masks at
+# 0.21–0.26, while the collapsed seeds of the economies read 0.00–0.01 (README Benchmarks).
+GREY_STD = 0.05
+
+
 def grey_seeds(records: List[Dict]) -> int:
-    """Seeds whose Mixer ended grey: a per-image mask std below `health_failures`' bound at some λ
-    (a λ-blind constant mask, §3: mixup with the wrong λ, not a learned Mixer)."""
-    return sum(any(k.startswith('health_std') for k in health_failures(
-        {k: v for k, v in r.items() if k.startswith('health_std_')})) for r in records)
+    """Seeds whose Mixer ended grey: a λ-blind constant mask (§3), i.e. mixup with the wrong λ, not a
+    learned Mixer."""
+    return sum(any(v < GREY_STD for k, v in r.items() if k.startswith('health_std_')) for r in records)
 
 
 def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:
     """The rule that sets the default `--samix-preset`: the cheapest preset (step time `cost`) whose
     mean online top-1 and mean EMA top-1 (train.py keeps the best EMA checkpoint) are each no more
-    than one seed-std (the larger of the two presets') below `paper`'s, and whose Mixer stayed spatial
-    in every seed (`grey` = 0); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
+    than one seed-std (the larger of the two presets') below `paper`'s, and whose Mixer never ended
+    grey (`grey` = 0 seeds); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
     array, 'ema_top1': per-seed array, optionally 'grey': seeds with a grey Mixer}."""
     paper = runs['paper']
-    parts, passing = [], ['paper']
+    parts, passing = [f'paper: grey Mixer in {int(paper.get("grey", 0))} of {len(paper["top1"])} seeds'], ['paper']
     for name, cand in runs.items():
         if name == 'paper':
             continue
@@ -181,7 +184,7 @@ def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float
                      f'-> {"passes" if ok else "fails"}')
     choice = min(passing, key=lambda n: cost.get(n, np.inf) if n != 'paper' else np.inf)
     return (f'Preset rule (the cheapest preset whose online and EMA means are >= paper - max std and whose '
-            f'Mixer is spatial in every seed): {"; ".join(parts)} -> default `{choice}`')
+            f'Mixer is never grey): {"; ".join(parts)} -> default `{choice}`')
 
 
 def budget(record) -> Tuple[str, int, int, int]:

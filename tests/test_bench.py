@@ -128,7 +128,8 @@ def test_preset_with_a_grey_mixer_in_one_seed_fails_the_rule(accuracy):
     healthy = {f'health_std_{lam}': 0.4 for lam in ('0.3', '0.5', '0.7')}
     grey = dict(healthy, **{'health_std_0.5': 0.01})
     off_lam = dict(healthy, **{'health_keep_0.7': 0.4})  # the keep reading is not part of the rule
-    assert accuracy.grey_seeds([healthy, grey, off_lam]) == 1
+    soft = {f'health_std_{lam}': 0.22 for lam in ('0.3', '0.5', '0.7')}  # soft but spatial masks: not grey
+    assert accuracy.grey_seeds([healthy, grey, off_lam, soft]) == 1
     runs['fast']['grey'] = accuracy.grey_seeds([healthy, grey, healthy])
     verdict = accuracy.preset_verdict(runs, {'fast': 1.6})
     assert 'grey Mixer in 1 of 3 seeds -> fails' in verdict and verdict.endswith('default `paper`')

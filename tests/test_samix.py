@@ -378,16 +378,22 @@ def test_factory_keeps_explicit_zero_settings():
     assert samix.momentum(0) == 0 and samix.momentum(samix.total_steps) == 0
 
 
+_STEP = dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0, clean_frac=1.0)
+
+
 @pytest.mark.parametrize('flags,expected', [
-    ([], dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0)),  # the default preset: bench/accuracy.py's rule
-    (['--samix-preset', 'paper'], dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=1.0)),
-    (['--samix-preset', 'fast'], dict(mixer_every=2, mixer_batch_frac=0.5, clean_weight=1.0)),
-    (['--samix-preset', 'every2'], dict(mixer_every=2, mixer_batch_frac=1.0, clean_weight=1.0)),
-    (['--samix-preset', 'half'], dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0)),
-    (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(mixer_every=1, mixer_batch_frac=0.5, clean_weight=1.0)),
-    (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'],
-     dict(mixer_every=1, mixer_batch_frac=0.25, clean_weight=1.0)),
-    (['--samix-preset', 'paper', '--samix-clean-weight', '0'], dict(mixer_every=1, mixer_batch_frac=1.0, clean_weight=0.0)),
+    ([], _STEP),  # the default preset (paper): bench/accuracy.py's rule on the committed runs
+    (['--samix-preset', 'paper'], _STEP),
+    (['--samix-preset', 'fast'], dict(_STEP, mixer_every=2, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'every2'], dict(_STEP, mixer_every=2)),
+    (['--samix-preset', 'half'], dict(_STEP, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'lowres'], dict(_STEP, mixer_every=2, mixer_scale=0.5)),
+    (['--samix-preset', 'lean'], dict(_STEP, mixer_every=2, mixer_scale=0.5, clean_frac=0.25)),
+    (['--samix-preset', 'fast', '--samix-mixer-every', '1'], dict(_STEP, mixer_batch_frac=0.5)),
+    (['--samix-preset', 'paper', '--samix-mixer-batch-frac', '0.25'], dict(_STEP, mixer_batch_frac=0.25)),
+    (['--samix-preset', 'paper', '--samix-clean-weight', '0'], dict(_STEP, clean_weight=0.0)),
+    (['--samix-preset', 'lean', '--samix-mixer-scale', '1', '--samix-clean-frac', '0.5'],
+     dict(_STEP, mixer_every=2, clean_frac=0.5)),
 ])
 def test_presets_and_explicit_values(flags, expected):
     from samix_timm.engine.args import parse_train_args
@@ -395,8 +401,8 @@ def test_presets_and_explicit_values(flags, expected):
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', *flags])
     samix = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
                          steps_per_epoch=10, train_size=100)
-    assert dict(mixer_every=samix.mixer_every, mixer_batch_frac=samix.mixer_batch_frac,
-                clean_weight=samix.clean.weight) == expected
+    assert dict(mixer_every=samix.mixer_every, mixer_batch_frac=samix.mixer_batch_frac, mixer_scale=samix.mixer_scale,
+                clean_weight=samix.clean.weight, clean_frac=samix.clean.frac) == expected
 
 
 def test_paper_preset_is_the_reference_step():
