@@ -295,7 +295,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='train the Mixer every k-th step (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-scale', type=float, default=None,
                    help='resolution of the Mixer branch (theta-bar reads a resized copy of its mixed batch) as a '
-                        'fraction of the input size, CNNs only (default: from --samix-preset; 1 = paper)')
+                        'fraction of the input size, for models that take any input size (default: from '
+                        '--samix-preset; 1 = paper)')
     g.add_argument('--samix-clean-frac', type=float, default=None,
                    help='fraction of the clean batch the clean-batch term sees (default: from --samix-preset; '
                         '1 = the reference)')

@@ -37,6 +37,7 @@ def _half_open(lo: float, hi: float) -> Limit:
 
 _PROB = _closed(0, 1)
 _RATE = _half_open(0, 1)
+_FRACTION = ('in (0, 1]', lambda v: 0 < v <= 1)
 
 # argument -> allowed values (None, the "unset" default, is always allowed)
 LIMITS: Dict[str, Limit] = {
@@ -55,9 +56,8 @@ LIMITS: Dict[str, Limit] = {
     'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': _closed(0, 1),
     'samix_momentum_start': _closed(0, 1), 'samix_momentum_end': _closed(0, 1), 'samix_mask_beta': _at_least(0),
     'samix_mask_margin': _at_least(0), 'samix_lam_margin': _half_open(0, 0.5), 'samix_lam_adjust_prob': _PROB,
-    'samix_clean_weight': _at_least(0), 'samix_mixer_batch_frac': (
-        'in (0, 1]', lambda v: 0 < v <= 1), 'samix_mixer_every': _at_least(1),
-    'samix_mixer_scale': ('in (0, 1]', lambda v: 0 < v <= 1), 'samix_clean_frac': ('in (0, 1]', lambda v: 0 < v <= 1), 'samix_vis_interval': _at_least(0),
+    'samix_clean_weight': _at_least(0), 'samix_mixer_batch_frac': _FRACTION, 'samix_mixer_every': _at_least(1),
+    'samix_mixer_scale': _FRACTION, 'samix_clean_frac': _FRACTION, 'samix_vis_interval': _at_least(0),
     'recount': _at_least(1),
 }
 
