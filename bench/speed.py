@@ -141,9 +141,9 @@ class Runner:
 
 
 def split_method(spec: str) -> Tuple[str, bool]:
-    """'name@cl' -> (name, True): the method with model and batch in channels_last; 'name' -> (name, False)."""
+    """'name@cl' -> (name, True): the method with model and batch in channels_last; anything else -> (spec, False)."""
     name, _, suffix = spec.partition('@')
-    return name, suffix == 'cl'
+    return (name, True) if suffix == 'cl' else (spec, False)
 
 
 def split_size(spec: str, default: int) -> Tuple[str, int]:
@@ -266,7 +266,7 @@ def main() -> None:
     p.add_argument('--out', default='bench/results/speed', help='writes <out>.json and <out>.md')
     p.add_argument('--single', default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    unknown = {m for m in args.methods if split_method(m)[0] not in METHODS or m.partition('@')[2] not in ('', 'cl')}
+    unknown = {m for m in args.methods if split_method(m)[0] not in METHODS}
     if unknown or 'mixup' not in args.methods:
         p.error(f'methods must include mixup (the reference) and come from {", ".join(METHODS)} '
                 f'(each optionally with @cl)')

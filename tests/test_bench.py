@@ -106,6 +106,7 @@ def test_speed_runner_channels_last_suffix():
     spec.loader.exec_module(speed)
     assert speed.split_method('samix_every2@cl') == ('samix_every2', True)
     assert speed.split_method('mixup') == ('mixup', False)
+    assert speed.split_method('mixup@fp16') == ('mixup@fp16', False)  # not a method: refused by main()
     r = speed.Runner('test_resnet', 'samix_every2@cl', 32, 4, torch.device('cpu'))
     assert r.x.is_contiguous(memory_format=torch.channels_last) and not r.x.is_contiguous()
     assert r.mix.channels_last  # θ̄ takes its input in the classifier's memory format
