@@ -91,10 +91,12 @@ def test_pseudo_labels_are_produced_and_refreshed(small_data, tmp_path, monkeypa
     torch.testing.assert_close(result.moco.pseudo_labels, calls[1])
 
 
-@pytest.mark.parametrize('full_workers,resumed_workers', [('0', '0'), ('2', '1')])
-def test_resume_reproduces_uninterrupted_run(small_data, tmp_path, one_thread, full_workers, resumed_workers):
-    # ('2', '1'): persistent workers through the full run, a fresh one in the resumed run (per-sample seeds)
-    common = ('--epochs', '2', '--ssl-mix', 'samix_c', '--cluster-interval', '1')
+@pytest.mark.parametrize('full_workers,resumed_workers,view_aug', [('0', '0', 'loader'), ('2', '1', 'loader'),
+                                                                   ('2', '1', 'device')])
+def test_resume_reproduces_uninterrupted_run(small_data, tmp_path, one_thread, full_workers, resumed_workers, view_aug):
+    # ('2', '1'): persistent workers through the full run, a fresh one in the resumed run (per-sample seeds);
+    # device: the views are drawn in the main process from the epoch's generator (view_generator)
+    common = ('--epochs', '2', '--ssl-mix', 'samix_c', '--cluster-interval', '1', '--view-aug', view_aug)
     full = _run(small_data, tmp_path, *common, '--experiment', 'full', '--workers', full_workers)
     resumed = _run(small_data, tmp_path, *common, '--experiment', 'resumed', '--workers', resumed_workers,
                    '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))

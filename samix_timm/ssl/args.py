@@ -43,6 +43,10 @@ def create_ssl_parser() -> argparse.ArgumentParser:
     g.add_argument('--decay-milestones', type=int, nargs='+', default=[120, 160], help='multistep epochs')
     g.add_argument('--decay-rate', type=float, default=0.1, help='step/multistep decay')
     g = p.add_argument_group('MoCo v2 augmentation (§6)')
+    g.add_argument('--view-aug', default='loader', choices=('loader', 'device'),
+                   help='where the views are made: torchvision on PIL images in the loader workers, or per-sample '
+                        'parameters applied to the whole batch on the training device (one image size; '
+                        'docs/method.md §6)')
     g.add_argument('--scale', type=float, nargs=2, default=(0.2, 1.0), help='RandomResizedCrop scale')
     g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
     g.add_argument('--color-jitter', type=float, default=0.4, help='brightness/contrast/saturation (hue = /4)')

@@ -1,5 +1,10 @@
-""" Data of MoCo v2: the two-view augmentation (§6), indexed datasets and feature extraction. """
-from typing import Callable, Sequence, Tuple
+""" Data of MoCo v2: the two-view augmentation (§6), indexed datasets and feature extraction.
+
+Two ways to make the views (``--view-aug``): ``loader`` augments PIL images in the loader workers
+(``moco_v2_transform``, torchvision); ``device`` loads uint8 images and augments the batch on the
+training device (``DeviceTwoViewLoader`` with ``device_aug.DeviceViewAugment``).
+"""
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -7,7 +12,11 @@ from torchvision import transforms as T
 from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 
-__all__ = ['moco_v2_transform', 'eval_transform', 'TwoViewDataset', 'extract_features']
+from ..errors import ConfigError
+from .device_aug import DeviceViewAugment, view_generator
+
+__all__ = ['moco_v2_transform', 'eval_transform', 'TwoViewDataset', 'IndexedImages', 'stack_images',
+           'DeviceTwoViewLoader', 'extract_features']
 
 
 def moco_v2_transform(
@@ -62,6 +71,70 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, index: int):
         img, _ = self.dataset[index]
         return (self.transform(img), self.transform(img)), index
+
+
+class IndexedImages(Dataset):
+    """Each image as a uint8 CHW tensor, with its index: (image, index); the views are made later on the device.
+
+    Args:
+        dataset: A dataset of (PIL image, target) pairs (timm ``create_dataset`` without transform).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.to_tensor = dataset, T.PILToTensor()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        img, _ = self.dataset[index]
+        return self.to_tensor(img.convert('RGB')), index
+
+
+_SIZE_ERROR = '--view-aug device batches whole images, which must all have one size'
+
+
+def stack_images(batch: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Collate of ``IndexedImages``: (uint8 NCHW, indices); images of different sizes are refused in one line."""
+    images, index = zip(*batch)
+    sizes = {tuple(img.shape[-2:]) for img in images}
+    if len(sizes) > 1:
+        raise ConfigError(f'{_SIZE_ERROR}; found {sorted(sizes)[:2]}: resize the dataset once or use --view-aug loader')
+    return torch.stack(images), torch.tensor(index)
+
+
+class DeviceTwoViewLoader:
+    """Two views of every image made on ``device`` from a loader of ``IndexedImages``: iterates
+    ((x1, x2), index) as a loader of ``TwoViewDataset``. The view parameters of an epoch come from
+    ``view_generator(seed, epoch, rank)``, so a run resumed at an epoch makes the same views."""
+
+    def __init__(self, loader, augment: DeviceViewAugment, device: torch.device, seed: int, rank: int = 0):
+        self.loader, self.augment, self.device, self.seed, self.rank = loader, augment, device, seed, rank
+        self.generator = view_generator(seed, 0, rank)
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = view_generator(self.seed, epoch, self.rank)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        try:
+            for images, index in self.loader:
+                images = images.to(self.device, non_blocking=True)
+                yield (self.augment(images, self.generator), self.augment(images, self.generator)), index
+        except ConfigError as e:  # raised in a worker, it arrives with the worker's traceback: keep its last line
+            if _SIZE_ERROR not in str(e):
+                raise
+            raise ConfigError(str(e).strip().splitlines()[-1].split('ConfigError: ', 1)[-1]) from None
 
 
 @torch.no_grad()

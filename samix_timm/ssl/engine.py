@@ -30,7 +30,10 @@ from ..engine.train import epoch_seed, save_checkpoint
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
-from .data import TwoViewDataset, eval_transform, extract_features, moco_v2_transform
+from .data import (
+    DeviceTwoViewLoader, IndexedImages, TwoViewDataset, eval_transform, extract_features, moco_v2_transform,
+    stack_images)
+from .device_aug import DeviceViewAugment
 from .distributed import broadcast_, broadcast_module_
 from .encoder import create_ssl_encoder
 from .mixing import get_ssl_mode
@@ -69,15 +72,34 @@ def _check_args(args, mode) -> None:
             raise ConfigError(f'--cluster-interval {args.cluster_interval} must be 1 or more epochs')
 
 
-def _train_loader(args, dataset) -> DataLoader:
+def _train_loader(args, dataset, collate_fn=None) -> DataLoader:
     sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if args.distributed else None
     loader = DataLoader(SampleSeededDataset(dataset, args.seed), batch_size=args.batch_size,
                         shuffle=sampler is None, sampler=sampler, num_workers=args.workers, pin_memory=args.pin_mem,
-                        drop_last=True, persistent_workers=args.workers > 0)  # per-sample seeds: resume reproduces
-    if len(loader) == 0:
+                        drop_last=True, persistent_workers=args.workers > 0, collate_fn=collate_fn)
+    if len(loader) == 0:  # (per-sample seeds above: resume reproduces)
         raise ConfigError(f'--batch-size {args.batch_size} is larger than the {len(dataset)} training images '
                           f'per process: lower --batch-size')
     return loader
+
+
+def _augment_args(args) -> tuple:
+    return (args.img_size, args.mean, args.std, tuple(args.scale), args.hflip, args.color_jitter,
+            args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob, args.reprob, args.recount)
+
+
+def _loader_views(args, base, device):
+    """--view-aug loader: torchvision on PIL images in the workers."""
+    return _train_loader(args, TwoViewDataset(base, moco_v2_transform(*_augment_args(args))))
+
+
+def _device_views(args, base, device):
+    """--view-aug device: uint8 images from the workers, both views made as a batch on the device."""
+    return DeviceTwoViewLoader(_train_loader(args, IndexedImages(base), stack_images),
+                               DeviceViewAugment(*_augment_args(args)), device, args.seed, args.rank)
+
+
+VIEW_AUGS = {'loader': _loader_views, 'device': _device_views}
 
 
 def _eval_loader(args, split: str) -> DataLoader:
@@ -182,10 +204,7 @@ def train_ssl(args, args_text: str) -> SSLResult:
     utils.random_seed(args.seed, args.rank)
 
     base = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True)
-    augment = moco_v2_transform(args.img_size, args.mean, args.std, tuple(args.scale), args.hflip,
-                                args.color_jitter, args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob,
-                                args.reprob, args.recount)
-    loader = _train_loader(args, TwoViewDataset(base, augment))
+    loader = VIEW_AUGS[args.view_aug](args, base, device)
     total_steps = args.epochs * len(loader)
 
     encoder = create_ssl_encoder(args.model, args.proj_hidden, args.proj_dim, **args.model_kwargs)
