@@ -17,11 +17,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -67,9 +68,36 @@ def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
                 machine=_machine(), threads=args.threads)
 
 
-def table(rows: List[Dict]) -> str:
-    lines = ['| method | `--ssl-mix` | seeds | kNN top-1 (%) | linear top-1 (%) | train time / run |',
-             '|---|---|---|---|---|---|']
+def _steps_per_run(data_dir: str) -> int:
+    """Training steps of one bench run: epochs x full batches of the training split."""
+    import yaml
+    cfg = yaml.safe_load(CONFIG.read_text())
+    images = sum(1 for f in (Path(data_dir) / 'train').rglob('*') if f.is_file())
+    return cfg['epochs'] * (images // cfg['batch_size'])
+
+
+def time_steps(args, out_root: Path) -> Dict[str, float]:
+    """Seconds per training step of every method, from one invocation running them one after another
+    (1 epoch each at the recipe's settings, one torch thread): the controlled timing of the table."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    per_step = {}
+    for name in args.methods:
+        cmd = [sys.executable, str(REPO / 'train_ssl.py'), '--config', str(CONFIG), '--data-dir', args.data_dir,
+               '--ssl-mix', MODES[name], '--epochs', '1', '--knn-interval', '0', '--output', str(out_root),
+               '--experiment', f'time-{name}-{int(time.time())}']
+        log = subprocess.run(cmd, env=env, check=True, cwd=REPO, capture_output=True, text=True)
+        steps = [float(m) for m in re.findall(r'([0-9.]+)s/step', log.stdout + log.stderr)]
+        per_step[name] = steps[-1]  # the epoch's mean (the log line of its last step)
+        print(f'{name}: {per_step[name]:.3f} s/step', flush=True)
+    return per_step
+
+
+def table(rows: List[Dict], timing: Optional[Dict] = None) -> str:
+    """Mean ± std over seeds per method; the time columns: s/step and s/step x steps of the controlled
+    timing (``--time``), and the mean wall time of the sweep's own runs (which ran two side by side)."""
+    lines = ['| method | `--ssl-mix` | seeds | kNN top-1 (%) | linear top-1 (%) | s/step (alone) | '
+             'train time / run (alone) | wall time / run in the sweep |',
+             '|---|---|---|---|---|---|---|---|']
     for name, mode in MODES.items():
         done = [r for r in rows if r['method'] == name]
         if not done:
@@ -78,9 +106,11 @@ def table(rows: List[Dict]) -> str:
         def stat(key):
             v = np.array([r[key] for r in done], dtype=float)
             return f'{v.mean():.2f} ± {v.std():.2f}' if len(v) > 1 else f'{v[0]:.2f}'
+        step = (timing or {}).get('s_per_step', {}).get(name)
+        alone = (f'{step:.3f}', f'{step * timing["steps_per_run"] / 60:.1f} min') if step else ('—', '—')
         minutes = np.mean([r['train_s'] for r in done]) / 60
         lines.append(f'| {name} | {mode} | {len(done)} | {stat("knn_top1")} | {stat("linear_top1")} | '
-                     f'{minutes:.1f} min |')
+                     f'{alone[0]} | {alone[1]} | {minutes:.1f} min |')
     return '\n'.join(lines)
 
 
@@ -128,6 +158,8 @@ def main() -> int:
     p.add_argument('--pixel-knn', action='store_true', help='only print the kNN top-1 of the raw pixels')
     p.add_argument('--pixel-size', type=int, default=32, help='image size of --pixel-knn and --random-net')
     p.add_argument('--random-net', action='store_true', help='only print the probes of random test_resnets (--seeds)')
+    p.add_argument('--time', action='store_true', help='only time one epoch of each --methods, one after another '
+                   '(run it alone on the machine); writes <results>/ssl_step_time.json')
     args = p.parse_args()
     if args.pixel_knn:
         print(f'raw-pixel kNN top-1 at {args.pixel_size} px: {pixel_knn(args.data_dir, args.pixel_size):.2f}%')
@@ -139,6 +171,12 @@ def main() -> int:
         return 0
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
+    if args.time:
+        per_step = time_steps(args, results / 'ssl_runs')
+        (results / 'ssl_step_time.json').write_text(json.dumps(dict(
+            s_per_step=per_step, steps_per_run=_steps_per_run(args.data_dir), machine=_machine(), threads=args.threads),
+            indent=1) + '\n')
+        return 0
     runs_file = results / 'ssl_runs.jsonl'
     if not args.table:
         for seed in args.seeds:
@@ -151,7 +189,9 @@ def main() -> int:
                     f.write(json.dumps(row) + '\n')
                 print(json.dumps(row), flush=True)
     rows = _done(runs_file)
-    text = table(rows)
+    timing_file = results / 'ssl_step_time.json'
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
+    text = table(rows, timing)
     print(text)
     if rows:
         cfg = CONFIG.relative_to(REPO)
@@ -159,8 +199,10 @@ def main() -> int:
             f'# Self-supervised SAMix on the embedded cluttered-MNIST data\n\n'
             f'`python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds {" ".join(map(str, sorted({r["seed"] for r in rows})))}`'
             f' (recipe `{cfg}`; probes: kNN k = 20 cosine, linear {args.linear_epochs} epochs on frozen features).\n'
-            f'Machine: {rows[0]["machine"]}, {rows[0].get("threads", args.threads)} torch thread(s) per run; the train time is the run '
-            f'folder\'s args.yaml to last checkpoint (valid only for runs that had the machine alone).\n\n{text}\n')
+            f'Machine: {rows[0]["machine"]}, {rows[0].get("threads", args.threads)} torch thread(s) per run. Time columns: '
+            f'"alone" is `python bench/ssl_probes.py --time` (one epoch of each method, one after another, nothing else '
+            f'running) as s/step and s/step x {timing["steps_per_run"] if timing else "the"} steps of a run; "in the sweep" is '
+            f'each run folder\'s args.yaml to last checkpoint, two runs side by side.\n\n{text}\n')
     return 0
 
 
