@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -84,7 +85,7 @@ def time_steps(args, out_root: Path) -> Dict[str, float]:
     for name in args.methods:
         cmd = [sys.executable, str(REPO / 'train_ssl.py'), '--config', str(CONFIG), '--data-dir', args.data_dir,
                '--ssl-mix', MODES[name], '--epochs', '1', '--knn-interval', '0', '--output', str(out_root),
-               '--experiment', f'time-{name}-{int(time.time())}']
+               '--experiment', f'time-{name}-{int(time.time())}', *shlex.split(args.train_args)]
         log = subprocess.run(cmd, env=env, check=True, cwd=REPO, capture_output=True, text=True)
         steps = [float(m) for m in re.findall(r'([0-9.]+)s/step', log.stdout + log.stderr)]
         per_step[name] = steps[-1]  # the epoch's mean (the log line of its last step)
@@ -158,6 +159,8 @@ def main() -> int:
     p.add_argument('--pixel-knn', action='store_true', help='only print the kNN top-1 of the raw pixels')
     p.add_argument('--pixel-size', type=int, default=32, help='image size of --pixel-knn and --random-net')
     p.add_argument('--random-net', action='store_true', help='only print the probes of random test_resnets (--seeds)')
+    p.add_argument('--train-args', default='', help='extra train_ssl.py arguments of the --time runs, e.g. '
+                   '"--view-aug loader" (with --results elsewhere)')
     p.add_argument('--time', action='store_true', help='only time one epoch of each --methods, one after another '
                    '(run it alone on the machine); writes <results>/ssl_step_time.json')
     args = p.parse_args()
@@ -174,7 +177,8 @@ def main() -> int:
     if args.time:
         per_step = time_steps(args, results / 'ssl_runs')
         (results / 'ssl_step_time.json').write_text(json.dumps(dict(
-            s_per_step=per_step, steps_per_run=_steps_per_run(args.data_dir), machine=_machine(), threads=args.threads),
+            s_per_step=per_step, steps_per_run=_steps_per_run(args.data_dir), machine=_machine(), threads=args.threads,
+            train_args=args.train_args),
             indent=1) + '\n')
         return 0
     runs_file = results / 'ssl_runs.jsonl'
