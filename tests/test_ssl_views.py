@@ -9,8 +9,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from samix_timm.errors import ConfigError
 from samix_timm.ssl import device_aug as D
-from samix_timm.ssl.data import DeviceTwoViewLoader, IndexedImages, stack_images
-from samix_timm.ssl.device_aug import DeviceViewAugment, view_generator
+from samix_timm.ssl.data import MoCoV2Views
+from samix_timm.ssl.device_aug import (
+    DeviceTwoViewLoader, DeviceViewAugment, IndexedImages, stack_images, view_generator)
+
+
+def _aug(size, **kwargs):
+    """Device views of ``size`` px, no normalisation (mean 0, std 1)."""
+    return DeviceViewAugment(MoCoV2Views(size, (0.,) * 3, (1.,) * 3, **kwargs))
 
 
 def _images(n=6, h=40, w=40, seed=0):
@@ -42,8 +48,7 @@ def test_crops_follow_torchvision_resized_crop_inside_the_box():
     # only cropping (no jitter, blur, grayscale, flip; mean 0, std 1): each view is the torchvision
     # resized crop of its box; the border row/column may differ (grid_sample reads the neighbour pixel
     # outside the box where interpolate clamps to the box's edge)
-    aug = DeviceViewAugment(32, (0.,) * 3, (1.,) * 3, (0.3, 1.), hflip=0., color_jitter=0., grayscale_prob=0.,
-                            blur_prob=0.)
+    aug = _aug(32, scale=(0.3, 1.), hflip=0., color_jitter=0., grayscale_prob=0., blur_prob=0.)
     images = _images(8)
     boxes = aug._crop_boxes(8, 40, 40, torch.Generator().manual_seed(5))
     out = aug(images, torch.Generator().manual_seed(5))
@@ -57,8 +62,8 @@ def test_crops_follow_torchvision_resized_crop_inside_the_box():
 def test_flip_mirrors_the_crop():
     kwargs = dict(color_jitter=0., grayscale_prob=0., blur_prob=0.)
     images = _images(4)
-    plain = DeviceViewAugment(40, (0.,) * 3, (1.,) * 3, (1., 1.), hflip=0., **kwargs)(images, torch.Generator())
-    flipped = DeviceViewAugment(40, (0.,) * 3, (1.,) * 3, (1., 1.), hflip=1., **kwargs)(images, torch.Generator())
+    plain = _aug(40, scale=(1., 1.), hflip=0., **kwargs)(images, torch.Generator())
+    flipped = _aug(40, scale=(1., 1.), hflip=1., **kwargs)(images, torch.Generator())
     # scale 1 with ratio ≠ 1 may not fit: boxes differ between the two draws only by the flip draw, so compare
     # a whole-image crop (scale 1, the square image, ratio draw that fits or the fallback: both the full image)
     full = [i for i in range(4) if torch.allclose(plain[i], images[i].float() / 255, atol=1e-5)]
@@ -68,18 +73,18 @@ def test_flip_mirrors_the_crop():
 
 
 def test_each_sample_gets_its_own_parameters_and_probabilities_hold():
-    aug = DeviceViewAugment(24, (0.,) * 3, (1.,) * 3, (0.2, 1.), hflip=0.5, grayscale_prob=1.0, blur_prob=0.)
+    aug = _aug(24, scale=(0.2, 1.), hflip=0.5, grayscale_prob=1.0, blur_prob=0.)
     same = _images(1).expand(64, -1, -1, -1).contiguous()  # 64 copies of one colour image
     out = aug(same, torch.Generator().manual_seed(0))
     assert len({tuple(v.flatten()[:50].tolist()) for v in out}) == 64  # 64 different views of one image
     torch.testing.assert_close(out[:, 0], out[:, 1])  # grayscale p = 1: R = G = B
-    never = DeviceViewAugment(24, (0.,) * 3, (1.,) * 3, (1., 1.), hflip=0., color_jitter_prob=0., grayscale_prob=0.,
-                              blur_prob=0.)(same, torch.Generator())
+    keep = _aug(24, scale=(1., 1.), hflip=0., color_jitter_prob=0., grayscale_prob=0., blur_prob=0.)
+    never = keep(same, torch.Generator())
     assert not torch.allclose(never[:, 0], never[:, 1])  # p = 0: the colours stay
 
 
 def test_views_depend_on_seed_and_epoch_only_and_read_nothing_back(monkeypatch):
-    aug = DeviceViewAugment(24, (0.1,) * 3, (0.25,) * 3, (0.5, 1.), blur_prob=0.5, reprob=0.)
+    aug = DeviceViewAugment(MoCoV2Views(24, (0.1,) * 3, (0.25,) * 3, (0.5, 1.), blur_prob=0.5, reprob=0.))
     images = _images(16)
     reads = []
 
@@ -113,7 +118,7 @@ class _Pil(Dataset):
 
 
 def test_device_loader_yields_two_views_per_epoch_seed():
-    aug = DeviceViewAugment(16, (0.,) * 3, (1.,) * 3, (0.5, 1.))
+    aug = _aug(16, scale=(0.5, 1.))
     loader = DeviceTwoViewLoader(DataLoader(IndexedImages(_Pil([(20, 20)] * 6)), batch_size=3,
                                             collate_fn=stack_images), aug, torch.device('cpu'), seed=0)
     loader.set_epoch(2)
@@ -132,7 +137,7 @@ def test_device_loader_yields_two_views_per_epoch_seed():
 def test_images_of_different_sizes_are_refused_in_one_line(workers):
     loader = DeviceTwoViewLoader(DataLoader(IndexedImages(_Pil([(20, 20), (24, 20)])), batch_size=2,
                                             num_workers=workers, collate_fn=stack_images),
-                                 DeviceViewAugment(16, (0.,) * 3, (1.,) * 3), torch.device('cpu'), seed=0)
+                                 _aug(16), torch.device('cpu'), seed=0)
     with pytest.raises(ConfigError) as e:
         list(loader)
     message = str(e.value)
@@ -141,4 +146,4 @@ def test_images_of_different_sizes_are_refused_in_one_line(workers):
 
 def test_non_uint8_batch_is_refused():
     with pytest.raises(ConfigError, match='uint8 RGB'):
-        DeviceViewAugment(16, (0.,) * 3, (1.,) * 3)(torch.rand(2, 3, 8, 8), torch.Generator())
+        _aug(16)(torch.rand(2, 3, 8, 8), torch.Generator())

@@ -1,25 +1,28 @@
-""" MoCo v2's augmentation (§6) drawn per sample and applied to a whole batch on the training device.
+""" MoCo v2's views (§6) made on the training device: ``--view-aug device``.
 
-``--view-aug device``: the loader only decodes images (uint8, one size); the crops, colour jitter,
-grayscale, blur and flips of both views are drawn per sample from a CPU generator seeded by
-(seed, epoch, rank) and applied as batched tensor ops on the device. The same distribution as
-``data.moco_v2_transform`` (torchvision on PIL images in the workers), without its CPU cost: on the
-embedded benchmark's 2-core CPU the PIL views cost as much as the MoCo v2 step itself
-(docs/method.md §6). Differences from the PIL path: the crop is resampled bilinearly without
-antialiasing (no difference when crops are upsampled, as on the embedded data; a downsampling crop
-aliases), and every step works in float instead of uint8.
+The loader only decodes images (``IndexedImages``: uint8, one size, collated by ``stack_images``);
+``DeviceTwoViewLoader`` makes both views of the batch with ``DeviceViewAugment``, whose crops, colour
+jitter, grayscale, blur and flips are drawn per sample from a CPU generator seeded by (seed, epoch,
+rank) and applied as batched tensor ops. The same ``MoCoV2Views`` as the PIL path
+(``data.moco_v2_transform``), without a worker's CPU (about 1.5 ms a view on the embedded benchmark's
+CPU). Differences from it (docs/method.md §6): the crop is resampled bilinearly without antialiasing
+(the same where crops are upsampled, as on the embedded data; a shrinking crop aliases) and its border
+row and column read the pixel beyond the box; every op works in float instead of uint8.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing
+from torch.utils.data import Dataset
+from torchvision import transforms as T
 
 from ..engine.seeding import sample_seed
 from ..errors import ConfigError
+from .data import MoCoV2Views
 
-__all__ = ['DeviceViewAugment', 'view_generator']
+__all__ = ['DeviceViewAugment', 'view_generator', 'IndexedImages', 'stack_images', 'DeviceTwoViewLoader']
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert('L') and torchvision's rgb_to_grayscale
 
@@ -82,38 +85,18 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tenso
 
 
 class DeviceViewAugment:
-    """The MoCo v2 view augmentation of ``data.moco_v2_transform`` for a uint8 NCHW batch on any device.
+    """``MoCoV2Views`` applied to a uint8 NCHW batch on any device, parameters drawn per sample."""
 
-    Args: as ``data.moco_v2_transform``; ``img_size`` is the output side.
-    """
-
-    def __init__(
-            self,
-            img_size: int,
-            mean: Sequence[float],
-            std: Sequence[float],
-            scale: Tuple[float, float] = (0.2, 1.),
-            hflip: float = 0.5,
-            color_jitter: float = 0.4,
-            color_jitter_prob: float = 0.8,
-            grayscale_prob: float = 0.2,
-            blur_prob: float = 0.5,
-            reprob: float = 0.,
-            recount: int = 1,
-    ):
-        self.img_size = img_size
-        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-        self.scale, self.ratio = tuple(scale), (3 / 4, 4 / 3)
-        self.hflip, self.color_jitter, self.color_jitter_prob = hflip, color_jitter, color_jitter_prob
-        self.grayscale_prob, self.blur_prob = grayscale_prob, blur_prob
-        self.kernel_size = max(3, int(0.1 * img_size) // 2 * 2 + 1)  # as moco_v2_transform
-        self.reprob, self.recount = reprob, recount
+    def __init__(self, views: MoCoV2Views):
+        self.v = views
+        self.mean, self.std = torch.tensor(views.mean).view(1, 3, 1, 1), torch.tensor(views.std).view(1, 3, 1, 1)
+        self.ratio = (3 / 4, 4 / 3)
 
     def _crop_boxes(self, n: int, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
         """RandomResizedCrop boxes (top, left, h, w) per sample, torchvision's rule: up to 10 draws of
         area and log-ratio, the first that fits, else the whole image clamped to the ratio range."""
         tries = 10
-        area = height * width * torch.empty(n, tries).uniform_(*self.scale, generator=gen)
+        area = height * width * torch.empty(n, tries).uniform_(*self.v.scale, generator=gen)
         log_r = torch.empty(n, tries).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]), generator=gen)
         w = torch.sqrt(area * log_r.exp()).round()
         h = torch.sqrt(area / log_r.exp()).round()
@@ -148,21 +131,21 @@ class DeviceViewAugment:
                               f'{images.dtype} {tuple(images.shape)}')
         n, _, height, width = images.shape
         boxes = self._crop_boxes(n, height, width, gen)
-        flip = torch.rand(n, generator=gen) < self.hflip
+        flip = torch.rand(n, generator=gen) < self.v.hflip
         top, left, h, w = boxes.unbind(1)
         # sampling grid of each crop (align_corners=False coordinates; a flip mirrors the crop, as flipping after it)
         sx = torch.where(flip, -w / width, w / width)
         affine = torch.stack([sx, (2 * left + w) / width - 1, h / height, (2 * top + h) / height - 1], dim=1)
         affine = affine.to(images.device, non_blocking=True).view(n, 4, 1, 1)
-        u = (torch.arange(self.img_size, device=images.device) * 2 + 1) / self.img_size - 1
-        grid = torch.stack([(affine[:, 0] * u.view(1, 1, -1) + affine[:, 1]).expand(n, self.img_size, self.img_size),
-                            (affine[:, 2] * u.view(1, -1, 1) + affine[:, 3]).expand(n, self.img_size, self.img_size)],
-                           dim=-1)
+        size = self.v.img_size
+        u = (torch.arange(size, device=images.device) * 2 + 1) / size - 1  # output pixel centres in [-1, 1]
+        grid = torch.stack([(affine[:, 0] * u.view(1, 1, -1) + affine[:, 1]).expand(n, size, size),
+                            (affine[:, 2] * u.view(1, -1, 1) + affine[:, 3]).expand(n, size, size)], dim=-1)
         x = images.float().div_(255)
         x = F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
-        cj = self.color_jitter
-        jitter = torch.rand(n, generator=gen) < self.color_jitter_prob
+        cj = self.v.color_jitter
+        jitter = torch.rand(n, generator=gen) < self.v.color_jitter_prob
         factors = torch.empty(n, 4)
         factors[:, :3].uniform_(max(0., 1 - cj), 1 + cj, generator=gen)
         factors[:, 3].uniform_(-cj / 4, cj / 4, generator=gen)
@@ -171,13 +154,13 @@ class DeviceViewAugment:
             for position in range(4):
                 for op_index, op in enumerate(_JITTER_OPS):
                     x = self._apply_to(x, jitter & (order[:, position] == op_index), op, factors[:, op_index])
-        x = self._apply_to(x, torch.rand(n, generator=gen) < self.grayscale_prob, lambda v: _gray(v).expand_as(v))
+        x = self._apply_to(x, torch.rand(n, generator=gen) < self.v.grayscale_prob, lambda v: _gray(v).expand_as(v))
         sigma = torch.empty(n).uniform_(0.1, 2.0, generator=gen)
-        x = self._apply_to(x, torch.rand(n, generator=gen) < self.blur_prob,
-                           lambda v, s: _blur(v, s, self.kernel_size), sigma)
+        x = self._apply_to(x, torch.rand(n, generator=gen) < self.v.blur_prob,
+                           lambda v, s: _blur(v, s, self.v.blur_kernel), sigma)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        if self.reprob > 0:  # timm's, on the batch (python `random`, reseeded every epoch by the engine)
-            x = RandomErasing(self.reprob, mode='const', max_count=self.recount, device=x.device)(x)
+        if self.v.reprob > 0:  # timm's, on the batch (python `random`, reseeded every epoch by the engine)
+            x = RandomErasing(self.v.reprob, mode='const', max_count=self.v.recount, device=x.device)(x)
         return x
 
 
@@ -185,3 +168,67 @@ def view_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     """CPU generator of one epoch's view parameters on one rank: a run resumed at an epoch draws them again.
     (Index -2 - rank of ``sample_seed``: -1 is the loader's epoch seed, samples are >= 0.)"""
     return torch.Generator().manual_seed(sample_seed(seed, epoch, -2 - rank))
+
+
+class IndexedImages(Dataset):
+    """Each image as a uint8 CHW tensor, with its index: (image, index); the views are made later on the device.
+
+    Args:
+        dataset: A dataset of (PIL image, target) pairs (timm ``create_dataset`` without transform).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.to_tensor = dataset, T.PILToTensor()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        img, _ = self.dataset[index]
+        return self.to_tensor(img.convert('RGB')), index
+
+
+_SIZE_ERROR = '--view-aug device batches whole images, which must all have one size'
+
+
+def stack_images(batch: List[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Collate of ``IndexedImages``: (uint8 NCHW, indices); images of different sizes are refused in one line."""
+    images, index = zip(*batch)
+    sizes = {tuple(img.shape[-2:]) for img in images}
+    if len(sizes) > 1:
+        raise ConfigError(f'{_SIZE_ERROR}; found {sorted(sizes)[:2]}: resize the dataset once or use --view-aug loader')
+    return torch.stack(images), torch.tensor(index)
+
+
+class DeviceTwoViewLoader:
+    """Two views of every image made on ``device`` from a loader of ``IndexedImages``: iterates
+    ((x1, x2), index) as a loader of ``TwoViewDataset``. The view parameters of an epoch come from
+    ``view_generator(seed, epoch, rank)``, so a run resumed at an epoch makes the same views."""
+
+    def __init__(self, loader, augment: DeviceViewAugment, device: torch.device, seed: int, rank: int = 0):
+        self.loader, self.augment, self.device, self.seed, self.rank = loader, augment, device, seed, rank
+        self.generator = view_generator(seed, 0, rank)
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = view_generator(self.seed, epoch, self.rank)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        try:
+            for images, index in self.loader:
+                images = images.to(self.device, non_blocking=True)
+                yield (self.augment(images, self.generator), self.augment(images, self.generator)), index
+        except ConfigError as e:  # raised in a worker, it arrives with the worker's traceback: keep its last line
+            if _SIZE_ERROR not in str(e):
+                raise
+            raise ConfigError(str(e).strip().splitlines()[-1].split('ConfigError: ', 1)[-1]) from None

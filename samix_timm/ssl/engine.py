@@ -30,10 +30,8 @@ from ..engine.train import epoch_seed, save_checkpoint
 from ..errors import ConfigError
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
-from .data import (
-    DeviceTwoViewLoader, IndexedImages, TwoViewDataset, eval_transform, extract_features, moco_v2_transform,
-    stack_images)
-from .device_aug import DeviceViewAugment
+from .data import MoCoV2Views, TwoViewDataset, eval_transform, extract_features, moco_v2_transform
+from .device_aug import DeviceTwoViewLoader, DeviceViewAugment, IndexedImages, stack_images
 from .distributed import broadcast_, broadcast_module_
 from .encoder import create_ssl_encoder
 from .mixing import get_ssl_mode
@@ -83,20 +81,21 @@ def _train_loader(args, dataset, collate_fn=None) -> DataLoader:
     return loader
 
 
-def _augment_args(args) -> tuple:
-    return (args.img_size, args.mean, args.std, tuple(args.scale), args.hflip, args.color_jitter,
-            args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob, args.reprob, args.recount)
+def _views(args) -> MoCoV2Views:
+    return MoCoV2Views(args.img_size, tuple(args.mean), tuple(args.std), tuple(args.scale), args.hflip,
+                       args.color_jitter, args.color_jitter_prob, args.grayscale_prob, args.gaussian_blur_prob,
+                       args.reprob, args.recount)
 
 
 def _loader_views(args, base, device):
     """--view-aug loader: torchvision on PIL images in the workers."""
-    return _train_loader(args, TwoViewDataset(base, moco_v2_transform(*_augment_args(args))))
+    return _train_loader(args, TwoViewDataset(base, moco_v2_transform(_views(args))))
 
 
 def _device_views(args, base, device):
     """--view-aug device: uint8 images from the workers, both views made as a batch on the device."""
     return DeviceTwoViewLoader(_train_loader(args, IndexedImages(base), stack_images),
-                               DeviceViewAugment(*_augment_args(args)), device, args.seed, args.rank)
+                               DeviceViewAugment(_views(args)), device, args.seed, args.rank)
 
 
 VIEW_AUGS = {'loader': _loader_views, 'device': _device_views}
