@@ -98,7 +98,7 @@ def set_loader_epoch(loader, epoch: int) -> None:
     loader skips the base-seed draw after its first epoch, which would shift every later draw of the loop
     (mixing, λ) between an uninterrupted and a resumed run."""
     dataset, sampler = loader.dataset, loader.sampler
-    for part in (loader, dataset, sampler):  # the loader itself: e.g. ssl.data.DeviceTwoViewLoader
+    for part in (loader, dataset, sampler):  # the loader itself: e.g. ssl.device_aug.DeviceTwoViewLoader
         if hasattr(part, 'set_epoch'):
             part.set_epoch(epoch)
     if isinstance(dataset, SampleSeededDataset):

@@ -19,7 +19,7 @@ from timm.data import create_dataset
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import NativeScaler
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_numbers
@@ -72,10 +72,11 @@ def _check_args(args, mode) -> None:
 
 def _train_loader(args, dataset, collate_fn=None) -> DataLoader:
     sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if args.distributed else None
+    # per-sample seeds: a resumed run reproduces the uninterrupted one
     loader = DataLoader(SampleSeededDataset(dataset, args.seed), batch_size=args.batch_size,
                         shuffle=sampler is None, sampler=sampler, num_workers=args.workers, pin_memory=args.pin_mem,
                         drop_last=True, persistent_workers=args.workers > 0, collate_fn=collate_fn)
-    if len(loader) == 0:  # (per-sample seeds above: resume reproduces)
+    if len(loader) == 0:
         raise ConfigError(f'--batch-size {args.batch_size} is larger than the {len(dataset)} training images '
                           f'per process: lower --batch-size')
     return loader
@@ -87,12 +88,12 @@ def _views(args) -> MoCoV2Views:
                        args.reprob, args.recount)
 
 
-def _loader_views(args, base, device):
+def _loader_views(args, base: Dataset, device: torch.device) -> DataLoader:
     """--view-aug loader: torchvision on PIL images in the workers."""
     return _train_loader(args, TwoViewDataset(base, moco_v2_transform(_views(args))))
 
 
-def _device_views(args, base, device):
+def _device_views(args, base: Dataset, device: torch.device) -> DeviceTwoViewLoader:
     """--view-aug device: uint8 images from the workers, both views made as a batch on the device."""
     return DeviceTwoViewLoader(_train_loader(args, IndexedImages(base), stack_images),
                                DeviceViewAugment(_views(args)), device, args.seed, args.rank)
