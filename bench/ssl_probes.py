@@ -4,7 +4,8 @@
 Every (mode, seed) is one train_ssl.py run of configs/ssl/embedded_bench.yaml (same epochs for all
 modes; the budget is explained there) followed by the kNN and linear probes of its backbone
 (python -m samix_timm.ssl.probe). A finished run appends one JSON line to
-``<results>/ssl_runs.jsonl``; a later invocation skips what is there, so the sweep is resumable.
+``<results>/ssl_runs.jsonl``; a later invocation skips what is there and continues an interrupted run from
+its last checkpoint, so the sweep is resumable.
 The table (mean ± std over seeds) is printed and written to ``<results>/ssl.md``.
 
     nohup python bench/ssl_probes.py --data-dir data/cluttered_mnist --seeds 0 1 2 > bench/results/ssl.log 2>&1 &
@@ -43,8 +44,25 @@ def _done(runs_file: Path) -> List[Dict]:
     return [json.loads(line) for line in runs_file.read_text().splitlines() if line.strip()]
 
 
+def _checkpoint_epoch(path: Path) -> int:
+    """The last finished epoch of a train_ssl.py checkpoint; -1 when there is none."""
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=False)['epoch'] if path.exists() else -1
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Training wall time of a run: its folder's args.yaml to its last checkpoint, plus the same for each earlier
+    part it was resumed from (the ``resume`` of its args.yaml)."""
+    import yaml
+    seconds = (run_dir / 'last.pth.tar').stat().st_mtime - (run_dir / 'args.yaml').stat().st_mtime
+    resume = yaml.safe_load((run_dir / 'args.yaml').read_text()).get('resume')
+    return seconds + (_train_seconds(Path(resume).parent) if resume else 0.0)
+
+
 def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
-    """train_ssl.py then the probes, each in a one-thread subprocess; returns the result row."""
+    """train_ssl.py then the probes, each in a one-thread subprocess; returns the result row. An interrupted run
+    is continued from its last checkpoint (``--resume`` reproduces the uninterrupted run), its folder kept."""
+    import yaml
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     experiment = f'{name}-seed{seed}'
     run_dir = out_root / experiment
@@ -52,21 +70,24 @@ def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
            '--ssl-mix', MODES[name], '--seed', str(seed), '--output', str(out_root), '--experiment', experiment]
     if args.epochs:
         cmd += ['--epochs', str(args.epochs)]
+    epochs = args.epochs or yaml.safe_load(CONFIG.read_text())['epochs']
     probe_file = run_dir / 'probe.json'
-    if run_dir.exists() and not probe_file.exists():  # an interrupted run: start again in a fresh folder
-        run_dir.rename(out_root / f'{experiment}-interrupted-{int(time.time())}')
+    last_epoch = _checkpoint_epoch(run_dir / 'last.pth.tar') if run_dir.exists() else epochs - 1
+    if last_epoch < epochs - 1:  # interrupted in training: move it aside and continue it
+        part = run_dir.rename(out_root / f'{experiment}-part-{int(time.time())}')
+        if last_epoch >= 0:
+            cmd += ['--resume', str(part / 'last.pth.tar')]
+            print(f'{experiment}: continuing {part} after epoch {last_epoch}', flush=True)
     if not run_dir.exists():
         subprocess.run(cmd, env=env, check=True, cwd=REPO)
-    # training wall time: from the run folder's args.yaml to its last checkpoint
-    train_s = (run_dir / 'last.pth.tar').stat().st_mtime - (run_dir / 'args.yaml').stat().st_mtime
     if not probe_file.exists():
         subprocess.run([sys.executable, '-m', 'samix_timm.ssl.probe', '--checkpoint', str(run_dir / 'last.pth.tar'),
                         '--data-dir', args.data_dir, '--linear-epochs', str(args.linear_epochs),
                         '--results-file', str(probe_file)], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     probe = json.loads(probe_file.read_text())
     return dict(method=name, ssl_mix=MODES[name], seed=seed, knn_top1=probe['knn_top1'],
-                linear_top1=probe['linear_top1'], train_s=round(train_s, 1), epochs=args.epochs or 'config',
-                machine=_machine(), threads=args.threads)
+                linear_top1=probe['linear_top1'], train_s=round(_train_seconds(run_dir), 1),
+                epochs=args.epochs or 'config', machine=_machine(), threads=args.threads)
 
 
 def _steps_per_run(data_dir: str) -> int:

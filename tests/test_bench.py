@@ -1,6 +1,7 @@
-""" bench/accuracy.py bookkeeping: the rule that picks the default preset, per-budget tables, resume. """
+""" bench bookkeeping: the rule that picks the default preset, per-budget tables, resume (accuracy.py, ssl_probes.py). """
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,56 @@ def test_preset_with_a_grey_mixer_in_one_seed_fails_the_rule(accuracy):
     runs['fast']['grey'] = accuracy.grey_seeds([healthy, grey, healthy])
     verdict = accuracy.preset_verdict(runs, {'fast': 1.6})
     assert 'grey Mixer in 1 of 3 seeds -> fails' in verdict and verdict.endswith('default `paper`')
+
+
+def test_ssl_sweep_continues_an_interrupted_run(tmp_path, monkeypatch):
+    """bench/ssl_probes.py: a run folder whose last checkpoint is before the final epoch is moved aside (kept) and
+    continued with --resume from it; a finished run is only probed; train time sums the parts."""
+    import argparse
+    import os
+    import subprocess
+    import torch
+    import yaml
+    spec = importlib.util.spec_from_file_location('bench_ssl_probes', REPO / 'bench' / 'ssl_probes.py')
+    probes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probes)
+    epochs = yaml.safe_load(probes.CONFIG.read_text())['epochs']
+
+    def fake_run(folder, last_epoch, seconds, resume=''):
+        folder.mkdir()
+        (folder / 'args.yaml').write_text(yaml.safe_dump(dict(resume=resume)))
+        torch.save(dict(epoch=last_epoch), folder / 'last.pth.tar')
+        start = (folder / 'args.yaml').stat().st_mtime
+        os.utime(folder / 'last.pth.tar', (start + seconds, start + seconds))
+
+    calls, real_run = [], subprocess.run
+
+    def subprocess_run(cmd, **kwargs):
+        if '--checkpoint' in cmd:  # the probe
+            Path(cmd[cmd.index('--results-file') + 1]).write_text(json.dumps(dict(knn_top1=61.0, linear_top1=70.0)))
+        elif '--experiment' in cmd:  # train_ssl.py: the rest of the epochs
+            resume = cmd[cmd.index('--resume') + 1] if '--resume' in cmd else ''
+            fake_run(tmp_path / cmd[cmd.index('--experiment') + 1], epochs - 1, 200.0, resume)
+        else:  # platform.processor() asks uname
+            return real_run(cmd, **kwargs)
+        calls.append(cmd)
+
+    monkeypatch.setattr(subprocess, 'run', subprocess_run)
+    args = argparse.Namespace(threads=1, data_dir='unused', epochs=None, linear_epochs=1)
+    fake_run(tmp_path / 'mocov2-seed1', 4, 100.0)  # stopped after epoch 4
+    row = probes.run_one('mocov2', 1, args, tmp_path)
+    (part,) = tmp_path.glob('mocov2-seed1-part-*')
+    assert calls[0][calls[0].index('--resume') + 1] == str(part / 'last.pth.tar')
+    assert torch.load(part / 'last.pth.tar')['epoch'] == 4  # the interrupted part is kept as it was
+    assert row['train_s'] == pytest.approx(300.0, abs=1.0) and row['knn_top1'] == 61.0
+
+    calls.clear()
+    (tmp_path / 'mocov2-seed1' / 'probe.json').unlink()  # training finished, probe interrupted
+    probes.run_one('mocov2', 1, args, tmp_path)
+    assert len(calls) == 1 and '--checkpoint' in calls[0]
+    assert len(list(tmp_path.glob('mocov2-seed1-part-*'))) == 1
+
+    calls.clear()
+    (tmp_path / 'mocov2-seed2').mkdir()  # stopped before its first checkpoint: start again
+    probes.run_one('mocov2', 2, args, tmp_path)
+    assert '--resume' not in calls[0]
