@@ -58,7 +58,7 @@ def test_each_mode_trains_an_epoch(mode, small_data, tmp_path, one_thread):
 
 def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_path, capsys, one_thread):
     code = run_train_ssl(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_SSL, '--epochs', '2',
-                          '--knn-interval', '1', '--experiment', 'cli', '--checkpoint-hist', '1'])
+                          '--knn-interval', '2', '--experiment', 'cli', '--checkpoint-hist', '1'])
     assert code == 0
     out = capsys.readouterr().out
     assert 'kNN top-1' in out and 'after 2 epochs' in out
@@ -66,7 +66,8 @@ def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_pa
     rows = _summary(run / 'summary.csv')
     assert all(0 <= float(r['train_instance_top1']) <= 100 and -1 <= float(r['train_key_cosine']) <= 1 for r in rows)
     ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
-    assert ckpt['epoch'] == 1 and 'saver' in ckpt and ckpt['metric'] == pytest.approx(float(rows[-1]['train_knn_top1']))
+    assert rows[0]['eval_knn_top1'] == '' and None not in rows[1]  # kNN at the last epoch only, in its own column
+    assert ckpt['epoch'] == 1 and 'saver' in ckpt and ckpt['metric'] == pytest.approx(float(rows[-1]['eval_knn_top1']))
     assert (run / 'model_best.pth.tar').is_file()
     assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) in (['checkpoint-0.pth.tar'],
                                                                         ['checkpoint-1.pth.tar'])  # the better kNN

@@ -292,16 +292,18 @@ def train_ssl(args, args_text: str) -> SSLResult:
                 lr_scheduler.step(epoch + 1)
             if not primary:
                 continue
-            row = dict(train_metrics)
+            row, monitor = dict(train_metrics), {}
             if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
                 feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
-                knn_top1 = row['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
+                knn_top1 = monitor['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
                 _logger.info(f'epoch {epoch}: kNN top-1 {knn_top1:.2f}%')
-            for k, v in row.items():
+            for k, v in {**row, **monitor}.items():
                 tb_writer.add_scalar(f'epoch/{k}', v, epoch)
-            utils.update_summary(epoch, row, {}, filename=str(output_dir / 'summary.csv'),
-                                 lr=optimizer.param_groups[0]['lr'], write_header=epoch == start_epoch)
-            save_checkpoint(saver, epoch, knn_top1 if 'knn_top1' in row else None, output_dir)
+            # the kNN column is in every row (empty between monitors): the csv header is the first row's keys
+            utils.update_summary(epoch, row, dict(knn_top1=monitor.get('knn_top1', '')) if knn_loaders else {},
+                                 filename=str(output_dir / 'summary.csv'), lr=optimizer.param_groups[0]['lr'],
+                                 write_header=epoch == start_epoch)
+            save_checkpoint(saver, epoch, monitor.get('knn_top1'), output_dir)
             checkpoint = output_dir / 'last.pth.tar'
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
                      train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
