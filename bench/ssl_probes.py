@@ -70,14 +70,15 @@ def run_one(name: str, seed: int, args, out_root: Path) -> Dict:
            '--ssl-mix', MODES[name], '--seed', str(seed), '--output', str(out_root), '--experiment', experiment]
     if args.epochs:
         cmd += ['--epochs', str(args.epochs)]
-    epochs = args.epochs or yaml.safe_load(CONFIG.read_text())['epochs']
     probe_file = run_dir / 'probe.json'
-    last_epoch = _checkpoint_epoch(run_dir / 'last.pth.tar') if run_dir.exists() else epochs - 1
-    if last_epoch < epochs - 1:  # interrupted in training: move it aside and continue it
-        part = run_dir.rename(out_root / f'{experiment}-part-{int(time.time())}')
-        if last_epoch >= 0:
-            cmd += ['--resume', str(part / 'last.pth.tar')]
-            print(f'{experiment}: continuing {part} after epoch {last_epoch}', flush=True)
+    if run_dir.exists() and not probe_file.exists():
+        last_epoch = _checkpoint_epoch(run_dir / 'last.pth.tar')
+        if last_epoch < (args.epochs or yaml.safe_load(CONFIG.read_text())['epochs']) - 1:
+            # interrupted in training: move it aside and continue it
+            part = run_dir.rename(out_root / f'{experiment}-part-{int(time.time())}')
+            if last_epoch >= 0:
+                cmd += ['--resume', str(part / 'last.pth.tar')]
+                print(f'{experiment}: continuing {part} after epoch {last_epoch}', flush=True)
     if not run_dir.exists():
         subprocess.run(cmd, env=env, check=True, cwd=REPO)
     if not probe_file.exists():
