@@ -29,9 +29,9 @@ def health_failures(metrics: Dict[str, float], keep_tol: float = 0.1, min_std: f
     for key, value in metrics.items():
         kind, lam = key.rsplit('_', 1)
         if kind == 'health_keep' and abs(value - float(lam)) > keep_tol:
-            failures[key] = f'keeps {value:.2f} of the image at lam {lam} (should be within {keep_tol:g} of {lam})'
+            failures[key] = f'keeps {value:.3f} of the image at lam {lam} (should be within {keep_tol:g} of {lam})'
         elif kind == 'health_std' and value < min_std:
-            failures[key] = f'per-image mask std {value:.2f} at lam {lam} (< {min_std:g}: not spatial)'
+            failures[key] = f'per-image mask std {value:.3f} at lam {lam} (< {min_std:g}: not spatial)'
     return failures
 
 

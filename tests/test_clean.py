@@ -202,6 +202,8 @@ def test_health_tells_a_degenerate_mixer_from_a_good_one():
     assert good['health_keep_0.3'] == pytest.approx(0.3) and good['health_std_0.5'] == pytest.approx(0.5)
     assert good['health_std_0.3'] == pytest.approx(math.sqrt(0.21))
     assert health_failures(good) == {}
+    # a reading just under the bar is not printed as the bar itself ("0.30 < 0.3")
+    assert '0.298' in health_failures({'health_std_0.3': 0.2984})['health_std_0.3']
 
 
 def test_health_of_a_real_samix_changes_no_state():
