@@ -30,6 +30,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 import yaml
 
+from samix_timm.health import is_grey
+
 REPO = Path(__file__).resolve().parents[1]
 
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
@@ -146,16 +148,10 @@ def _health(records: List[Dict]) -> str:
     return f'{keep}; {std}'
 
 
-# a Mixer is grey when its masks are constant: per-image std below this at some λ of the health reading.
-# Not `health_failures`' 0.3 "not spatial" bound: paper-step seeds end with soft but spatial masks at
-# 0.21–0.26, while the collapsed seeds of the economies read 0.00–0.01 (README Benchmarks).
-GREY_STD = 0.05
-
-
 def grey_seeds(records: List[Dict]) -> int:
-    """Seeds whose Mixer ended grey: a λ-blind constant mask (§3), i.e. mixup with the wrong λ, not a
-    learned Mixer."""
-    return sum(any(v < GREY_STD for k, v in r.items() if k.startswith('health_std_')) for r in records)
+    """Seeds whose Mixer ended grey (`samix_timm.health.is_grey`): a λ-blind constant mask (§3), i.e. mixup
+    with the wrong λ, not a learned Mixer."""
+    return sum(is_grey(r) for r in records)
 
 
 def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:

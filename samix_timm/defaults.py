@@ -36,6 +36,8 @@ SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
     'quarter': {**_PAPER_STEP, 'mixer_every': 2, 'clean_frac': 0.25, 'clean_forward': 'joint'},
 }
 DEFAULT_PRESET = 'paper'
+# Q/K init of the Mixer (§2.6): 'reference' is the authors' N(0, 0.01^2), 'fan_in' ours
+DEFAULT_MIXER_INIT = 'reference'
 
 
 def is_transformer(model_name: str) -> bool:
@@ -67,6 +69,7 @@ def samix_defaults(
         mixer_momentum: float = 0.9,
         mixer_weight_decay: Optional[float] = None,
         mixer_dropout: Optional[float] = None,
+        mixer_init: Optional[str] = None,
         lam_rescale_k: float = -1,
         eta: Optional[float] = None,
         momentum_start: Optional[float] = None,
@@ -99,6 +102,7 @@ def samix_defaults(
 
     dropout = mixer_dropout if mixer_dropout is not None else (0.0 if small else 0.1)  # §2.3
     mixer_kwargs = dict(dropout=dropout, lam_rescale_k=lam_rescale_k) if mixer == 'samix' else {}
+    mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
     opt = mixer_opt or ('adamw' if vit else 'momentum')  # §5.4; plain momentum SGD as the reference (§5.7)
     if mixer_lr is None:
         mixer_lr = lr if opt.lower() in ('adamw', 'adam', 'lamb') and lr else 0.1
@@ -128,7 +132,8 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     """One log line of what `samix_defaults` chose."""
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
-            f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, Mixer trained every "
+            f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
+            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, Mixer trained every "
             f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
             f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "
             f"{kwargs['clean_frac']:g} of the batch ({kwargs['clean_forward']} forward)")

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
+    'MIXER_INITS', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]
 SizeType = Union[int, Sequence[int]]
 
 _UPSAMPLE_MODES = ('bilinear', 'nearest')
+MIXER_INITS = ('reference', 'fan_in')
 
 
 class MixerNumericsError(RuntimeError):
@@ -105,8 +106,17 @@ def _check_upsample(upsample: str):
         raise ValueError(f'upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}.')
 
 
-def _init_weights(module: nn.Module):
-    """ Conv weights ~ N(0, 0.01^2), biases 0, BN gamma 1 / beta 0, so a fresh Mixer gives s ~ 0.5 (§2.5). """
+def _check_init(init: str):
+    if init not in MIXER_INITS:
+        raise ValueError(f'init must be one of {MIXER_INITS}, got {init!r}.')
+
+
+def _init_weights(module: nn.Module, init: str = 'reference', attention: Sequence[nn.Conv2d] = ()):
+    """ Conv weights ~ N(0, 0.01^2), biases 0, BN gamma 1 / beta 0, so a fresh Mixer gives s ~ 0.5 (§2.5).
+
+    ``init='fan_in'`` draws the weights of the ``attention`` convs (Q and K) from N(0, 1/fan_in) instead, so the
+    attention logits start at the scale of the features rather than ~1e-4 of it: §2.6 (the grey Mixer).
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, mean=0., std=0.01)
@@ -115,6 +125,9 @@ def _init_weights(module: nn.Module):
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    if init == 'fan_in':
+        for conv in attention:
+            nn.init.normal_(conv.weight, mean=0., std=conv.weight[0].numel() ** -0.5)
 
 
 class Mixer(nn.Module):
@@ -129,6 +142,7 @@ class Mixer(nn.Module):
         lam_rescale_k: k of the lambda rescale (§2.1); -1 disables it (ImageNet default).
         dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
+        init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -139,6 +153,7 @@ class Mixer(nn.Module):
             lam_rescale_k: float = -1.,
             dropout: float = 0.1,
             upsample: str = 'bilinear',
+            init: str = 'reference',
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -147,9 +162,10 @@ class Mixer(nn.Module):
         if lam_rescale_k != -1 and lam_rescale_k < 0:
             raise ValueError(f'lam_rescale_k must be -1 (no rescale) or >= 0, got {lam_rescale_k}.')
         _check_upsample(upsample)
+        _check_init(init)
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
-            dropout=dropout, upsample=upsample)
+            dropout=dropout, upsample=upsample, init=init)
         self.lam_rescale_k = lam_rescale_k
         self.upsample = upsample
 
@@ -163,7 +179,7 @@ class Mixer(nn.Module):
             nn.Conv2d(hidden, 1, 1, bias=False),
             nn.Dropout(dropout),
         )
-        _init_weights(self)
+        _init_weights(self, init, (self.query, self.key))
 
     @property
     def config(self) -> Dict[str, Any]:
@@ -217,22 +233,24 @@ class AutoMixer(nn.Module):
         in_channels: Channels C of the feature map z.
         reduction: Width of the shared Q/K conv is C // reduction.
         upsample: Mask upsampling, 'nearest' (AutoMix) or 'bilinear'.
+        init: 'reference' (every conv N(0, 0.01^2)) or 'fan_in' (the shared Q/K conv N(0, 1/fan_in), §2.6).
     """
     variance_loss = False  # AutoMix trains its Mixer with ℓ_μ only (§2, last paragraph)
 
-    def __init__(self, in_channels: int, reduction: int = 2, upsample: str = 'nearest'):
+    def __init__(self, in_channels: int, reduction: int = 2, upsample: str = 'nearest', init: str = 'reference'):
         super().__init__()
         hidden = in_channels // reduction
         if hidden < 1:
             raise ValueError(f'in_channels // reduction must be >= 1, got {in_channels} // {reduction}.')
         _check_upsample(upsample)
-        self._config = dict(in_channels=in_channels, reduction=reduction, upsample=upsample)
+        _check_init(init)
+        self._config = dict(in_channels=in_channels, reduction=reduction, upsample=upsample, init=init)
         self.upsample = upsample
 
         self.qk = nn.Conv2d(in_channels + 1, hidden, 1)
         self.attention = MixingAttention()
         self.value = nn.Conv2d(in_channels + 1, 1, 1)
-        _init_weights(self)
+        _init_weights(self, init, (self.qk,))
 
     @property
     def config(self) -> Dict[str, Any]:

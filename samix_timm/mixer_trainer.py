@@ -13,7 +13,18 @@ from .losses import mask_losses
 from .momentum import BetaSchedule
 from .sync import average_gradients, broadcast_module_
 
-__all__ = ['MixerTrainer', 'step_mixer_optimizer']
+__all__ = ['MixerTrainer', 'step_mixer_optimizer', 'grad_norms']
+
+
+def grad_norms(mixer: nn.Module) -> Dict[str, torch.Tensor]:
+    """{'mixer_grad_<part>': gradient norm} per top-level part of the Mixer (query, key, value, ...): the
+    instrument of §2.6, where a grey Mixer's Q and K get gradients orders of magnitude below the value's."""
+    norms = {}
+    for name, part in mixer.named_children():
+        grads = [p.grad.detach().float() for p in part.parameters() if p.grad is not None]
+        if grads:
+            norms[f'mixer_grad_{name}'] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    return norms
 
 
 def step_mixer_optimizer(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sync_grads: Callable[[], None],
@@ -77,11 +88,17 @@ class MixerTrainer:
             loss_var = torch.zeros_like(loss_var)
         beta = self.beta(step)
         loss = loss_mix + beta * (loss_mu + loss_var)
-        step_mixer_optimizer(loss, self.optimizer, lambda: average_gradients(self.mixer.parameters()),
-                             self.grad_scaler)
+        norms = {}
+
+        def sync_grads():
+            average_gradients(self.mixer.parameters())
+            if self.grad_scaler is None:  # fp16-scaled gradients are not comparable between steps
+                norms.update(grad_norms(self.mixer))
+
+        step_mixer_optimizer(loss, self.optimizer, sync_grads, self.grad_scaler)
         self.lr_scheduler.step_update(step)
         return dict(mixer_loss=loss.detach(), mask_mu=loss_mu.detach(), mask_var=loss_var.detach(),
-                    mask_keep=(1. - s.detach()).mean(), beta=beta, mixer_lr=self.lr)
+                    mask_keep=(1. - s.detach()).mean(), beta=beta, mixer_lr=self.lr, **norms)
 
     def sync_buffers(self) -> None:
         """Rank 0's BatchNorm statistics of the Mixer on every rank: every train-mode forward moved them."""

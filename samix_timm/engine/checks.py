@@ -14,7 +14,7 @@ from timm.optim import get_optimizer_info
 
 from ..defaults import SAMIX_PRESETS
 from ..errors import ConfigError
-from ..mixer import list_mixers
+from ..mixer import MIXER_INITS, list_mixers
 
 Limit = Tuple[str, Callable[[float], bool]]
 
@@ -66,6 +66,7 @@ CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
     'samix_preset': lambda: tuple(SAMIX_PRESETS),
     'samix_mixer': list_mixers,
     'samix_mixer_loss': lambda: ('eta', 'mce'),
+    'samix_mixer_init': lambda: MIXER_INITS,
     'samix_clean_forward': lambda: ('separate', 'joint'),
     'samix_beta_schedule': lambda: ('auto', 'linear', 'constant'),
     'eval_metric': lambda: ('top1', 'top5', 'loss'),

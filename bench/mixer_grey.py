@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+""" Why a Mixer goes grey, and whether a fix holds: a resumable grid of train.py runs (method §2.6).
+
+Each (variant, preset, seed) trains configs/embedded_bench.yaml with `--mixup samix --samix-preset PRESET`
+plus the variant's flags, and appends one JSON line to `<results>/mixer_grey_runs.jsonl`: top-1, EMA top-1,
+the last epoch's Mixer health and its per-epoch trajectory (per-image mask std, mean(1 − s), attention
+entropy, Q/K/value weight scale and gradient norms, BN γ of the value head) from the run's summary.csv.
+A later invocation skips what is there. `--table` writes `mixer_grey.md`: per variant and preset, grey
+seeds (per-image std < 0.05 at the end), healthy seeds (|mean(1 − s) − λ| ≤ 0.1 and std ≥ 0.3), top-1.
+
+    python -m samix_timm.data --out data/cluttered_mnist_1k --num-train 1000
+    nohup python bench/mixer_grey.py --variants reference fan_in --presets lean --seeds 0 1 2 --jobs 2 &
+    python bench/mixer_grey.py --table
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from samix_timm.defaults import SAMIX_PRESETS
+from samix_timm.health import health_failures, is_grey
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
+# variant -> train.py flags on top of the recipe; 'reference' is the authors' Mixer init and weight decay
+VARIANTS: Dict[str, List[str]] = {
+    'reference': ['--samix-mixer-init', 'reference'],
+    'fan_in': ['--samix-mixer-init', 'fan_in'],
+    'wd0': ['--samix-mixer-init', 'reference', '--samix-mixer-weight-decay', '0'],
+    'fan_in_wd0': ['--samix-mixer-init', 'fan_in', '--samix-mixer-weight-decay', '0'],
+}
+TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
+              'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
+              'mixer_grad_query', 'mixer_grad_key', 'mixer_grad_value', 'mask_var', 'mask_mu')
+
+
+def _read(path: Path) -> List[Dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def run_one(variant: str, preset: str, seed: int, args) -> Dict:
+    exp = f'{variant}-{preset}-s{seed}'
+    cmd = [sys.executable, str(REPO / 'train.py'), '--config', str(RECIPE), '--mixup', 'samix', '--samix-preset', preset,
+           *VARIANTS[variant], '--seed', str(seed), '--data-dir', args.data_dir, '--output', args.output,
+           '--experiment', exp, *args.extra]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{exp} failed:\n{proc.stderr[-3000:]}')
+    run_dir = max(Path(args.output).glob(f'{exp}*'), key=lambda p: p.stat().st_mtime)
+    with open(run_dir / 'summary.csv') as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    health = {k[len('train_'):]: float(v) for k, v in last.items() if k.startswith('train_health_')}
+    trajectory = {k: [round(float(r[f'train_{k}']), 4) for r in rows] for k in TRAJECTORY if f'train_{k}' in last}
+    return dict(variant=variant, preset=preset, seed=seed, extra=args.extra, top1=float(last['eval_top1']),
+                ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=round(time.time() - start, 1),
+                threads=args.threads, jobs=args.jobs, **health, trajectory=trajectory)
+
+
+def table(records: List[Dict]) -> str:
+    lines = ['| variant | preset | seeds | grey at the end | healthy at the end | first epoch not grey (per seed) | '
+             'top-1 | EMA top-1 |', '|---|---|---|---|---|---|---|---|']
+    keys = sorted({(r['variant'], r['preset']) for r in records}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
+    for variant, preset in keys:
+        rs = sorted((r for r in records if (r['variant'], r['preset']) == (variant, preset)), key=lambda r: r['seed'])
+        grey = [r['seed'] for r in rs if is_grey(r)]
+        healthy = [r['seed'] for r in rs if not health_failures({k: v for k, v in r.items() if k.startswith('health_')})]
+        escape = []
+        for r in rs:
+            std = r['trajectory'].get('health_std_0.5', [])
+            first = next((i for i, v in enumerate(std) if v >= 0.05), None)
+            escape.append('-' if first is None else str(first))
+        top1, ema = np.array([r['top1'] for r in rs]), np.array([r['ema_top1'] for r in rs])
+        spread = (lambda v: f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f}')
+        lines.append(f'| {variant} | {preset} | {len(rs)} | {len(grey)} {grey if grey else ""} | '
+                     f'{len(healthy)} of {len(rs)} | {" ".join(escape)} | {spread(top1)} | {spread(ema)} |')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data-dir', default='data/cluttered_mnist_1k')
+    p.add_argument('--variants', nargs='+', default=['reference'], choices=list(VARIANTS))
+    p.add_argument('--presets', nargs='+', default=['paper'], choices=list(SAMIX_PRESETS))
+    p.add_argument('--seeds', nargs='+', type=int, default=[0])
+    p.add_argument('--jobs', type=int, default=2, help='runs side by side')
+    p.add_argument('--threads', type=int, default=1, help='torch threads per run (1: deterministic)')
+    p.add_argument('--output', default='output/bench_mixer_grey')
+    p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
+    p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
+    p.add_argument('--table', action='store_true', help='only write the table of finished runs')
+    args = p.parse_args()
+    results = Path(args.results)
+    path = results / 'mixer_grey_runs.jsonl'
+    if not args.table:
+        done = {(r['variant'], r['preset'], r['seed'], tuple(r['extra'])) for r in _read(path)}
+        todo = [(v, pr, s) for s in args.seeds for pr in args.presets for v in args.variants
+                if (v, pr, s, tuple(args.extra)) not in done]
+        lock = threading.Lock()
+
+        def _run(job):
+            record = run_one(*job, args)
+            with lock, open(path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+            print(json.dumps({k: v for k, v in record.items() if k != 'trajectory'}), flush=True)
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(_run, todo))
+    text = table([r for r in _read(path) if not r['extra']])
+    (results / 'mixer_grey.md').write_text(text + '\n')
+    print(text)
+
+
+if __name__ == '__main__':
+    main()
