@@ -4,8 +4,11 @@
     mixer = torch.hub.load('<repo or dir>', 'samix_r18_cluttered_mnist', source='local', num_classes=10,
                            data_config=data_config)
     x_mixed, soft_target = mixer(x, y)  # x normalised with data_config
+
+A Mixer you exported yourself (`python -m samix_timm.export`) loads the same way:
+    mixer = torch.hub.load('<repo or dir>', 'pretrained_mixer', 'mixers/mine-1a2b3c4d.pth', source='local', ...)
 """
-from samix_timm.hub import hub_entrypoint
+from samix_timm.hub import create_pretrained_mixer as pretrained_mixer, hub_entrypoint
 
 dependencies = ['torch', 'timm']
 

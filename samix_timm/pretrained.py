@@ -175,7 +175,11 @@ def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[
 
 
 def build_extractor(spec: Dict[str, Any]) -> nn.Module:
-    """The truncated feature extractor of an artifact, in eval mode, float32, frozen."""
+    """The truncated feature extractor of an artifact, float32, frozen, its BatchNorm on batch statistics (§7).
+
+    θ̄ made the Mixer's features in training mode, each batch normalised with its own statistics; its running
+    statistics (eval mode) give other features, and the exported Mixer then makes masks its run never made.
+    """
     try:
         model = timm.create_model(spec['model'], num_classes=spec['num_classes'])
     except RuntimeError as e:
@@ -183,7 +187,8 @@ def build_extractor(spec: Dict[str, Any]) -> nn.Module:
                           f"({e}): install the timm version the artifact was made with") from None
     model.prune_intermediate_layers(indices=[spec['feature_index']], prune_norm=True, prune_head=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in spec['state_dict'].items()})
-    return model.eval().requires_grad_(False)
+    set_inference_mode(model)  # BN on batch statistics (running ones untouched), dropout off: as θ̄ in training
+    return model.requires_grad_(False)
 
 
 # SAMixPretrained argument -> (valid, what to pass, its train.py flag)
@@ -248,8 +253,9 @@ class SAMixPretrained:
 
     The extractor sees the batch resized to the artifact's resolution and renormalised from the
     batch normalisation (`data_config`, or `input_mean`/`input_std`: required) to the artifact's
-    mean/std; the mask is upsampled to the batch's H×W. No gradients; extractor in eval mode;
-    Mixer with dropout off and BatchNorm on batch statistics, as it was trained (`set_inference_mode`).
+    mean/std; the mask is upsampled to the batch's H×W. No gradients; extractor and Mixer with dropout
+    off and BatchNorm on batch statistics, as the run made its masks (`set_inference_mode`, §7), so a
+    batch's masks depend on the batch, as they did online.
 
     Args:
         artifact: artifact dict (see `load_artifact`).

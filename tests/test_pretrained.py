@@ -18,11 +18,16 @@ EMBEDDED_NORM = dict(mean=(0.1,) * 3, std=(0.25,) * 3)
 
 
 @pytest.fixture(scope='module')
-def samix_checkpoint(small_data, tmp_path_factory):
+def samix_run(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('samix_run')
     args, text = parse_train_args(['--data-dir', str(small_data), '--output', str(out), *FAST_ARGS,
                                    '--mixup', 'samix', '--epochs', '1', '--samix-vis-interval', '0'])
-    return train(args, text).checkpoint
+    return train(args, text)
+
+
+@pytest.fixture(scope='module')
+def samix_checkpoint(samix_run):
+    return samix_run.checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +61,8 @@ def test_round_trip_gives_bit_identical_masks(samix_checkpoint, artifact_path):
         assert torch.equal(direct.mask(x, lam, index), loaded.mask(x, lam, index))
     # frozen: nothing in the extractor or Mixer asks for gradients; eval mode (dropout off)
     assert not any(p.requires_grad for p in loaded.mixer.parameters())
-    assert not loaded.extractor.training
+    # BatchNorm on batch statistics in the extractor and the Mixer, as in training (§7); running ones untouched
+    assert all(m.training == isinstance(m, torch.nn.BatchNorm2d) for m in loaded.extractor.modules())
     assert not any(m.training for m in loaded.mixer.modules() if isinstance(m, torch.nn.Dropout))
     bn = [m for m in loaded.mixer.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     stats = [m.running_mean.clone() for m in bn]
@@ -147,3 +153,46 @@ def test_train_with_pretrained_mixer(small_data, tmp_path, artifact_path, model,
     assert isinstance(result.mixup_fn, SAMixPretrained)
     assert np.isfinite(result.eval_metrics['loss'])
     assert (result.output_dir / 'samix_mix_epoch000.png').is_file()
+
+
+def _online_masks(samix, x, index, lams):
+    """The classifier-branch masks the online run makes for batch x (θ̄ and Mixer as in training)."""
+    with torch.no_grad():
+        z = samix._features(x)
+        return [samix.classifier_mask(z, lam, index, x.shape[-2:]) for lam in lams]
+
+
+def _held_out_batch(data, n=50):
+    from timm.data import create_dataset, create_loader
+    ds = create_dataset('', root=str(data), split='validation')
+    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=n, use_prefetcher=False, **EMBEDDED_NORM,
+                           crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
+    return next(iter(loader))[0]
+
+
+def test_exported_mixer_makes_the_masks_of_its_run(samix_run, artifact_path, small_data):
+    """§7: export (fp16 extractor) -> torch.hub -> --samix-pretrained reproduces the online classifier-branch
+    masks on the same batch to 1e-3; the eval-mode extractor of the first version does not."""
+    from samix_timm.factory import create_mixup
+    from samix_timm.mixer import set_inference_mode
+    x = _held_out_batch(small_data)
+    index = torch.roll(torch.arange(len(x)), 1)
+    lams = (0.3, 0.5, 0.7)
+    set_inference_mode(samix_run.mixup_fn.mixer)  # dropout off, as in the artifact (0 on this small data anyway)
+    online = _online_masks(samix_run.mixup_fn, x, index, lams)
+    via_hub = torch.hub.load(str(REPO), 'pretrained_mixer', str(artifact_path), source='local', trust_repo=True,
+                             num_classes=10, data_config=EMBEDDED_NORM)
+    args, _ = parse_train_args([*FAST_ARGS, '--data-dir', str(small_data), '--mixup', 'samix',
+                                '--samix-pretrained', str(artifact_path)])
+    via_flag = create_mixup(args, samix_run.model, 10, steps_per_epoch=1)
+    for mixer in (via_hub, via_flag):
+        assert isinstance(mixer, SAMixPretrained)
+        for lam, s in zip(lams, online):
+            assert (mixer.mask(x, lam, index) - s).abs().max() <= 1e-3
+    # the features too; the first version's extractor (BatchNorm on running statistics) reads other ones
+    with torch.no_grad():
+        z_online = samix_run.mixup_fn._features(x)
+        scale = float(z_online.abs().max())
+        assert float((via_hub.features(x) - z_online).abs().max()) <= 1e-3 * scale
+        via_hub.extractor.eval()
+        assert float((via_hub.features(x) - z_online).abs().max()) > 0.05 * scale

@@ -197,23 +197,23 @@ class _no_raise:
 
 def test_samix_i_run_exports_as_pretrained_mixer(small_data, tmp_path, one_thread):
     from samix_timm.mixer import mixer_inference
-    from samix_timm.pretrained import SAMixPretrained, build_artifact, export_mixer, load_artifact
+    from samix_timm.pretrained import export_mixer, load_artifact
     result = _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'samix_i')
     path, sha = export_mixer(result.checkpoint, tmp_path / 'ssl_mixer')
     art = load_artifact(path)
     assert path.name == f'ssl_mixer-{sha[:8]}.pth' and art['info']['source'] == 'moco'
     assert art['extractor']['feature_index'] == result.moco.tap_index
-    # in fp32 the artifact reproduces the run's own Mixer on the key encoder's stage-l map (§6, §7)
-    ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
-    art = build_artifact(ckpt, half=False)
-    pre = SAMixPretrained(art, num_classes=10, data_config=art['data'])
-    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    index = torch.tensor([1, 2, 3, 4, 5, 0])
-    encoder = result.moco.momentum.module.backbone.eval()
-    with torch.no_grad(), mixer_inference(result.moco.mixer.mixer) as mixer:
-        z = encoder.forward_intermediates(x, indices=[result.moco.tap_index], intermediates_only=True)[0]
-        expected = mixer(z, 0.4, index, (32, 32))
-    torch.testing.assert_close(pre.mask(x, 0.4, index), expected)
+    # §7: the artifact (fp16 extractor) makes the masks the run made: the key encoder's stage-l map in training
+    # mode (batch statistics), the Mixer with dropout off, the batch's own features as partners; via torch.hub
+    pre = torch.hub.load(str(REPO), 'pretrained_mixer', str(path), source='local', trust_repo=True, num_classes=10,
+                         data_config=art['data'])
+    x = torch.randn(50, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    index = torch.roll(torch.arange(50), 1)
+    with torch.no_grad(), mixer_inference(result.moco.mixer.mixer):
+        z = result.moco.keys(x)[2]
+        for lam in (0.3, 0.5, 0.7):
+            expected = result.moco.mixer.mask(z, z, lam, index, (32, 32))
+            assert float((pre.mask(x, lam, index) - expected).abs().max()) <= 1e-3
     # a run without a Mixer has nothing to export
     plain = _run(small_data, tmp_path / 'plain', '--epochs', '1', '--ssl-mix', 'none')
     with pytest.raises(ConfigError, match='has no Mixer'):
