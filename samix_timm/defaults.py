@@ -38,6 +38,8 @@ SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
 DEFAULT_PRESET = 'paper'
 # Q/K init of the Mixer (§2.6): 'reference' is the authors' N(0, 0.01^2), 'fan_in' ours
 DEFAULT_MIXER_INIT = 'reference'
+# where ℓ_μ and ℓ_σ take their mean (§2.6): 'batch' the authors', 'image' ours
+DEFAULT_MASK_LOSS = 'batch'
 
 
 def is_transformer(model_name: str) -> bool:
@@ -70,6 +72,7 @@ def samix_defaults(
         mixer_weight_decay: Optional[float] = None,
         mixer_dropout: Optional[float] = None,
         mixer_init: Optional[str] = None,
+        mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
         eta: Optional[float] = None,
         momentum_start: Optional[float] = None,
@@ -125,7 +128,8 @@ def samix_defaults(
         mixer=mixer, mixer_kwargs=mixer_kwargs, mixer_optimizer=mixer_optimizer,
         mixer_min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr,
         eta=eta if eta is not None else (0.5 if small else 0.1),  # §4
-        momentum=momentum, beta=BetaSchedule(mask_beta, beta_schedule, total), **step)
+        momentum=momentum, beta=BetaSchedule(mask_beta, beta_schedule, total), mask_loss=mask_loss or DEFAULT_MASK_LOSS,
+        **step)
 
 
 def describe_defaults(kwargs: Dict[str, Any]) -> str:
@@ -133,7 +137,8 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
             f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
-            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, Mixer trained every "
+            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, mask losses per {kwargs['mask_loss']}, "
+            f"Mixer trained every "
             f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
             f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "
             f"{kwargs['clean_frac']:g} of the batch ({kwargs['clean_forward']} forward)")

@@ -97,21 +97,30 @@ class EtaBalancedBCE(nn.Module):
         return eta_balanced_bce(logits, y_a, y_b, lam, self.eta)
 
 
-def mask_losses(s: torch.Tensor, lam: LamType, margin: float = 0.1) -> Tuple[torch.Tensor, torch.Tensor]:
+def mask_losses(s: torch.Tensor, lam: LamType, margin: float = 0.1, per_image: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """ Mask regularisers (l_mu, l_sigma) of §3.
 
-    With mu the mean of s over the whole batch and all pixels:
+    With mu the mean of s over the whole batch and all pixels (the reference):
     l_mu = max(|1 - mu - lam| - margin, 0) and l_sigma = -2 * mean((s - mu)^2).
+    ``per_image`` (§2.6): mu_n is each image's own mean and both terms are averaged over images, so masks that
+    are constant per image (0 for some images, 1 for others) no longer meet them.
 
     Args:
         s: Partner weights, Nx1xHxW in [0, 1].
-        lam: Batch mixing ratio; for an (N,) tensor its mean is used, since mu is a batch mean.
+        lam: Mixing ratio, a float or an (N,) tensor (for the batch form its mean is used, since mu is a batch mean).
         margin: Tolerance of l_mu.
+        per_image: Per-image mean and variance instead of the batch's.
 
     Returns:
         (l_mu, l_sigma), two scalar tensors.
     """
     s = s.float()
+    if per_image:
+        mu = s.mean(dim=(1, 2, 3), keepdim=True)  # Nx1x1x1
+        lam = lam.float().view(-1, 1, 1, 1) if isinstance(lam, torch.Tensor) else lam
+        loss_mu = ((1. - mu - lam).abs() - margin).clamp(min=0.).mean()
+        return loss_mu, -2. * (s - mu).pow(2).mean()
     if isinstance(lam, torch.Tensor):
         lam = lam.float().mean()
     mu = s.mean()

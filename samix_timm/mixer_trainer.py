@@ -13,7 +13,9 @@ from .losses import mask_losses
 from .momentum import BetaSchedule
 from .sync import average_gradients, broadcast_module_
 
-__all__ = ['MixerTrainer', 'step_mixer_optimizer', 'grad_norms']
+__all__ = ['MixerTrainer', 'step_mixer_optimizer', 'grad_norms', 'MASK_LOSSES']
+
+MASK_LOSSES = ('batch', 'image')  # where ℓ_μ and ℓ_σ take their mean: the whole batch (reference) or each image
 
 
 def grad_norms(mixer: nn.Module) -> Dict[str, torch.Tensor]:
@@ -54,6 +56,7 @@ class MixerTrainer:
         min_lr: Learning rate at the last step (cosine from the optimizer's lr).
         beta: Schedule of the mask-loss weight β (§3).
         mask_margin: Tolerance of ℓ_μ (§3).
+        mask_loss: 'batch' (ℓ_μ, ℓ_σ over the batch, the reference) or 'image' (per image, §2.6).
         grad_scaler: ``torch.amp.GradScaler`` for fp16, or None.
     """
 
@@ -66,13 +69,17 @@ class MixerTrainer:
             beta: Optional[BetaSchedule] = None,
             mask_margin: float = 0.1,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
+            mask_loss: str = 'batch',
     ):
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f'mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}')
         self.mixer = broadcast_module_(mixer)
         self.optimizer = (optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9))(mixer.parameters())
         self.lr_scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1), lr_min=min_lr,
                                               t_in_epochs=False)
         self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
         self.mask_margin = mask_margin
+        self.mask_loss = mask_loss
         self.grad_scaler = grad_scaler
 
     @property
@@ -83,7 +90,7 @@ class MixerTrainer:
         """L_φ = loss_mix + β(step)·(ℓ_μ + ℓ_σ) for mask ``s`` (ℓ_σ only for Mixers trained with it, §3);
         backward to φ, rank-averaged gradients, optimizer step, then the learning rate of ``step``.
         Returns the step's metrics as device tensors."""
-        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin)
+        loss_mu, loss_var = mask_losses(s, lam, self.mask_margin, per_image=self.mask_loss == 'image')
         if not getattr(self.mixer, 'variance_loss', True):
             loss_var = torch.zeros_like(loss_var)
         beta = self.beta(step)

@@ -64,6 +64,7 @@ class SAMix:
         momentum: schedule of the momentum encoder (§5).
         beta: schedule of the mask-loss weight (§3).
         mask_margin: tolerance of ℓ_μ (§3).
+        mask_loss: 'batch' (ℓ_μ, ℓ_σ over the batch, the reference) or 'image' (per image, §2.6).
         lam_margin: λ ≤ margin or ≥ 1 − margin gives the plain-mixup mask 1 − λ (§3).
         lam_adjust_prob: probability of λ adjusting the classifier-branch mask (§3).
         mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
@@ -98,6 +99,7 @@ class SAMix:
             momentum: Optional[MomentumSchedule] = None,
             beta: Optional[BetaSchedule] = None,
             mask_margin: float = 0.1,
+            mask_loss: str = 'batch',
             lam_margin: float = 0.08,
             lam_adjust_prob: float = 0.0,
             mixer_batch_frac: float = 1.0,
@@ -140,7 +142,7 @@ class SAMix:
         self.tap_forward, self.encoder_forward, self.mixer_forward = self.tap, self.encoder.module, self.mixer
         broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
         self.trainer = MixerTrainer(self.mixer, total_steps, mixer_optimizer, mixer_min_lr, self.beta, mask_margin,
-                                    grad_scaler)
+                                    grad_scaler, mask_loss)
         self.alpha, self.eta, self.mixer_loss = alpha, eta, mixer_loss
         self.lam_margin, self.lam_adjust_prob = lam_margin, lam_adjust_prob
         self.mixer_batch_frac, self.mixer_every, self.mixer_scale = mixer_batch_frac, mixer_every, mixer_scale

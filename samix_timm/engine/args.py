@@ -277,6 +277,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight beta of the mask losses')
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
+    g.add_argument('--samix-mask-loss', type=str, default=None,
+                   help="mask losses per 'image' or over the 'batch' (the authors'); method §2.6")
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')

@@ -15,6 +15,7 @@ from timm.optim import get_optimizer_info
 from ..defaults import SAMIX_PRESETS
 from ..errors import ConfigError
 from ..mixer import MIXER_INITS, list_mixers
+from ..mixer_trainer import MASK_LOSSES
 
 Limit = Tuple[str, Callable[[float], bool]]
 
@@ -67,6 +68,7 @@ CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
     'samix_mixer': list_mixers,
     'samix_mixer_loss': lambda: ('eta', 'mce'),
     'samix_mixer_init': lambda: MIXER_INITS,
+    'samix_mask_loss': lambda: MASK_LOSSES,
     'samix_clean_forward': lambda: ('separate', 'joint'),
     'samix_beta_schedule': lambda: ('auto', 'linear', 'constant'),
     'eval_metric': lambda: ('top1', 'top5', 'loss'),
