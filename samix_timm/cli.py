@@ -24,6 +24,15 @@ def _guarded(fn: Callable[[], int]) -> int:
         return 2
 
 
+def _print_health(health) -> None:
+    """The final line of a run with a learned Mixer: its health verdict (§2.6, a grey Mixer is never silent)."""
+    if not health:
+        return
+    failures = health_failures(health)
+    verdict = 'the masks follow lam and are spatial' if not failures else 'NOT healthy: ' + '; '.join(failures.values())
+    print(f'  Mixer health: {format_health(health)} -> {verdict}')
+
+
 def run_train(argv: Optional[Sequence[str]] = None) -> int:
     """train.py: parse timm-style arguments, train, print where the results are."""
     from .engine.train import train
@@ -41,11 +50,7 @@ def run_train(argv: Optional[Sequence[str]] = None) -> int:
                   f'  checkpoint:  {result.checkpoint}\n'
                   f'  summary:     {result.output_dir / "summary.csv"}\n'
                   f'  tensorboard: tensorboard --logdir {result.output_dir}')
-            if result.mixer_health:
-                failures = health_failures(result.mixer_health)
-                verdict = ('the masks follow lam and are spatial' if not failures else
-                           'NOT healthy: ' + '; '.join(failures.values()))
-                print(f'  Mixer health: {format_health(result.mixer_health)} -> {verdict}')
+            _print_health(result.mixer_health)
         return 0
 
     return _guarded(_run)
@@ -66,6 +71,7 @@ def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
                   f'  checkpoint:  {result.checkpoint}\n'
                   f'  probes:      python -m samix_timm.ssl.probe --checkpoint {result.checkpoint} --data-dir {args.data_dir}\n'
                   f'  tensorboard: tensorboard --logdir {result.output_dir}')
+            _print_health(result.mixer_health)
         return 0
 
     return _guarded(_run)

@@ -7,7 +7,7 @@ per-image std of s; 0.5 for a half-and-half binary mask, 0 for a constant one), 
 §2.6: the mixing attention's entropy (1 = uniform, the grey Mixer's state) and the weight scale of each part.
 """
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -27,12 +27,14 @@ def _attention_entropy_hook(entropies: List[torch.Tensor]):
 
 
 @torch.no_grad()
-def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS) -> Dict[str, float]:
+def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, net: Optional[nn.Module] = None
+                 ) -> Dict[str, float]:
     """{'health_keep_<λ>': mean(1 − s), 'health_std_<λ>': mean per-image std of s} of `mixer.preview`, and
-    'health_grey' (1. when grey); for an online SAMix also 'mixer_attention_entropy' (mean normalised entropy
-    of the attention rows, 1 = uniform) 'mixer_weight_std_<part>' (std of each part's conv weights) and 'mixer_bn_gamma_<part>' (mean |γ|)."""
+    'health_grey' (1. when grey); for a learned Mixer also 'mixer_attention_entropy' (mean normalised entropy
+    of the attention rows, 1 = uniform), 'mixer_weight_std_<part>' (std of each part's conv weights) and
+    'mixer_bn_gamma_<part>' (mean |γ|). `net` is the Mixer behind `mixer.preview` (default: `mixer.mixer`)."""
     metrics, entropies = {}, []
-    net = getattr(mixer, 'mixer', None)
+    net = net if net is not None else getattr(mixer, 'mixer', None)
     attention = getattr(net, 'attention', None)
     handle = attention.register_forward_hook(_attention_entropy_hook(entropies)) if attention is not None else None
     try:

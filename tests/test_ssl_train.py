@@ -53,7 +53,21 @@ def test_each_mode_trains_an_epoch(mode, small_data, tmp_path, one_thread):
     assert torch.isfinite(torch.tensor(float(row['train_loss'])))
     assert ('train_loss_mix' in row) == (mode != 'none')
     assert ('train_mixer_loss' in row) == mode.startswith('samix')
+    # SAMix-I/-C measure the Mixer's health every epoch, as train.py does (§2.6)
+    assert ('train_health_std_0.5' in row and 'train_health_grey' in row) == mode.startswith('samix')
+    assert (result.mixer_health is not None) == mode.startswith('samix')
     assert int(result.moco.queue.ptr) == (8 * 50) % 400
+
+
+def test_ssl_preview_changes_no_state(small_data, tmp_path, one_thread):
+    result = _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'samix_i')
+    states = [{k: v.clone() for k, v in m.state_dict().items()}
+              for m in (result.moco.momentum.module, result.moco.mixer.mixer)]
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    preview = result.moco.preview(x, 0.3)
+    assert preview['mask'].shape == (8, 1, 32, 32) and 0 <= float(preview['mask'].min()) <= 1
+    for state, module in zip(states, (result.moco.momentum.module, result.moco.mixer.mixer)):
+        assert all(torch.equal(v, module.state_dict()[k]) for k, v in state.items())
 
 
 def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_path, capsys, one_thread):

@@ -22,7 +22,7 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..factory import create_mixup, mixing_active
-from ..health import format_health, mixer_health
+from ..health import format_health, is_grey, mixer_health
 from .args import ConfigError
 from .checkpoint import (
     CheckpointState, load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
@@ -232,8 +232,9 @@ def train(args, args_text: str) -> TrainResult:
             if health_x is not None:
                 health = mixer_health(mixup_fn, health_x)
                 train_metrics.update(health)
-                if primary:
-                    _logger.info(f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
+                if primary:  # §2.6: a grey Mixer is never silent
+                    (_logger.warning if is_grey(health) else _logger.info)(
+                        f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
             if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
                 utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
             eval_metrics = evaluate(model, loader_eval, ctx)

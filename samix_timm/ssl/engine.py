@@ -26,8 +26,9 @@ from ..engine.checks import check_numbers
 from ..engine.loop import check_finite_loss
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, run_folder, split_folder
-from ..engine.train import epoch_seed, save_checkpoint
+from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
 from ..errors import ConfigError
+from ..health import format_health, is_grey, mixer_health
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
 from .data import MoCoV2Views, TwoViewDataset, eval_transform, extract_features, moco_v2_transform
@@ -53,6 +54,7 @@ class SSLResult:
     train_metrics: Dict[str, float]
     knn_top1: Optional[float]
     checkpoint: Optional[Path]
+    mixer_health: Optional[Dict[str, float]] = None  # the last epoch's, for SAMix-I/-C
 
 
 def _check_args(args, mode) -> None:
@@ -276,6 +278,9 @@ def train_ssl(args, args_text: str) -> SSLResult:
     cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
     knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
         if primary and args.knn_interval > 0 else None
+    health_x = health = None
+    if primary and moco.mixer is not None:  # a fixed batch (first training images, eval transform) for the health
+        health_x = next(iter(_eval_loader(args, args.train_split)))[0][:HEALTH_IMAGES].to(device)
     with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
         train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
         for epoch in range(start_epoch, num_epochs):
@@ -293,6 +298,11 @@ def train_ssl(args, args_text: str) -> SSLResult:
             if not primary:
                 continue
             row, monitor = dict(train_metrics), {}
+            if health_x is not None:  # §2.6: a grey Mixer is never silent
+                health = mixer_health(moco, health_x, net=moco.mixer.mixer)
+                row.update(health)
+                (_logger.warning if is_grey(health) else _logger.info)(
+                    f'Mixer health (epoch {epoch}, {len(health_x)} images): {format_health(health)}')
             if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
                 feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
                 knn_top1 = monitor['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
@@ -306,5 +316,5 @@ def train_ssl(args, args_text: str) -> SSLResult:
             save_checkpoint(saver, epoch, monitor.get('knn_top1'), output_dir)
             checkpoint = output_dir / 'last.pth.tar'
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
-                     train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint)
+                     train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint, mixer_health=health)
 

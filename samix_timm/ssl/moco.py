@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..features import FeatureTap
 from ..losses import eta_balanced_bce
+from ..mixer import mixer_inference
 from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .distributed import gather, shuffle_batch, unshuffle
 from .encoder import SSLEncoder
@@ -207,6 +208,24 @@ class MoCoSAMix:
                 if self.queue.full:
                     break
         return batches
+
+    @torch.no_grad()
+    def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
+        """(x_i, x_j, s, x_mix) of the learned Mixer on one batch of images, partners from the same batch: f_θ̄'s
+        stage-l map in its training mode, the Mixer as ``mixer_inference`` (dropout off). For the per-epoch Mixer
+        health (§2.6); runs on one rank (no collectives) and leaves every BatchNorm statistic as it was."""
+        if self.mixer is None:
+            raise ValueError(f'the {self.mode.name} mode has no learned Mixer to preview')
+        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
+        encoder = self.momentum.module
+        saved = {k: v.clone() for k, v in encoder.state_dict().items() if not v.is_floating_point() or 'running' in k}
+        try:
+            with self.amp_autocast(), mixer_inference(self.mixer.mixer) as mixer:
+                _, _, z = encoder.forward_with_map(x, self.tap_index)
+                s = mixer(z, lam, index, x.shape[-2:])
+        finally:
+            encoder.load_state_dict(saved, strict=False)
+        return dict(x_i=x, x_j=x[index], mask=s, x_mix=x + s.to(x.dtype) * (x[index] - x))
 
     def after_step(self) -> None:
         """Enqueue this step's keys (gathered over ranks) and advance the step counter."""
