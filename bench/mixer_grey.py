@@ -33,14 +33,18 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 # variant -> train.py flags on top of the recipe; 'reference' is the authors' Mixer init and weight decay
 VARIANTS: Dict[str, List[str]] = {
-    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch'],
-    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch'],
-    'wd0': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-weight-decay', '0'],
-    'fan_in_wd0': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-weight-decay', '0'],
-    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image'],
-    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image'],
+    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
+    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
+    'wd0': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none',
+            '--samix-mixer-weight-decay', '0'],
+    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
+    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
+    'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
+    'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
+    'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
+              'mixer_attention_logit_std',
               'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
               'mixer_grad_query', 'mixer_grad_key', 'mixer_grad_value', 'mask_var', 'mask_mu')
 

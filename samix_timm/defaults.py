@@ -40,6 +40,8 @@ DEFAULT_PRESET = 'paper'
 DEFAULT_MIXER_INIT = 'reference'
 # where ℓ_μ and ℓ_σ take their mean (§2.6): 'batch' the authors', 'image' ours
 DEFAULT_MASK_LOSS = 'batch'
+# the Mixer's input (§2.6): 'none' as the authors', 'rms' each sample's features at unit RMS
+DEFAULT_MIXER_NORM = 'none'
 
 
 def is_transformer(model_name: str) -> bool:
@@ -72,6 +74,7 @@ def samix_defaults(
         mixer_weight_decay: Optional[float] = None,
         mixer_dropout: Optional[float] = None,
         mixer_init: Optional[str] = None,
+        mixer_norm: Optional[str] = None,
         mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
         eta: Optional[float] = None,
@@ -106,6 +109,8 @@ def samix_defaults(
     dropout = mixer_dropout if mixer_dropout is not None else (0.0 if small else 0.1)  # §2.3
     mixer_kwargs = dict(dropout=dropout, lam_rescale_k=lam_rescale_k) if mixer == 'samix' else {}
     mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
+    if mixer == 'samix':
+        mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
     opt = mixer_opt or ('adamw' if vit else 'momentum')  # §5.4; plain momentum SGD as the reference (§5.7)
     if mixer_lr is None:
         mixer_lr = lr if opt.lower() in ('adamw', 'adam', 'lamb') and lr else 0.1
@@ -137,7 +142,7 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
             f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
-            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, mask losses per {kwargs['mask_loss']}, "
+            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, mask losses per {kwargs['mask_loss']}, "
             f"Mixer trained every "
             f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
             f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "

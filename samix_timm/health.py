@@ -19,10 +19,12 @@ HEALTH_LAMS = (0.3, 0.5, 0.7)
 GREY_STD = 0.05
 
 
-def _attention_entropy_hook(entropies: List[torch.Tensor]):
+def _attention_hook(entropies: List[torch.Tensor], logit_stds: List[torch.Tensor]):
     def hook(module, inputs, p):  # p: Nxhwxhw rows of the mixing attention
         h = -(p * p.clamp(min=1e-12).log()).sum(-1).mean()
         entropies.append(h / math.log(p.shape[-1]))
+        logits = p.clamp(min=1e-30).log()  # log-softmax = logits - logsumexp: the same spread per row
+        logit_stds.append(logits.std(dim=-1).mean())
     return hook
 
 
@@ -33,10 +35,10 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
     'health_grey' (1. when grey); for a learned Mixer also 'mixer_attention_entropy' (mean normalised entropy
     of the attention rows, 1 = uniform), 'mixer_weight_std_<part>' (std of each part's conv weights) and
     'mixer_bn_gamma_<part>' (mean |γ|). `net` is the Mixer behind `mixer.preview` (default: `mixer.mixer`)."""
-    metrics, entropies = {}, []
+    metrics, entropies, logit_stds = {}, [], []
     net = net if net is not None else getattr(mixer, 'mixer', None)
     attention = getattr(net, 'attention', None)
-    handle = attention.register_forward_hook(_attention_entropy_hook(entropies)) if attention is not None else None
+    handle = attention.register_forward_hook(_attention_hook(entropies, logit_stds)) if attention is not None else None
     try:
         for lam in lams:
             s = mixer.preview(x, lam)['mask'].float().flatten(1)  # N x HW
@@ -48,6 +50,7 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
     metrics['health_grey'] = float(is_grey(metrics))
     if entropies:  # not when the Mixer runs compiled (hooks do not fire inside a compiled graph)
         metrics['mixer_attention_entropy'] = float(torch.stack(entropies).mean())
+        metrics['mixer_attention_logit_std'] = float(torch.stack(logit_stds).mean())  # the softmax's sharpness
     if isinstance(net, nn.Module):
         for name, part in net.named_children():
             weights = [m.weight.detach().float().flatten() for m in part.modules() if isinstance(m, nn.Conv2d)]

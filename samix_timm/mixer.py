@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
+    'MIXER_INITS', 'MIXER_NORMS', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]
@@ -26,6 +26,7 @@ SizeType = Union[int, Sequence[int]]
 
 _UPSAMPLE_MODES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in')
+MIXER_NORMS = ('none', 'rms')
 
 
 class MixerNumericsError(RuntimeError):
@@ -106,6 +107,12 @@ def _check_upsample(upsample: str):
         raise ValueError(f'upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}.')
 
 
+def _rms_normalize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """ z divided by each sample's root mean square over C, h, w (§2.6): the Mixer then sees features of one
+    scale whatever the backbone's feature norm does during training. """
+    return z * torch.rsqrt(z.float().pow(2).mean(dim=(1, 2, 3), keepdim=True) + eps).to(z.dtype)
+
+
 def _check_init(init: str):
     if init not in MIXER_INITS:
         raise ValueError(f'init must be one of {MIXER_INITS}, got {init!r}.')
@@ -143,6 +150,7 @@ class Mixer(nn.Module):
         dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
         init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
+        norm: 'none' (the reference) or 'rms' (z and its partner divided by their per-sample RMS first, §2.6).
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -154,6 +162,7 @@ class Mixer(nn.Module):
             dropout: float = 0.1,
             upsample: str = 'bilinear',
             init: str = 'reference',
+            norm: str = 'none',
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -163,10 +172,13 @@ class Mixer(nn.Module):
             raise ValueError(f'lam_rescale_k must be -1 (no rescale) or >= 0, got {lam_rescale_k}.')
         _check_upsample(upsample)
         _check_init(init)
+        if norm not in MIXER_NORMS:
+            raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
-            dropout=dropout, upsample=upsample, init=init)
+            dropout=dropout, upsample=upsample, init=init, norm=norm)
         self.lam_rescale_k = lam_rescale_k
+        self.norm = norm
         self.upsample = upsample
 
         self.query = nn.Conv2d(2 * in_channels, hidden, 1)
@@ -209,6 +221,9 @@ class Mixer(nn.Module):
         """
         z = z.to(self.query.weight.dtype)  # low-precision features from an autocast pass
         z_p = z if z_partner is None else z_partner.to(z.dtype)
+        if self.norm == 'rms':  # §2.6
+            z = _rms_normalize(z)
+            z_p = z if z_partner is None else _rms_normalize(z_p)
         lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
         # §2.1 adaptive lambda encoding (residual scaling)
         z_i = (1. + lam) * z  # NxCxhxw
