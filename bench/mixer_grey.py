@@ -33,15 +33,19 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 # variant -> train.py flags on top of the recipe; 'reference' is the authors' Mixer init and weight decay
 VARIANTS: Dict[str, List[str]] = {
-    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
-    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
+    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
+    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
     'wd0': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none',
-            '--samix-mixer-weight-decay', '0'],
-    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
-    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
-    'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
-    'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
-    'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms'],
+            '--samix-mixer-lam-prior', 'off', '--samix-mixer-weight-decay', '0'],
+    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
+    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
+    'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
+    'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
+    'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
+    'prior': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none',
+              '--samix-mixer-lam-prior', 'on'],
+    'prior_rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm',
+                               'rms', '--samix-mixer-lam-prior', 'on'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',

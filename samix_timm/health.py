@@ -93,5 +93,5 @@ def format_health(metrics: Dict[str, float]) -> str:
     if 'mixer_attention_entropy' in metrics:
         line += f", attention entropy {metrics['mixer_attention_entropy']:.3f} of uniform"
     if is_grey(metrics):
-        line += f' -> GREY (constant, lam-blind masks: per-image std < {GREY_STD:g}; the labels are wrong)'
+        line += f' -> GREY (constant masks: per-image std < {GREY_STD:g}; mixup with a learned Mixer'"'"'s cost)'
     return line

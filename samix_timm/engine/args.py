@@ -244,6 +244,18 @@ def _add_misc_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--dist-url', default=None, type=str, help='distributed init url (env:// by default)')
 
 
+def _on_off(value: Any) -> bool:
+    """'on'/'off' (also true/false, 1/0, or a YAML bool) as a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('on', 'true', '1', 'yes'):
+        return True
+    if text in ('off', 'false', '0', 'no'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {value!r}")
+
+
 def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('SAMix parameters (used with --mixup samix; None = chosen per run, logged)')
     g.add_argument('--samix-pretrained', type=str, default=None,
@@ -265,6 +277,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
                    help="Mixer input: 'rms' (per-sample unit RMS) or 'none' (the authors'); method §2.6")
+    g.add_argument('--samix-mixer-lam-prior', type=_on_off, default=None,
+                   help="'on': mask logits start at logit(1 - lam), 'off': the authors' Mixer; method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Q/K init of the Mixer: 'fan_in' or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
