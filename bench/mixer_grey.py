@@ -33,19 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
 # variant -> train.py flags on top of the recipe; 'reference' is the authors' Mixer init and weight decay
 VARIANTS: Dict[str, List[str]] = {
-    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
-    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
-    'wd0': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none',
-            '--samix-mixer-lam-prior', 'off', '--samix-mixer-weight-decay', '0'],
-    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
-    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none', '--samix-mixer-lam-prior', 'off'],
-    'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
-    'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
-    'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms', '--samix-mixer-lam-prior', 'off'],
-    'prior': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none',
-              '--samix-mixer-lam-prior', 'on'],
-    'prior_rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm',
-                               'rms', '--samix-mixer-lam-prior', 'on'],
+    'reference': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
+    'fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none'],
+    'wd0': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'none', '--samix-mixer-weight-decay', '0'],
+    'image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
+    'fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'none'],
+    'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
+    'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
+    'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',
@@ -81,7 +76,8 @@ def run_one(variant: str, preset: str, seed: int, args) -> Dict:
 def table(records: List[Dict]) -> str:
     lines = ['| variant | preset | seeds | grey at the end | healthy at the end | first epoch not grey (per seed) | '
              'top-1 | EMA top-1 |', '|---|---|---|---|---|---|---|---|']
-    keys = sorted({(r['variant'], r['preset']) for r in records}, key=lambda k: (list(VARIANTS).index(k[0]), k[1]))
+    order = list(dict.fromkeys(r['variant'] for r in records))  # variants in the order they were first run
+    keys = sorted({(r['variant'], r['preset']) for r in records}, key=lambda k: (order.index(k[0]), k[1]))
     for variant, preset in keys:
         rs = sorted((r for r in records if (r['variant'], r['preset']) == (variant, preset)), key=lambda r: r['seed'])
         grey = [r['seed'] for r in rs if is_grey(r)]

@@ -36,14 +36,11 @@ SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
     'quarter': {**_PAPER_STEP, 'mixer_every': 2, 'clean_frac': 0.25, 'clean_forward': 'joint'},
 }
 DEFAULT_PRESET = 'paper'
-# Q/K init of the Mixer (§2.6): 'reference' is the authors' N(0, 0.01^2), 'fan_in' ours
-DEFAULT_MIXER_INIT = 'reference'
-# where ℓ_μ and ℓ_σ take their mean (§2.6): 'batch' the authors', 'image' ours
-DEFAULT_MASK_LOSS = 'batch'
-# the Mixer's input (§2.6): 'none' as the authors', 'rms' each sample's features at unit RMS
-DEFAULT_MIXER_NORM = 'none'
-# the mask logits start from the mixup mask's, logit(1 - lam) (§2.6); the authors' Mixer has no such term
-DEFAULT_LAM_PRIOR = False
+# The stable Mixer (method §2.6, bench/results/mixer_grey.md), ours; the authors' Mixer is one flag each away:
+# --samix-mixer-init reference (Q/K ~ N(0, 0.01^2)), --samix-mixer-norm none, --samix-mask-loss batch.
+DEFAULT_MIXER_INIT = 'fan_in'  # Q/K ~ N(0, 1/fan_in): the attention does not start uniform
+DEFAULT_MIXER_NORM = 'rms'  # the Mixer reads each sample's features at unit RMS: logits keep their scale
+DEFAULT_MASK_LOSS = 'image'  # ℓ_μ, ℓ_σ per image: masks constant per image no longer meet them
 
 
 def is_transformer(model_name: str) -> bool:
@@ -77,7 +74,6 @@ def samix_defaults(
         mixer_dropout: Optional[float] = None,
         mixer_init: Optional[str] = None,
         mixer_norm: Optional[str] = None,
-        mixer_lam_prior: Optional[bool] = None,
         mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
         eta: Optional[float] = None,
@@ -114,7 +110,6 @@ def samix_defaults(
     mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
     if mixer == 'samix':
         mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
-        mixer_kwargs['lam_prior'] = DEFAULT_LAM_PRIOR if mixer_lam_prior is None else mixer_lam_prior  # §2.6
     opt = mixer_opt or ('adamw' if vit else 'momentum')  # §5.4; plain momentum SGD as the reference (§5.7)
     if mixer_lr is None:
         mixer_lr = lr if opt.lower() in ('adamw', 'adam', 'lamb') and lr else 0.1
@@ -146,8 +141,7 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
             f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
-            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, "
-            f"lam prior {'on' if kwargs['mixer_kwargs'].get('lam_prior') else 'off'}, mask losses per {kwargs['mask_loss']}, "
+            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, mask losses per {kwargs['mask_loss']}, "
             f"Mixer trained every "
             f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
             f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "

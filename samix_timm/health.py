@@ -41,9 +41,12 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
     handle = attention.register_forward_hook(_attention_hook(entropies, logit_stds)) if attention is not None else None
     try:
         for lam in lams:
-            s = mixer.preview(x, lam)['mask'].float().flatten(1)  # N x HW
+            preview = mixer.preview(x, lam)
+            s = preview['mask'].float().flatten(1)  # N x HW
             metrics[f'health_keep_{lam:g}'] = float((1. - s).mean())
             metrics[f'health_std_{lam:g}'] = float(s.std(dim=1, unbiased=False).mean())
+            if 'mask_raw' in preview:  # the Mixer's own area, before λ adjusting (§3) makes it exact
+                metrics[f'mixer_keep_{lam:g}'] = float((1. - preview['mask_raw'].float()).mean())
     finally:
         if handle is not None:
             handle.remove()
@@ -93,5 +96,5 @@ def format_health(metrics: Dict[str, float]) -> str:
     if 'mixer_attention_entropy' in metrics:
         line += f", attention entropy {metrics['mixer_attention_entropy']:.3f} of uniform"
     if is_grey(metrics):
-        line += f' -> GREY (constant masks: per-image std < {GREY_STD:g}; mixup with a learned Mixer'"'"'s cost)'
+        line += f' -> GREY (constant masks: per-image std < {GREY_STD:g}, no learned mixing)'
     return line

@@ -91,15 +91,12 @@ class MixingAttention(nn.Module):
             return logits.softmax(dim=-1)
 
 
-def _attention_mask(p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str,
-                    prior: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """ s = sigmoid(up(P . v + prior)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride. """
+def _attention_mask(p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str) -> torch.Tensor:
+    """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride. """
     n, _, h, w = v.shape
     with torch.autocast(device_type=v.device.type, enabled=False):
         m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
         m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
-        if prior is not None:
-            m = m + prior
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
         return m.sigmoid()  # Nx1xHxW
@@ -154,8 +151,6 @@ class Mixer(nn.Module):
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
         init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
         norm: 'none' (the reference) or 'rms' (z and its partner divided by their per-sample RMS first, §2.6).
-        lam_prior: Add logit(1 − lam) to the mask logits (§2.6), so that a Mixer with nothing learned yet makes
-            the mixup mask s = 1 − lam instead of 0.5, and the attention only has to learn where, not how much.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -168,7 +163,6 @@ class Mixer(nn.Module):
             upsample: str = 'bilinear',
             init: str = 'reference',
             norm: str = 'none',
-            lam_prior: bool = False,
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -182,10 +176,9 @@ class Mixer(nn.Module):
             raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
-            dropout=dropout, upsample=upsample, init=init, norm=norm, lam_prior=lam_prior)
+            dropout=dropout, upsample=upsample, init=init, norm=norm)
         self.lam_rescale_k = lam_rescale_k
         self.norm = norm
-        self.lam_prior = lam_prior
         self.upsample = upsample
 
         self.query = nn.Conv2d(2 * in_channels, hidden, 1)
@@ -231,8 +224,7 @@ class Mixer(nn.Module):
         if self.norm == 'rms':  # §2.6
             z = _rms_normalize(z)
             z_p = z if z_partner is None else _rms_normalize(z_p)
-        lam_label = _lam_map(lam, z)  # Nx1x1x1
-        lam = rescale_lam(lam_label, self.lam_rescale_k)  # Nx1x1x1
+        lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
         # §2.1 adaptive lambda encoding (residual scaling)
         z_i = (1. + lam) * z  # NxCxhxw
         z_j = (2. - lam) * z_p[index]  # NxCxhxw
@@ -241,9 +233,8 @@ class Mixer(nn.Module):
         p = self.attention(self.query(u), self.key(u))  # Nxhwxhw, fp32
         # §2.3 non-linear content from the partner only
         v = self.value(z_j)  # Nx1xhxw
-        # §2.4 mask logits, upsample, sigmoid; §2.6 the mixup mask's logit as the starting point
-        prior = torch.logit(1. - lam_label.clamp(1e-4, 1. - 1e-4)) if self.lam_prior else None
-        return _attention_mask(p, v, out_size, self.upsample, prior)
+        # §2.4 mask logits, upsample, sigmoid
+        return _attention_mask(p, v, out_size, self.upsample)
 
 
 class AutoMixer(nn.Module):

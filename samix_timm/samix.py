@@ -297,18 +297,21 @@ class SAMix:
     @torch.no_grad()
     def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
         """(x_i, x_j, s, x_mix) as the classifier branch makes them (θ̄ on batch statistics, as in training;
-        Mixer as `mixer_inference`: dropout off); changes no state."""
+        Mixer as `mixer_inference`: dropout off), and 'mask_raw', the Mixer's own mask before λ adjusting (§3);
+        changes no state."""
         index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
         counts = [(m, m.num_batches_tracked.clone()) for m in self.encoder.module.modules()
                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None]
         try:
             with mixer_inference(self.mixer):
                 xf = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-                s = self.classifier_mask(self._features(xf), lam, index, x.shape[-2:], self.lam_adjust_prob >= 1)
+                raw = self.classifier_mask(self._features(xf), lam, index, x.shape[-2:])
         finally:
             for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
                 m.num_batches_tracked.copy_(count)
-        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
+        in_margin = lam <= self.lam_margin or lam >= 1 - self.lam_margin
+        s = adjust_lam(raw, lam) if self.lam_adjust_prob >= 1 and not in_margin else raw
+        return dict(x_i=x, x_j=x[index], mask=s, mask_raw=raw, x_mix=mix_images(x, s, index))
 
     def state_dict(self) -> Dict:
         """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7)."""

@@ -212,7 +212,11 @@ def test_health_of_a_real_samix_changes_no_state():
     before = {k: v.clone() for k, v in samix.mixer.state_dict().items()}
     rng = np.random.get_state()[1].copy()
     h = mixer_health(samix, x)
-    assert set(h) == {f'health_{k}_{lam}' for k in ('keep', 'std') for lam in (0.3, 0.5, 0.7)}
+    assert {f'health_{k}_{lam}' for k in ('keep', 'std') for lam in (0.3, 0.5, 0.7)} | {'health_grey'} <= set(h)
+    # the instruments of §2.6: attention entropy in (0, 1], weight scale of Q/K/value, the value head's BN γ
+    assert 0 < h['mixer_attention_entropy'] <= 1 + 1e-6 and h['mixer_weight_std_query'] > 0
+    assert h['mixer_bn_gamma_value'] == pytest.approx(1.) and h['health_grey'] in (0., 1.)
+    assert h['mixer_keep_0.5'] == pytest.approx(h['health_keep_0.5'])  # no λ adjusting: the raw mask is the one
     assert all(torch.equal(before[k], v) for k, v in samix.mixer.state_dict().items())
     assert np.array_equal(rng, np.random.get_state()[1])
 

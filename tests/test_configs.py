@@ -204,7 +204,8 @@ PARITY = {
 }
 # every AutoMix/SAMix recipe, whatever its family: the reference step of all released configs
 LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='paper', samix_alpha=2.0,
-                   samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999)
+                   samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999,
+                   samix_mixer_init='reference', samix_mixer_norm='none', samix_mask_loss='batch')
 PARITY_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[0] in PARITY]
 LEARNED_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[2] in ('samix', 'automix')]
 

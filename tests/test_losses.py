@@ -122,3 +122,22 @@ def test_mask_losses_tensor_lam_and_gradient():
     loss_var.backward()
     # l_sigma pushes values away from the mean, towards 0 / 1
     assert (s.grad.flatten()[:2] > 0).all() and (s.grad.flatten()[2:] < 0).all()
+
+
+def test_per_image_mask_losses_hand_values():
+    """§2.6: masks constant per image (image 0 all 0, image 1 all 1) meet the batch-level losses of the reference
+    (batch mean 0.5, batch variance 0.25) but get no ℓ_σ credit and the full ℓ_μ penalty per image."""
+    s = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])
+    loss_mu, loss_var = mask_losses(s, 0.5)
+    assert loss_mu.item() == 0. and loss_var.item() == pytest.approx(-0.5)
+    loss_mu, loss_var = mask_losses(s, 0.5, per_image=True)
+    assert loss_var.item() == 0.
+    assert loss_mu.item() == pytest.approx(0.4)  # each image: |1 - mu_n - 0.5| - 0.1 = 0.4
+    # a half/half mask in each image: mu_n = 0.5, per-image variance 0.25 -> ℓ_σ -0.5, as for the batch form
+    half = torch.zeros(2, 1, 4, 4)
+    half[:, :, :2] = 1.
+    assert mask_losses(half, 0.3, per_image=True)[1].item() == pytest.approx(-0.5)
+    # per-sample λ: image n is compared with its own λ_n
+    lam = torch.tensor([0.8, 0.2])
+    loss_mu, _ = mask_losses(torch.full((2, 1, 2, 2), 0.2), lam, margin=0., per_image=True)
+    assert loss_mu.item() == pytest.approx((abs(0.8 - 0.8) + abs(0.8 - 0.2)) / 2)

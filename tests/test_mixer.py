@@ -179,7 +179,8 @@ def test_config_rebuilds():
         assert type(clone) is type(mixer) and clone.config == mixer.config
         assert num_params(clone) == num_params(mixer)
     assert Mixer(16).config == dict(
-        in_channels=16, reduction=2, lam_rescale_k=-1., dropout=0.1, upsample='bilinear')
+        in_channels=16, reduction=2, lam_rescale_k=-1., dropout=0.1, upsample='bilinear', init='reference',
+        norm='none')
 
 
 def test_create_mixer_registry():
@@ -207,3 +208,27 @@ def test_low_precision_features_outside_autocast(cls):
     z, index = batch()
     s = cls(32)(z.bfloat16(), 0.5, index, 16)  # features from an autocast pass, Mixer called outside it
     assert s.dtype == torch.float32 and s.shape == (4, 1, 16, 16)
+
+
+def test_fan_in_init_scales_only_query_and_key():
+    """§2.6: 'fan_in' draws Q and K from N(0, 1/fan_in) (fan_in 2C = 512 here); everything else stays at §2.5."""
+    torch.manual_seed(0)
+    ref, ours = Mixer(256, init='reference'), Mixer(256, init='fan_in')
+    for conv in (ours.query, ours.key):
+        assert conv.weight.std().item() == pytest.approx(512 ** -0.5, rel=0.02)
+    assert ref.query.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert ours.value[0].weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert AutoMixer(256, init='fan_in').qk.weight.std().item() == pytest.approx(257 ** -0.5, rel=0.02)
+    with pytest.raises(ValueError, match='init must be one of'):
+        Mixer(16, init='xavier')
+
+
+def test_rms_norm_makes_the_mask_blind_to_the_feature_scale():
+    """§2.6: with norm='rms' the mask of z and of 100·z are the same; the reference Mixer's are not."""
+    z, index = batch()
+    for norm, same in (('rms', True), ('none', False)):
+        torch.manual_seed(0)
+        mixer = Mixer(32, init='fan_in', norm=norm, dropout=0.).eval()
+        a, b = mixer(z, 0.3, index, 16), mixer(100. * z, 0.3, index, 16)
+        assert torch.allclose(a, b, atol=1e-5) == same, norm
+

@@ -244,18 +244,6 @@ def _add_misc_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--dist-url', default=None, type=str, help='distributed init url (env:// by default)')
 
 
-def _on_off(value: Any) -> bool:
-    """'on'/'off' (also true/false, 1/0, or a YAML bool) as a bool."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('on', 'true', '1', 'yes'):
-        return True
-    if text in ('off', 'false', '0', 'no'):
-        return False
-    raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {value!r}")
-
-
 def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('SAMix parameters (used with --mixup samix; None = chosen per run, logged)')
     g.add_argument('--samix-pretrained', type=str, default=None,
@@ -276,11 +264,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
-                   help="Mixer input: 'rms' (per-sample unit RMS) or 'none' (the authors'); method §2.6")
-    g.add_argument('--samix-mixer-lam-prior', type=_on_off, default=None,
-                   help="'on': mask logits start at logit(1 - lam), 'off': the authors' Mixer; method §2.6")
+                   help="Mixer input: 'rms' (per-sample unit RMS, default) or 'none' (the authors'); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
-                   help="Q/K init of the Mixer: 'fan_in' or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
+                   help="Q/K init of the Mixer: 'fan_in' (default) or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
                    help='k of the lam rescale (-1 off; 0.25 CIFAR-like, 1 fine-grained)')
     g.add_argument('--samix-eta', type=float, default=None,
@@ -294,7 +280,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
     g.add_argument('--samix-mask-loss', type=str, default=None,
-                   help="mask losses per 'image' or over the 'batch' (the authors'); method §2.6")
+                   help="mask losses per 'image' (default) or over the 'batch' (the authors'); method §2.6")
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
