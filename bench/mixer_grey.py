@@ -100,6 +100,8 @@ def main() -> None:
     p.add_argument('--variants', nargs='+', default=['reference'], choices=list(VARIANTS))
     p.add_argument('--presets', nargs='+', default=['paper'], choices=list(SAMIX_PRESETS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
+    p.add_argument('--runs', nargs='+', default=None, metavar='PRESET:SEED',
+                   help='an explicit list of runs in this order (instead of --presets x --seeds)')
     p.add_argument('--jobs', type=int, default=2, help='runs side by side')
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (1: deterministic)')
     p.add_argument('--output', default='output/bench_mixer_grey')
@@ -111,8 +113,9 @@ def main() -> None:
     path = results / 'mixer_grey_runs.jsonl'
     if not args.table:
         done = {(r['variant'], r['preset'], r['seed'], tuple(r['extra'])) for r in _read(path)}
-        todo = [(v, pr, s) for s in args.seeds for pr in args.presets for v in args.variants
-                if (v, pr, s, tuple(args.extra)) not in done]
+        grid = ([(pr, int(s)) for pr, s in (r.split(':') for r in args.runs)] if args.runs else
+                [(pr, s) for s in args.seeds for pr in args.presets])
+        todo = [(v, pr, s) for pr, s in grid for v in args.variants if (v, pr, s, tuple(args.extra)) not in done]
         lock = threading.Lock()
 
         def _run(job):
