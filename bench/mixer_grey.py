@@ -74,24 +74,38 @@ def run_one(variant: str, preset: str, seed: int, args) -> Dict:
 
 
 def table(records: List[Dict]) -> str:
-    lines = ['| variant | preset | seeds | grey at the end | healthy at the end | first epoch not grey (per seed) | '
-             'top-1 | EMA top-1 |', '|---|---|---|---|---|---|---|---|']
+    lines = ['| variant | preset | seeds | grey at the end [seeds] | healthy at the end | first epoch not grey, per seed | '
+             'mean(1 − s) at λ 0.3/0.5/0.7, mean over seeds | per-image std | top-1 | EMA top-1 |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     order = list(dict.fromkeys(r['variant'] for r in records))  # variants in the order they were first run
     keys = sorted({(r['variant'], r['preset']) for r in records}, key=lambda k: (order.index(k[0]), k[1]))
+    spread = (lambda v: f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f}')
     for variant, preset in keys:
         rs = sorted((r for r in records if (r['variant'], r['preset']) == (variant, preset)), key=lambda r: r['seed'])
         grey = [r['seed'] for r in rs if is_grey(r)]
         healthy = [r['seed'] for r in rs if not health_failures({k: v for k, v in r.items() if k.startswith('health_')})]
         escape = []
         for r in rs:
-            std = r['trajectory'].get('health_std_0.5', [])
-            first = next((i for i, v in enumerate(std) if v >= 0.05), None)
-            escape.append('-' if first is None else str(first))
+            std = r['trajectory'].get('health_std_0.5')
+            first = None if std is None else next((i for i, v in enumerate(std) if v >= 0.05), '-')
+            escape.append('n/a' if first is None else str(first))
+        keep = '/'.join(f"{np.mean([r[f'health_keep_{lam}'] for r in rs]):.2f}" for lam in ('0.3', '0.5', '0.7'))
+        std = '/'.join(f"{np.mean([r[f'health_std_{lam}'] for r in rs]):.2f}" for lam in ('0.3', '0.5', '0.7'))
         top1, ema = np.array([r['top1'] for r in rs]), np.array([r['ema_top1'] for r in rs])
-        spread = (lambda v: f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f}')
         lines.append(f'| {variant} | {preset} | {len(rs)} | {len(grey)} {grey if grey else ""} | '
-                     f'{len(healthy)} of {len(rs)} | {" ".join(escape)} | {spread(top1)} | {spread(ema)} |')
+                     f'{len(healthy)} of {len(rs)} | {" ".join(escape)} | {keep} | {std} | {spread(top1)} | '
+                     f'{spread(ema)} |')
     return '\n'.join(lines)
+
+
+def reference_table(path: Path) -> str:
+    """The same columns for the authors' Mixer in the accuracy benchmark (bench/accuracy.py rows of this recipe:
+    test_resnet, 32 px, 60 epochs, 1,000 images), the "before" of the stable Mixer."""
+    rows = [r for r in _read(path) if r.get('img_size') == 32 and r.get('epochs') == 60
+            and r.get('train_images', 1000) == 1000 and r['method'].startswith('samix_')
+            and r['method'][len('samix_'):] in SAMIX_PRESETS]
+    records = [dict(r, variant='reference (accuracy.py)', preset=r['method'][len('samix_'):], trajectory={}) for r in rows]
+    return table(records)
 
 
 def main() -> None:
@@ -126,7 +140,9 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
-    text = table([r for r in _read(path) if not r['extra']])
+    text = (table([r for r in _read(path) if not r['extra']]) + '\n\nThe authors\' Mixer in the accuracy benchmark '
+            '(bench/accuracy.py, same recipe; no per-epoch trajectory was recorded there):\n\n'
+            + reference_table(results / 'accuracy_runs.jsonl'))
     (results / 'mixer_grey.md').write_text(text + '\n')
     print(text)
 

@@ -188,3 +188,23 @@ def test_ssl_sweep_continues_an_interrupted_run(tmp_path, monkeypatch):
     (tmp_path / 'mocov2-seed2').mkdir()  # stopped before its first checkpoint: start again
     probes.run_one('mocov2', 2, args, tmp_path)
     assert '--resume' not in calls[0]
+
+
+def test_mixer_grey_table_counts_grey_and_healthy_seeds():
+    spec = importlib.util.spec_from_file_location('bench_mixer_grey', REPO / 'bench' / 'mixer_grey.py')
+    grey_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grey_bench)
+
+    def run(seed, keep, std, escape):
+        r = dict(variant='stable', preset='lean', seed=seed, top1=80. + seed, ema_top1=70., extra=[],
+                 trajectory={'health_std_0.5': [0.0] * escape + [std]})
+        for lam, k in zip(('0.3', '0.5', '0.7'), keep):
+            r[f'health_keep_{lam}'], r[f'health_std_{lam}'] = k, std
+        return r
+
+    rows = [run(0, (0.3, 0.5, 0.7), 0.45, 3), run(1, (0.46, 0.46, 0.46), 0.01, 60), run(2, (0.1, 0.5, 0.7), 0.4, 1)]
+    line = grey_bench.table(rows).splitlines()[-1]
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert cells[3] == '1 [1]' and cells[4] == '1 of 3'  # seed 1 grey; only seed 0 meets the health rule
+    assert cells[5] == '3 - 1'  # the epoch the per-image std first reached 0.05; '-' never
+    assert cells[8] == '81.00 ± 1.00'
