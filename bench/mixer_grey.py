@@ -41,6 +41,8 @@ VARIANTS: Dict[str, List[str]] = {
     'rms': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
     'rms_fan_in': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'batch', '--samix-mixer-norm', 'rms'],
     'rms_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'rms'],
+    'qk_image': ['--samix-mixer-init', 'reference', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk'],
+    'qk_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',

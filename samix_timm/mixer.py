@@ -26,7 +26,7 @@ SizeType = Union[int, Sequence[int]]
 
 _UPSAMPLE_MODES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in')
-MIXER_NORMS = ('none', 'rms')
+MIXER_NORMS = ('none', 'rms', 'qk')
 
 
 class MixerNumericsError(RuntimeError):
@@ -73,13 +73,24 @@ class MixingAttention(nn.Module):
     Autocast is switched off inside, so the Nx(hw)x(hw) logits never overflow in fp16. Raises
     ``MixerNumericsError`` when the logits are not finite. The check needs a host/device sync, so
     on accelerators it only runs for fp16 inputs (where overflow can happen); on CPU it is free.
+
+    Args:
+        qk_norm: Scale each position's query and key to unit RMS over their d channels first (§2.6): the
+            logits then lie in [-sqrt(d), sqrt(d)] whatever the weights' or the features' scale.
     """
+
+    def __init__(self, qk_norm: bool = False):
+        super().__init__()
+        self.qk_norm = qk_norm
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         check = q.device.type == 'cpu' or q.dtype == torch.float16
         with torch.autocast(device_type=q.device.type, enabled=False):
             q = q.flatten(2).float()  # Nxdxhw
             k = k.flatten(2).float()  # Nxdxhw
+            if self.qk_norm:  # §2.6
+                q = q * torch.rsqrt(q.pow(2).mean(dim=1, keepdim=True) + 1e-6)
+                k = k * torch.rsqrt(k.pow(2).mean(dim=1, keepdim=True) + 1e-6)
             logits = torch.bmm(q.transpose(1, 2), k) / math.sqrt(q.shape[1])  # Nxhwxhw
             if check and not torch.isfinite(logits).all():
                 num_nan = int(torch.isnan(logits).sum())
@@ -150,7 +161,8 @@ class Mixer(nn.Module):
         dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
         init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
-        norm: 'none' (the reference) or 'rms' (z and its partner divided by their per-sample RMS first, §2.6).
+        norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first) or 'qk'
+            (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -183,7 +195,7 @@ class Mixer(nn.Module):
 
         self.query = nn.Conv2d(2 * in_channels, hidden, 1)
         self.key = nn.Conv2d(2 * in_channels, hidden, 1)
-        self.attention = MixingAttention()
+        self.attention = MixingAttention(qk_norm=norm == 'qk')
         self.value = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),

@@ -232,3 +232,17 @@ def test_rms_norm_makes_the_mask_blind_to_the_feature_scale():
         a, b = mixer(z, 0.3, index, 16), mixer(100. * z, 0.3, index, 16)
         assert torch.allclose(a, b, atol=1e-5) == same, norm
 
+
+
+def test_qk_norm_bounds_the_attention_logits():
+    """§2.6: with norm='qk' the logits lie in [-sqrt(d), sqrt(d)] however large Q and K grow; the reference
+    attention saturates (one key per query) when they grow."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    from samix_timm.mixer import MixingAttention
+    bounded, plain = MixingAttention(qk_norm=True), MixingAttention()
+    p_small, p_large = bounded(q, k), bounded(1000. * q, 1000. * k)
+    torch.testing.assert_close(p_small, p_large)  # scale-free
+    assert float(p_large.log().amax(-1).sub(p_large.log().amin(-1)).max()) <= 2 * 16 ** 0.5 + 1e-4
+    assert float(plain(1000. * q, 1000. * k).amax(-1).min()) > 0.99  # saturated
+    assert float(p_large.amax(-1).max()) < 0.9

@@ -264,7 +264,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
-                   help="Mixer input: 'rms' (per-sample unit RMS, default) or 'none' (the authors'); method §2.6")
+                   help="Mixer normalisation: 'rms' (input at per-sample unit RMS, default), 'qk' (Q and K at unit RMS) "
+                        "or 'none' (the authors'); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Q/K init of the Mixer: 'fan_in' (default) or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
