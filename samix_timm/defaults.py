@@ -39,7 +39,7 @@ DEFAULT_PRESET = 'paper'
 # The stable Mixer (method §2.6, bench/results/mixer_grey.md), ours; the authors' Mixer is one flag each away:
 # --samix-mixer-init reference (Q/K ~ N(0, 0.01^2)), --samix-mixer-norm none, --samix-mask-loss batch.
 DEFAULT_MIXER_INIT = 'fan_in'  # Q/K ~ N(0, 1/fan_in): the attention does not start uniform
-DEFAULT_MIXER_NORM = 'rms'  # the Mixer reads each sample's features at unit RMS: logits keep their scale
+DEFAULT_MIXER_NORM = 'qk'  # Q and K at unit RMS per position: logits bounded by sqrt(d), no saturated softmax
 DEFAULT_MASK_LOSS = 'image'  # ℓ_μ, ℓ_σ per image: masks constant per image no longer meet them
 
 

@@ -264,7 +264,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
-                   help="Mixer normalisation: 'rms' (input at per-sample unit RMS, default), 'qk' (Q and K at unit RMS) "
+                   help="Mixer normalisation: 'qk' (Q and K at unit RMS, default), 'rms' (input at per-sample unit RMS) "
                         "or 'none' (the authors'); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Q/K init of the Mixer: 'fan_in' (default) or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
