@@ -110,6 +110,36 @@ def reference_table(path: Path) -> str:
     return table(records)
 
 
+def _summary(rs: List[Dict]) -> str:
+    if not rs:
+        return '— | — | — | —'
+    grey = [r['seed'] for r in rs if is_grey(r)]
+    healthy = sum(not health_failures({k: v for k, v in r.items() if k.startswith('health_')}) for r in rs)
+    top1, ema = np.array([r['top1'] for r in rs]), np.array([r['ema_top1'] for r in rs])
+    spread = (lambda v: f'{v.mean():.2f} ± {v.std(ddof=1):.2f}' if len(v) > 1 else f'{v.mean():.2f}')
+    return (f'{len(grey)} of {len(rs)}{" " + str(grey) if grey else ""} | {healthy} of {len(rs)} | {spread(top1)} | '
+            f'{spread(ema)}')
+
+
+def compare_table(records: List[Dict], accuracy_rows: List[Dict], variant: str) -> str:
+    """Per preset: the authors' Mixer (accuracy benchmark rows) against `variant` — grey seeds, healthy seeds,
+    top-1 and EMA top-1."""
+    before = {}
+    for r in accuracy_rows:
+        if r.get('img_size') == 32 and r.get('epochs') == 60 and r['method'].startswith('samix_'):
+            before.setdefault(r['method'][len('samix_'):], []).append(r)
+    after = {}
+    for r in records:
+        if r['variant'] == variant:
+            after.setdefault(r['preset'], []).append(r)
+    lines = ["| preset | authors' Mixer: grey | healthy | top-1 | EMA top-1 | stable Mixer: grey | healthy | top-1 | "
+             "EMA top-1 |", '|---|---|---|---|---|---|---|---|---|']
+    for preset in SAMIX_PRESETS:
+        if preset in before or preset in after:
+            lines.append(f'| {preset} | {_summary(before.get(preset, []))} | {_summary(after.get(preset, []))} |')
+    return '\n'.join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default='data/cluttered_mnist_1k')
@@ -124,6 +154,7 @@ def main() -> None:
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
+    p.add_argument('--stable', default='qk_fan_in_image', help='the variant the defaults give, for the comparison')
     args = p.parse_args()
     results = Path(args.results)
     path = results / 'mixer_grey_runs.jsonl'
@@ -142,7 +173,10 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
-    text = (table([r for r in _read(path) if not r['extra']]) + '\n\nThe authors\' Mixer in the accuracy benchmark '
+    records = [r for r in _read(path) if not r['extra']]
+    text = (compare_table(records, _read(results / 'accuracy_runs.jsonl'), args.stable) + '\n\nEvery variant '
+            '(the stable Mixer is `' + args.stable + '`):\n\n' + table(records)
+            + '\n\nThe authors\' Mixer in the accuracy benchmark '
             '(bench/accuracy.py, same recipe; no per-epoch trajectory was recorded there):\n\n'
             + reference_table(results / 'accuracy_runs.jsonl'))
     (results / 'mixer_grey.md').write_text(text + '\n')
