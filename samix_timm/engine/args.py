@@ -264,10 +264,10 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
-                   help="Mixer normalisation: 'qk' (Q and K at unit RMS, default), 'rms' (input at per-sample unit RMS) "
-                        "or 'none' (the authors'); method §2.6")
+                   help="Mixer normalisation: 'none' (the authors', default), 'qk' (Q and K at unit RMS) or 'rms' "
+                        "(input at per-sample unit RMS); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
-                   help="Q/K init of the Mixer: 'fan_in' (default) or 'reference' (N(0, 0.01^2), the authors'); method §2.6")
+                   help="Q/K init of the Mixer: 'reference' (N(0, 0.01^2), the authors', default) or 'fan_in'; method §2.6")
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
                    help='k of the lam rescale (-1 off; 0.25 CIFAR-like, 1 fine-grained)')
     g.add_argument('--samix-eta', type=float, default=None,
@@ -281,7 +281,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
     g.add_argument('--samix-mask-loss', type=str, default=None,
-                   help="mask losses per 'image' (default) or over the 'batch' (the authors'); method §2.6")
+                   help="mask losses over the 'batch' (the authors', default) or per 'image'; method §2.6")
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
