@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..features import FeatureTap
 from ..losses import eta_balanced_bce
 from ..mixer import mixer_inference
+from ..samix import mix_images
 from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .distributed import gather, shuffle_batch, unshuffle
 from .encoder import SSLEncoder
@@ -225,7 +226,7 @@ class MoCoSAMix:
                 s = mixer(z, lam, index, x.shape[-2:])
         finally:
             encoder.load_state_dict(saved, strict=False)
-        return dict(x_i=x, x_j=x[index], mask=s, x_mix=x + s.to(x.dtype) * (x[index] - x))
+        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
 
     def after_step(self) -> None:
         """Enqueue this step's keys (gathered over ranks) and advance the step counter."""
