@@ -75,6 +75,7 @@ def samix_defaults(
         mixer_dropout: Optional[float] = None,
         mixer_init: Optional[str] = None,
         mixer_norm: Optional[str] = None,
+        mixer_upsample: Optional[str] = None,
         mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
         eta: Optional[float] = None,
@@ -111,6 +112,10 @@ def samix_defaults(
     mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
     if mixer == 'samix':
         mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
+        # §5.7: the released SAMix configs upsample bilinearly for CNNs, nearest for DeiT/Swin (AutoMix: nearest)
+        mixer_kwargs['upsample'] = mixer_upsample or ('nearest' if vit else 'bilinear')
+    elif mixer_upsample:
+        mixer_kwargs['upsample'] = mixer_upsample
     opt = mixer_opt or ('adamw' if vit else 'momentum')  # §5.4; plain momentum SGD as the reference (§5.7)
     if mixer_lr is None:
         mixer_lr = lr if opt.lower() in ('adamw', 'adam', 'lamb') and lr else 0.1
@@ -142,7 +147,8 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt = kwargs['mixer_optimizer'].keywords
     return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
             f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
-            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, mask losses per {kwargs['mask_loss']}, "
+            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, "
+            f"{kwargs['mixer_kwargs'].get('upsample', 'nearest')} mask upsampling, mask losses per {kwargs['mask_loss']}, "
             f"Mixer trained every "
             f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
             f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "

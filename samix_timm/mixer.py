@@ -18,13 +18,13 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'MIXER_NORMS', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
+    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]
 SizeType = Union[int, Sequence[int]]
 
-_UPSAMPLE_MODES = ('bilinear', 'nearest')
+MIXER_UPSAMPLES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in')
 MIXER_NORMS = ('none', 'rms', 'qk')
 
@@ -114,8 +114,8 @@ def _attention_mask(p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: 
 
 
 def _check_upsample(upsample: str):
-    if upsample not in _UPSAMPLE_MODES:
-        raise ValueError(f'upsample must be one of {_UPSAMPLE_MODES}, got {upsample!r}.')
+    if upsample not in MIXER_UPSAMPLES:
+        raise ValueError(f'upsample must be one of {MIXER_UPSAMPLES}, got {upsample!r}.')
 
 
 def _rms_normalize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

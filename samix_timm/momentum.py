@@ -17,7 +17,9 @@ PAPER_MOMENTUM_END = dict(imagenet=0.99999, small=0.999999)
 
 @dataclass(frozen=True)
 class MomentumSchedule:
-    """m(t): constant `start` for the first `warmup_frac` of `total_steps`, then a cosine rise to `end` (§5).
+    """m(t): constant `start` for the first `warmup_frac` of `total_steps`, then on the cosine of the whole run,
+    m = end − (end − start)(1 + cos(π t / T)) / 2 with the absolute step t, as the reference (§5.5): m jumps onto
+    the cosine when the hold ends.
 
     Args:
         start: momentum during the first part of training.
@@ -31,10 +33,9 @@ class MomentumSchedule:
     warmup_frac: float = 0.1
 
     def __call__(self, step: int) -> float:
-        hold = int(self.warmup_frac * self.total_steps)
-        if step <= hold or self.total_steps <= hold:
+        if step < int(self.warmup_frac * self.total_steps):
             return self.start
-        progress = min(1.0, (step - hold) / (self.total_steps - hold))
+        progress = min(1.0, step / max(self.total_steps, 1))  # absolute t / T, not restarted after the hold (§5.5)
         return self.end - (self.end - self.start) * (1 + math.cos(math.pi * progress)) / 2
 
 

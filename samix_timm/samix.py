@@ -72,7 +72,8 @@ class SAMix:
         mixer_scale: resolution of the Mixer branch's mixed batch, as a fraction of the input's (1 = paper;
             < 1: θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ); needs a
             model that takes any input size (CNNs, ViTs with a dynamic patch grid).
-        label_smoothing: timm label smoothing of the soft targets.
+        label_smoothing: timm label smoothing of the soft targets (the classifier's, and the Mixer's under 'mce',
+            as the reference's head_mix, §5.7).
         prob: probability of mixing a batch (timm `mixup_prob`).
         clean_weight: W of the clean-batch term W·CE(f_θ(x), y) (§5.6; 0 = off, the reference uses 1):
             the call then returns [x; x_mix] and the loss must come from `loss(...)`.
@@ -278,7 +279,8 @@ class SAMix:
         if self.mixer_loss == 'eta':
             loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
         else:
-            loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes))
+            # the reference's head_mix: soft CE with the recipe's label smoothing (0.1 in the ViT configs, §5.7)
+            loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes, self.label_smoothing))
         with record_function('samix/mixer_backward_step'):
             metrics = self.trainer.update(loss_cls, s, lam, self.step)  # + β(ℓ_μ + ℓ_σ), step φ (§3, §5.4)
         self.last_metrics.update(metrics, lam_k=lam)

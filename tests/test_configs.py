@@ -28,6 +28,7 @@ from timm.data import Mixup
 
 from conftest import REPO
 from samix_timm import reproduce
+from samix_timm.defaults import samix_defaults
 from samix_timm.engine import parse_train_args, train
 from samix_timm.engine.args import ParseKwargs, create_train_parser, load_yaml_config
 from samix_timm.mixer import mixer_name
@@ -145,8 +146,9 @@ _PT = dict(
     crop_pct=0.875, train_interpolation='bicubic', scale=[0.08, 1.0], amp=False)
 _PT_LEARNED = dict(
     samix_mixer_opt='momentum', samix_mixer_lr=0.1, samix_mixer_momentum=0.9, samix_mixer_weight_decay=1e-4,
-    samix_mixer_min_lr=1e-3, samix_momentum_end=0.99999, samix_beta_schedule='linear', samix_lam_adjust_prob=0.0)
-_PT_SAMIX = dict(samix_mixer_dropout=0.1, samix_lam_rescale_k=-1.0)
+    samix_mixer_min_lr=1e-3, samix_momentum_end=0.99999, samix_beta_schedule='linear', samix_lam_adjust_prob=0.0,
+    mixer_loss_smoothing=0.0, samix_momentum_hold=0.1)
+_PT_SAMIX = dict(samix_mixer_dropout=0.1, samix_lam_rescale_k=-1.0, samix_mixer_upsample='bilinear')
 _VIT = dict(
     opt='adamw', opt_eps=1e-8, lr=1e-3, global_batch=1024, weight_decay=0.05, filter_bias_and_bn=True,
     sched='cosine', sched_on_updates=True, min_lr=1e-5, epochs=300, clip_grad=5.0, smoothing=0.1,
@@ -154,11 +156,12 @@ _VIT = dict(
     train_interpolation='bicubic')
 _VIT_LEARNED = dict(
     samix_mixer_opt='adamw', samix_mixer_lr=1e-3, samix_mixer_weight_decay=0.05, samix_mixer_min_lr=1e-4,
-    samix_momentum_end=0.99999, samix_beta_schedule='linear')
+    samix_momentum_end=0.99999, samix_beta_schedule='linear', mixer_loss_smoothing=0.1, samix_momentum_hold=0.25)
 _SMALL = dict(opt='momentum', momentum=0.9, filter_bias_and_bn=False, sched='cosine', sched_on_updates=False,
               warmup_epochs=0, smoothing=0.0)
 PARITY = {
     'pt100': dict(all=dict(_PT, epochs=100), learned=_PT_LEARNED, samix=_PT_SAMIX,
+                  **{'samix-m0': dict(samix_mixer_momentum=0.0)},  # R-50's second 100-epoch file (docs note 17)
                   mixup=dict(mixup=0.2), cutmix=dict(cutmix={'resnet18': 0.2, '*': 1.0})),
     'pt300': dict(all=dict(_PT, epochs=300), learned=_PT_LEARNED, samix=_PT_SAMIX,
                   mixup=dict(mixup=0.2), cutmix=dict(cutmix={'resnet18': 0.2, '*': 1.0})),
@@ -171,48 +174,57 @@ PARITY = {
         rsb=dict(mixup=0.1, cutmix=1.0, mixup_switch_prob=0.5), mixup=dict(mixup=0.2), cutmix=dict(cutmix=0.2)),
     'deit300': dict(
         all=dict(_VIT, warmup_epochs=5, warmup_lr=1e-8, drop_path=0.0), learned=dict(_VIT_LEARNED, drop_path=0.1),
-        samix=dict(samix_mixer_dropout=0.1),
+        samix=dict(samix_mixer_dropout=0.1, samix_mixer_upsample='nearest'),
         deit=dict(mixup=0.8, cutmix=1.0, mixup_switch_prob=0.5), mixup=dict(mixup=0.2), cutmix=dict(cutmix=0.2)),
     'swin300': dict(
         all=dict(_VIT, warmup_epochs=20, warmup_lr=1e-9, drop_path=0.2), learned=dict(_VIT_LEARNED, warmup_lr=1e-8),
-        samix=dict(samix_mixer_dropout=0.1),
+        samix=dict(samix_mixer_dropout=0.1, samix_mixer_upsample='nearest'),
         swin=dict(mixup=0.8, cutmix=1.0, mixup_switch_prob=0.5), mixup=dict(mixup=0.2), cutmix=dict(cutmix=0.2)),
     'cifar100': dict(
         all=dict(_SMALL, lr=0.1, global_batch=100, weight_decay=1e-4, min_lr=0.0, epochs=800, img_size=32,
                  mean=[0.4914, 0.4822, 0.4465], std=[0.2023, 0.1994, 0.201]),
         learned=dict(min_lr=0.05, samix_mixer_opt='momentum', samix_mixer_lr=0.1, samix_mixer_momentum=0.9,
                      samix_mixer_weight_decay=1e-4, samix_mixer_min_lr=0.05, samix_momentum_end=0.999999,
-                     samix_beta_schedule='constant', samix_lam_adjust_prob=0.0),
-        samix=dict(samix_mixer_dropout=0.0, samix_lam_rescale_k=0.25, samix_lam_adjust_prob=0.25),
+                     samix_beta_schedule='constant', samix_lam_adjust_prob=0.0,
+                     mixer_loss_smoothing=0.0, samix_momentum_hold=0.1),
+        samix=dict(samix_mixer_dropout=0.0, samix_lam_rescale_k=0.25, samix_lam_adjust_prob=0.25,
+                   samix_mixer_upsample='bilinear'),
         mixup=dict(mixup=1.0), cutmix=dict(cutmix=0.2)),
     'tiny-imagenet': dict(
         all=dict(_SMALL, lr=0.2, global_batch=100, weight_decay=1e-4, min_lr=0.0, epochs=400, img_size=64,
                  crop_pct=1.0, train_interpolation='bicubic', scale=[0.08, 1.0]),
         learned=dict(min_lr=0.05, samix_mixer_opt='momentum', samix_mixer_lr=0.1, samix_mixer_momentum=0.9,
                      samix_mixer_weight_decay=1e-4, samix_mixer_min_lr=1e-3, samix_momentum_end=0.999999,
-                     samix_beta_schedule='constant', samix_lam_adjust_prob=0.0),
-        samix=dict(samix_mixer_dropout=0.0, samix_lam_rescale_k=-1.0),
+                     samix_beta_schedule='constant', samix_lam_adjust_prob=0.0,
+                     mixer_loss_smoothing=0.0, samix_momentum_hold=0.1),
+        samix=dict(samix_mixer_dropout=0.0, samix_lam_rescale_k=-1.0, samix_mixer_upsample='bilinear'),
         mixup=dict(mixup=1.0), cutmix=dict(cutmix=1.0)),
     'cub200': dict(
         all=dict(_SMALL, lr=0.001, global_batch=16, weight_decay=5e-4, min_lr=0.0, epochs=200, img_size=224,
                  crop_pct=0.875, scale=[0.5, 1.0], interpolation='bilinear', train_interpolation='bilinear'),
         learned=dict(samix_mixer_opt='momentum', samix_mixer_lr=0.01, samix_mixer_momentum=0.9,
                      samix_mixer_weight_decay=5e-4, samix_mixer_min_lr=5e-4, samix_momentum_end=0.99999,
-                     samix_beta_schedule='linear', samix_lam_adjust_prob=0.0),  # beta: OpenMixup decays it (docs)
-        samix=dict(samix_mixer_dropout=0.1, samix_lam_rescale_k=1.0),
+                     samix_beta_schedule='linear', samix_lam_adjust_prob=0.0,  # beta: OpenMixup decays it (docs)
+                     mixer_loss_smoothing=0.0, samix_momentum_hold=0.1),
+        samix=dict(samix_mixer_dropout=0.1, samix_lam_rescale_k=1.0, samix_mixer_upsample='bilinear'),
         mixup=dict(mixup=0.2), cutmix=dict(cutmix=0.2)),
 }
 # every AutoMix/SAMix recipe, whatever its family: the reference step of all released configs
 LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='paper', samix_alpha=2.0,
                    samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999,
                    samix_mixer_init='reference', samix_mixer_norm='none', samix_mask_loss='batch')
+for _family in PARITY.values():  # AutoMix upsamples nearest in every released config
+    _family['automix'] = dict(_family.get('automix', {}), samix_mixer_upsample='nearest')
 PARITY_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[0] in PARITY]
 LEARNED_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[2] in ('samix', 'automix')]
 
 
-def _reference(recipe: str, model: str, method: str) -> dict:
+def _reference(recipe: str, model: str, method: str, variant: str = '') -> dict:
     table = PARITY[recipe]
     parts = ['all'] + (['learned'] if method in ('samix', 'automix') else []) + [method]
+    if variant:
+        assert f'{method}-{variant}' in table, f'{recipe}: no parity entry for the variant {method}-{variant}'
+        parts.append(f'{method}-{variant}')
     ref = {}
     for part in parts:
         for field, value in table.get(part, {}).items():
@@ -238,6 +250,10 @@ def _effective(args, recipe: str, field: str):
         return lr
     if field == 'samix_mixer_weight_decay' and args.samix_mixer_weight_decay is None:
         return args.weight_decay
+    if field == 'mixer_loss_smoothing':  # the Mixer's soft CE (head_mix) smooths as the recipe does
+        return args.smoothing if args.samix_mixer_loss == 'mce' else None
+    if field == 'samix_momentum_hold':  # share of the run θ̄'s momentum stays at its start (§5.5)
+        return samix_defaults(args.model, 1000)['momentum'].warmup_frac
     return getattr(args, field)
 
 
@@ -261,7 +277,7 @@ def _check_fields(path, reference: dict):
 @pytest.mark.parametrize('path', PARITY_CONFIGS, ids=[p.stem for p in PARITY_CONFIGS])
 def test_config_matches_its_openmixup_counterpart(path):
     recipe, model, method = reproduce.split_name(path.stem)
-    _check_fields(path, _reference(recipe, model, method))
+    _check_fields(path, _reference(recipe, model, method, reproduce.variant_of(path.stem)))
     assert 'Recipe parity' in _header(path)  # the header points to the comparison
 
 

@@ -134,6 +134,8 @@ CASES = {
                                                     '--samix-mixer-norm', 'layer', *_out(f)]),
     'samix-unknown-mask-loss': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                    '--samix-mask-loss', 'pixel', *_out(f)]),
+    'samix-unknown-mixer-upsample': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                        '--samix-mixer-upsample', 'bicubic', *_out(f)]),
     'samix-mixer-every-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                   '--samix-mixer-every', '0', *_out(f)]),
     'samix-mixer-scale-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',

@@ -14,9 +14,10 @@ from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
 from samix_timm import SAMix
+from samix_timm.defaults import samix_defaults
 from samix_timm.errors import ConfigError
 from samix_timm.features import FeatureTapError
-from samix_timm.mixer import MixerNumericsError
+from samix_timm.mixer import MixerNumericsError, create_mixer
 from samix_timm.momentum import BetaSchedule, MomentumSchedule, scaled_momentum
 from samix_timm.samix import adjust_lam, soft_target
 
@@ -348,14 +349,60 @@ def test_momentum_schedules():
     assert scaled_momentum(1_000_000) == pytest.approx((0.999, 0.99999))
     assert scaled_momentum(1_000_000, 0.999999) == pytest.approx((0.999, 0.999999))
     sched = MomentumSchedule(0.99, 0.999, total_steps=1000, warmup_frac=0.1)
-    assert sched(0) == sched(100) == 0.99
-    assert sched(550) == pytest.approx(0.99 + 0.009 * (1 - math.cos(math.pi * 0.5)) / 2)
-    assert sched(1000) == pytest.approx(0.999)
+    assert sched(0) == sched(99) == 0.99
+    # the reference's CosineScheduleHook (warming_up 'constant', adjust_scope [0.1, 1]): from step 100 on,
+    # m = end - (end - start)(cos(pi t / T) + 1) / 2 with the absolute t; it jumps at the end of the hold
+    assert sched(100) == pytest.approx(0.999 - 0.009 * (math.cos(math.pi * 0.1) + 1) / 2, abs=1e-15)
+    assert sched(100) - sched(99) == pytest.approx(0.009 * (1 - math.cos(math.pi * 0.1)) / 2)  # 2.2e-4
+    assert sched(500) == pytest.approx(0.9945, abs=1e-15)  # cos(pi/2) = 0: half way, not 5/9 of the way
+    assert sched(1000) == pytest.approx(0.999) and sched(1200) == pytest.approx(0.999)
+    vit = MomentumSchedule(0.999, 0.99999, total_steps=1000, warmup_frac=0.25)
+    assert vit(249) == 0.999 and vit(250) == pytest.approx(0.99999 - 0.00099 * (math.cos(math.pi / 4) + 1) / 2)
     assert BetaSchedule(0.1, 'linear', 100)(50) == pytest.approx(0.05)
     assert BetaSchedule(0.1, 'linear', 100)(100) == 0
     assert BetaSchedule(0.1, 'constant', 100)(100) == 0.1
     with pytest.raises(ValueError):
         BetaSchedule(0.1, 'cosine', 100)
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1])
+def test_mce_mixer_loss_uses_the_recipes_label_smoothing(smoothing):
+    """The reference's head_mix (the ViT configs' Mixer loss) is a soft CE with the recipe's label smoothing:
+    y = (1 - eps)[lam onehot(y) + (1 - lam) onehot(y[pi])] + eps / K (issue 31, item 1)."""
+    x, y = _batch(8)
+    samix = _samix(_model(), mixer_loss='mce', label_smoothing=smoothing, lam_margin=0.0,
+                   beta=BetaSchedule(0.0, 'constant', 100))  # L_phi = the class term alone
+    seen = {}
+    encoder, mask = samix.encoder_forward, samix._mask
+    samix.encoder_forward = lambda xm: seen.setdefault('logits', encoder(xm))
+    samix._mask = lambda z, lam, index, size: (seen.__setitem__('index', index), mask(z, lam, index, size))[1]
+    np.random.seed(0)
+    samix(x, y)
+    lam, index, logits = samix.last_metrics['lam_k'], seen['index'], seen['logits'].detach().float()
+    hot = torch.eye(K)
+    y_mix = (1 - smoothing) * (lam * hot[y] + (1 - lam) * hot[y[index]]) + smoothing / K
+    hand = -(y_mix * torch.log_softmax(logits, 1)).sum(1).mean()
+    torch.testing.assert_close(samix.last_metrics['mixer_loss'], hand, rtol=1e-5, atol=1e-6)
+    unsmoothed = -((lam * hot[y] + (1 - lam) * hot[y[index]]) * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert (abs(float(hand - unsmoothed)) > 1e-4) == (smoothing > 0)  # 20x the tolerance above: it tells them apart
+
+
+def test_mask_upsampling_follows_the_released_configs():
+    """The released DeiT-S/Swin-T SAMix configs upsample the mask nearest, the CNN ones bilinearly; AutoMix is
+    nearest everywhere (issue 31, item 3); --samix-mixer-upsample overrides."""
+    kwargs = {name: samix_defaults(name, 1000)['mixer_kwargs'] for name in
+              ('deit_small_patch16_224', 'swin_tiny_patch4_window7_224', 'resnet50')}
+    assert [kw['upsample'] for kw in kwargs.values()] == ['nearest', 'nearest', 'bilinear']
+    assert samix_defaults('resnet50', 1000, mixer_upsample='nearest')['mixer_kwargs']['upsample'] == 'nearest'
+    assert create_mixer('automix', 16, **samix_defaults('resnet50', 1000, mixer='automix')['mixer_kwargs']).upsample \
+        == 'nearest'
+    torch.manual_seed(0)
+    z, index = torch.randn(2, 16, 4, 4), torch.tensor([1, 0])
+    for name, blocky in (('deit_small_patch16_224', True), ('resnet50', False)):
+        mixer = create_mixer('samix', 16, **kwargs[name]).eval()
+        low, high = mixer(z, 0.4, index, (4, 4)), mixer(z, 0.4, index, (16, 16))
+        # nearest: the 16x16 mask is the 4x4 one with each cell repeated in a 4x4 block
+        assert torch.equal(high, low.repeat_interleave(4, 2).repeat_interleave(4, 3)) == blocky, name
 
 
 def test_automix_ablation_trains_with_mean_loss_only():

@@ -268,6 +268,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                         "(input at per-sample unit RMS); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Q/K init of the Mixer: 'reference' (N(0, 0.01^2), the authors', default) or 'fan_in'; method §2.6")
+    g.add_argument('--samix-mixer-upsample', type=str, default=None,
+                   help="mask upsampling: 'bilinear' or 'nearest' (default: as the released configs, SAMix bilinear "
+                        "for CNNs and nearest for ViTs, AutoMix nearest)")
     g.add_argument('--samix-lam-rescale-k', type=float, default=-1,
                    help='k of the lam rescale (-1 off; 0.25 CIFAR-like, 1 fine-grained)')
     g.add_argument('--samix-eta', type=float, default=None,

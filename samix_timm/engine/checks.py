@@ -14,7 +14,7 @@ from timm.optim import get_optimizer_info
 
 from ..defaults import SAMIX_PRESETS
 from ..errors import ConfigError
-from ..mixer import MIXER_INITS, MIXER_NORMS, list_mixers
+from ..mixer import MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
 
 Limit = Tuple[str, Callable[[float], bool]]
@@ -69,6 +69,7 @@ CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
     'samix_mixer_loss': lambda: ('eta', 'mce'),
     'samix_mixer_init': lambda: MIXER_INITS,
     'samix_mixer_norm': lambda: MIXER_NORMS,
+    'samix_mixer_upsample': lambda: MIXER_UPSAMPLES,
     'samix_mask_loss': lambda: MASK_LOSSES,
     'samix_clean_forward': lambda: ('separate', 'joint'),
     'samix_beta_schedule': lambda: ('auto', 'linear', 'constant'),

@@ -17,7 +17,7 @@ last 5 (≤ 100-epoch recipes) or 10 epochs for CNNs, best epoch for transformer
 from .cost import cost_text, device_hours, measure_cost
 from .expected import EXPECTED, SOURCES, Expected, format_expected
 from .recipes import (IMAGENET_TRAIN, METHOD_ORDER, RECIPES, REPO, Recipe, config_path, is_transformer, list_configs,
-                      read_config, split_name, table_order)
+                      read_config, split_name, table_order, variant_of)
 from .results import RunResult, collect, paper_metric
 from .runner import run_config, smoke_overrides, train_command
 from .table import TABLE_HEADER, commands, format_table, metric_text, table_row

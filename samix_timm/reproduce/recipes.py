@@ -47,10 +47,18 @@ RECIPES: Dict[str, Recipe] = {
 
 
 def split_name(stem: str) -> Tuple[str, str, str]:
-    """`pt100_resnext101_32x4d_samix` -> ('pt100', 'resnext101_32x4d', 'samix')."""
+    """`pt100_resnext101_32x4d_samix` -> ('pt100', 'resnext101_32x4d', 'samix'); a variant of a method's
+    config (`pt100_resnet50_samix-m0`) gives the method ('samix'), see `variant_of`."""
     recipe, rest = stem.split('_', 1)
     model, method = rest.rsplit('_', 1)
-    return recipe, model, method
+    return recipe, model, method.split('-', 1)[0]
+
+
+def variant_of(stem: str) -> str:
+    """The variant of a config name, '' for none: `pt100_resnet50_samix-m0` -> 'm0' (a second reference config
+    of the same recipe, model and method)."""
+    method = stem.rsplit('_', 1)[1]
+    return method.split('-', 1)[1] if '-' in method else ''
 
 
 METHOD_ORDER = ('mixup', 'cutmix', 'rsb', 'deit', 'swin', 'automix', 'samix')
@@ -61,7 +69,7 @@ def table_order(path: Path):
     recipe, model, method = split_name(path.stem)
     natural = [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', model)]
     return (list(RECIPES).index(recipe) if recipe in RECIPES else len(RECIPES), natural,
-            METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER))
+            METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), variant_of(path.stem))
 
 
 def list_configs(root: Path = REPO / 'configs') -> List[Path]:
