@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-""" One-command GPU check of the AMP path (issue 14): online SAMix and SAMix^P against timm Mixup.
+""" One-command GPU check of the AMP path (issues 14, 33): online SAMix and SAMix^P against timm Mixup, in a budget.
 
-    python bench/gpu_check.py                       # one CUDA GPU; writes bench/results/gpu_check.{json,md}
-    python bench/gpu_check.py --smoke --out /tmp/x  # the CPU path the tests run (test_resnet, 32 px, 4 steps)
+    python bench/gpu_check.py                       # one CUDA GPU, 240 s; writes bench/results/gpu_check.{json,md}
+    python bench/gpu_check.py --smoke --out /tmp/x  # the CPU path the tests run (test_resnet, 32 px, 2 steps)
 
-For each model (resnet50 channels_last, deit_small at 224 px), AMP dtype (float16 with GradScalers,
-bfloat16) and mode (eager, classifier compiled with torch.compile), every method trains `--steps`
-steps on one fixed batch of the embedded dataset (built when missing): timm Mixup, SAMix
-`--samix-preset paper`, SAMix with the default preset, SAMix^P (a frozen resnet18 extractor + Mixer).
-It checks that every loss and every Mixer weight stays finite, reports step time and peak memory as
-ratios to timm Mixup from the same run, and injects one float16 overflow of θ̄'s features, which must
-take the fp32 fallback (§2) and keep the step finite.
+For each model (resnet50 channels_last, deit_small at 224 px), AMP dtype (float16 with GradScalers, bfloat16)
+and mode (eager, classifier compiled with torch.compile), every method trains on one fixed batch of the embedded
+dataset (built when missing): timm Mixup, SAMix `--samix-preset paper`, SAMix with the default preset, SAMix^P
+(a frozen resnet18 extractor + Mixer). The most important checks run first, and the results files are rewritten
+after every one, so a run cut short keeps what it did:
+  1. a few finite steps of every path, eager (every loss and every Mixer weight finite);
+  2. one injected float16 overflow of θ̄'s features per model, which must take the fp32 fallback (§2);
+  3. the same finite steps, compiled;
+  4. timings: step time and peak memory of each method as ratios to timm Mixup from the same configuration.
+Before each check the budget (`--budget-s`, the device time one lent GPU leaves after start-up) is looked at;
+a timing loop stops at the deadline with the steps it timed. What the budget left out is listed as skipped.
 """
 import argparse
 import json
@@ -19,7 +23,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import timm
 import torch
@@ -109,28 +113,47 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(model_name: str, dtype: torch.dtype, compiled: bool, args, device) -> Dict[str, Dict]:
-    """Step time (mean over `--steps` after a warm-up) and peak memory of each method, one after another."""
-    out = {}
-    batch = None
+def _batch(model_name: str, args, device) -> tuple:
+    probe = timm.create_model(model_name, num_classes=NUM_CLASSES,
+                              **(dict(img_size=args.img_size) if is_transformer(model_name) else {}))
+    return fixed_batch(Path(args.data_dir), probe, args.img_size, args.batch_size, device)
+
+
+def finite_steps(model_name: str, dtype: torch.dtype, compiled: bool, args, device) -> Dict[str, Dict]:
+    """`--check-steps` steps of every method: are the losses and the Mixer's weights finite?"""
+    batch, out = _batch(model_name, args, device), {}
     for method in METHODS:
-        if batch is None:
-            probe = timm.create_model(model_name, num_classes=NUM_CLASSES,
-                                      **(dict(img_size=args.img_size) if is_transformer(model_name) else {}))
-            batch = fixed_batch(Path(args.data_dir), probe, args.img_size, args.batch_size, device)
+        run = Run(model_name, method, dtype, compiled, batch, device, args.check_steps)
+        for _ in range(args.check_steps):
+            run.step()
+        out[method] = dict(finite=run.finite(), steps=args.check_steps)
+        del run
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return out
+
+
+def measure(model_name: str, dtype: torch.dtype, compiled: bool, args, device, deadline: float) -> Dict[str, Dict]:
+    """Step time (mean over up to `--steps` after a warm-up, fewer when the deadline comes) and peak memory of each
+    method, one after another; methods the deadline leaves out are missing."""
+    batch, out = _batch(model_name, args, device), {}
+    for method in METHODS:  # timm Mixup first: the ratios need it
+        if out and time.monotonic() > deadline:
+            break
         run = Run(model_name, method, dtype, compiled, batch, device, args.steps)
         for _ in range(args.warmup):
             run.step()
         _sync(device)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        for _ in range(args.steps):
+        start, steps = time.perf_counter(), 0
+        while steps < args.steps and (steps == 0 or time.monotonic() < deadline):
             run.step()
+            steps += 1
         _sync(device)
-        elapsed = (time.perf_counter() - start) / args.steps
+        elapsed = (time.perf_counter() - start) / steps
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda' else float('nan')
-        out[method] = dict(step_s=elapsed, peak_mb=peak, finite=run.finite(), steps=args.steps + args.warmup)
+        out[method] = dict(step_s=elapsed, peak_mb=peak, finite=run.finite(), steps=steps)
         del run
         if device.type == 'cuda':
             torch.cuda.empty_cache()
@@ -142,9 +165,7 @@ def measure(model_name: str, dtype: torch.dtype, compiled: bool, args, device) -
 
 def overflow_fallback(model_name: str, args, device) -> Dict[str, bool]:
     """One SAMix step whose θ̄ features overflow float16 once: it must switch to fp32 features and stay finite."""
-    probe = timm.create_model(model_name, num_classes=NUM_CLASSES,
-                              **(dict(img_size=args.img_size) if is_transformer(model_name) else {}))
-    batch = fixed_batch(Path(args.data_dir), probe, args.img_size, args.batch_size, device)
+    batch = _batch(model_name, args, device)
     dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     run = Run(model_name, 'samix_paper', dtype, False, batch, device, 10)
     tap = run.mix.tap
@@ -158,19 +179,53 @@ def overflow_fallback(model_name: str, args, device) -> Dict[str, bool]:
     return dict(fell_back=run.mix.fp32_features, finite=run.finite())
 
 
+def plan(args) -> List[Tuple[str, str]]:
+    """(kind, key) of every check, most important first."""
+    configs = [(m, d) for m in args.models for d in args.dtypes]
+    items = [('finite', f'{m}|{d}|eager') for m, d in configs if 'eager' in args.modes]
+    items += [('overflow', m) for m in args.models]
+    items += [('finite', f'{m}|{d}|compiled') for m, d in configs if 'compiled' in args.modes]
+    items += [('timing', f'{m}|{d}|{mode}') for m, d in configs for mode in args.modes]
+    return items
+
+
+def run_item(kind: str, key: str, args, device, deadline: float):
+    if kind == 'overflow':
+        return overflow_fallback(key, args, device)
+    model, dtype, mode = key.split('|')
+    if kind == 'finite':
+        return finite_steps(model, getattr(torch, dtype), mode == 'compiled', args, device)
+    return measure(model, getattr(torch, dtype), mode == 'compiled', args, device, deadline)
+
+
 def markdown(result: Dict) -> str:
-    lines = [f"Machine: {result['machine']}", f"Command: `{result['command']}`", '',
-             '| model | AMP | mode | method | step (ms) | × timm Mixup | peak memory (MB) | × timm Mixup | finite |',
-             '|---|---|---|---|---|---|---|---|---|']
-    for key, methods in result['runs'].items():
+    lines = [f"Machine: {result['machine']}", f"Command: `{result['command']}`",
+             f"Budget {result['budget_s']:g} s, used {result['elapsed_s']:.0f} s"
+             + ('' if result['done'] else ' (still running)'), '',
+             'Finite steps of every path (losses and Mixer weights):', '']
+    for key, methods in result['finite'].items():
+        lines.append(f"- {key.replace('|', ', ')}: " + ', '.join(
+            f"{m} {'finite' if r['finite'] else '**NOT finite**'}" for m, r in methods.items()))
+    lines += ['', 'Injected float16 overflow of θ̄\'s features: ' + (', '.join(
+        f"{m}: {'fp32 fallback taken' if r['fell_back'] else '**no fallback**'}, "
+        f"{'finite' if r['finite'] else '**not finite**'}" for m, r in result['overflow'].items()) or 'not run'), '',
+        '| model | AMP | mode | method | timed steps | step (ms) | × timm Mixup | peak memory (MB) | × timm Mixup | finite |',
+        '|---|---|---|---|---|---|---|---|---|---|']
+    for key, methods in result['timings'].items():
         model, dtype, mode = key.split('|')
         for m, r in methods.items():
-            lines.append(f"| {model} | {dtype} | {mode} | {m} | {r['step_s'] * 1000:.1f} | {r['time_x_mixup']:.2f} | "
-                         f"{r['peak_mb']:.0f} | {r['memory_x_mixup']:.2f} | {'yes' if r['finite'] else '**NO**'} |")
-    lines += ['', 'Injected float16 overflow of θ̄\'s features: ' + ', '.join(
-        f"{m}: {'fp32 fallback taken' if r['fell_back'] else '**no fallback**'}, "
-        f"{'finite' if r['finite'] else '**not finite**'}" for m, r in result['overflow'].items())]
+            lines.append(f"| {model} | {dtype} | {mode} | {m} | {r['steps']} | {r['step_s'] * 1000:.1f} | "
+                         f"{r['time_x_mixup']:.2f} | {r['peak_mb']:.0f} | {r['memory_x_mixup']:.2f} | "
+                         f"{'yes' if r['finite'] else '**NO**'} |")
+    if result['skipped']:
+        lines += ['', 'Not run, the budget was spent: ' + ', '.join(f'{k} {key}' for k, key in result['skipped'])]
     return '\n'.join(lines) + '\n'
+
+
+def write(result: Dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix('.json').write_text(json.dumps(result, indent=2))
+    out.with_suffix('.md').write_text(markdown(result))
 
 
 def main(argv=None) -> int:
@@ -178,40 +233,45 @@ def main(argv=None) -> int:
     p.add_argument('--models', nargs='+', default=['resnet50', 'deit_small_patch16_224'])
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--steps', type=int, default=200)
-    p.add_argument('--warmup', type=int, default=10)
+    p.add_argument('--budget-s', type=float, default=240, help='stop starting checks after this many seconds')
+    p.add_argument('--check-steps', type=int, default=3, help='steps of each finite check')
+    p.add_argument('--steps', type=int, default=50, help='timed steps per method (fewer when the budget ends)')
+    p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'])
     p.add_argument('--modes', nargs='+', default=['eager', 'compiled'])
     p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
     p.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'gpu_check'))
-    p.add_argument('--smoke', action='store_true', help='CPU path: test_resnet, 32 px, batch 8, 4 steps, bf16, eager')
+    p.add_argument('--smoke', action='store_true', help='CPU path: test_resnet, 32 px, batch 8, 2 steps, bf16, eager')
     args = p.parse_args(argv)
     if args.smoke:
-        args.models, args.img_size, args.batch_size, args.steps, args.warmup = ['test_resnet'], 32, 8, 4, 1
-        args.dtypes, args.modes = ['bfloat16'], ['eager']
+        args.models, args.img_size, args.batch_size, args.steps, args.warmup = ['test_resnet'], 32, 8, 2, 1
+        args.check_steps, args.dtypes, args.modes = 2, ['bfloat16'], ['eager']
         device = torch.device('cpu')
     elif not torch.cuda.is_available():
         print('error: no CUDA GPU: run on a machine with one, or pass --smoke for the CPU path', file=sys.stderr)
         return 2
     else:
         device = torch.device('cuda')
+    start = time.monotonic()
+    deadline = start + args.budget_s
     machine = (torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu')
     result = dict(machine=f'{machine}, torch {torch.__version__}, timm {timm.__version__}',
                   command='python bench/gpu_check.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
-                  runs={}, overflow={})
-    for model in args.models:
-        for dtype in args.dtypes:
-            for mode in args.modes:
-                result['runs'][f'{model}|{dtype}|{mode}'] = measure(
-                    model, getattr(torch, dtype), mode == 'compiled', args, device)
-        result['overflow'][model] = overflow_fallback(model, args, device)
+                  budget_s=args.budget_s, elapsed_s=0.0, done=False, finite={}, overflow={}, timings={}, skipped=[])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.json').write_text(json.dumps(result, indent=2))
-    out.with_suffix('.md').write_text(markdown(result))
+    for kind, key in plan(args):
+        if time.monotonic() > deadline:
+            result['skipped'].append((kind, key))
+        else:
+            result[{'finite': 'finite', 'overflow': 'overflow', 'timing': 'timings'}[kind]][key] = run_item(
+                kind, key, args, device, deadline)
+        result['elapsed_s'] = time.monotonic() - start
+        write(result, out)  # after every check: a run cut short keeps what it did
+    result['done'] = True
+    write(result, out)
     print(markdown(result))
-    ok = all(r['finite'] for runs in result['runs'].values() for r in runs.values()) and all(
-        o['fell_back'] and o['finite'] for o in result['overflow'].values())
+    ok = all(r['finite'] for group in ('finite', 'timings') for runs in result[group].values()
+             for r in runs.values()) and all(o['fell_back'] and o['finite'] for o in result['overflow'].values())
     return 0 if ok else 1
 
 

@@ -1,4 +1,5 @@
 """ bench bookkeeping: the rule that picks the default preset, per-budget tables, resume (accuracy.py, ssl_probes.py). """
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -82,21 +83,50 @@ def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
     assert text.endswith(f'default `{args.samix_preset}`'), text.splitlines()[-1]
 
 
-def test_gpu_check_cpu_path(small_data, tmp_path):
-    """bench/gpu_check.py --smoke: every method trains finite steps under bf16 autocast, ratios are written, and
-    the injected float16 feature overflow takes the fp32 fallback (the GPU run is the same code at 224 px)."""
+def _gpu_check():
     spec = importlib.util.spec_from_file_location('bench_gpu_check', REPO / 'bench' / 'gpu_check.py')
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
+    return gpu_check
+
+
+def test_gpu_check_cpu_path(small_data, tmp_path, monkeypatch):
+    """bench/gpu_check.py --smoke: every method trains finite steps under bf16 autocast, ratios are written, the
+    injected float16 feature overflow takes the fp32 fallback (the GPU run is the same code at 224 px), and the
+    results files are rewritten after every check, most important first."""
+    gpu_check = _gpu_check()
     out = tmp_path / 'gpu_check'
+    snapshots = []
+    write = gpu_check.write
+    monkeypatch.setattr(gpu_check, 'write', lambda result, path: (write(result, path), snapshots.append(
+        json.loads(path.with_suffix('.json').read_text()))))
     assert gpu_check.main(['--smoke', '--data-dir', str(small_data), '--out', str(out)]) == 0
     result = json.loads(out.with_suffix('.json').read_text())
-    (runs,) = result['runs'].values()
-    assert sorted(runs) == sorted(gpu_check.METHODS)
-    assert all(r['finite'] and r['time_x_mixup'] > 0 for r in runs.values())
+    assert result['done'] and not result['skipped']
+    (checks,), (runs,) = result['finite'].values(), result['timings'].values()
+    assert sorted(checks) == sorted(runs) == sorted(gpu_check.METHODS)
+    assert all(r['finite'] for r in checks.values())
+    assert all(r['finite'] and r['time_x_mixup'] > 0 and r['steps'] == 2 for r in runs.values())
     assert runs['mixup']['time_x_mixup'] == 1.0
     assert result['overflow'] == {'test_resnet': {'fell_back': True, 'finite': True}}
     assert '| test_resnet | bfloat16 | eager | samix_paper |' in out.with_suffix('.md').read_text()
+    # written after each of the three checks (finite, overflow, timing), in that order, then once more when done
+    progress = [(len(s['finite']), len(s['overflow']), len(s['timings']), s['done']) for s in snapshots]
+    assert progress == [(1, 0, 0, False), (1, 1, 0, False), (1, 1, 1, False), (1, 1, 1, True)]
+
+
+def test_gpu_check_stops_cleanly_at_its_budget(small_data, tmp_path):
+    """A spent budget starts no check: every one is listed as skipped, the files are written, and nothing is
+    reported as failed (exit 0); the plan puts the finite checks of every path and the overflow before timings."""
+    gpu_check = _gpu_check()
+    out = tmp_path / 'gpu_check'
+    assert gpu_check.main(['--smoke', '--data-dir', str(small_data), '--out', str(out), '--budget-s', '0']) == 0
+    result = json.loads(out.with_suffix('.json').read_text())
+    assert result['finite'] == result['overflow'] == result['timings'] == {}
+    assert [kind for kind, _ in result['skipped']] == ['finite', 'overflow', 'timing']
+    assert 'Not run, the budget was spent' in out.with_suffix('.md').read_text()
+    args = argparse.Namespace(models=['a', 'b'], dtypes=['float16'], modes=['eager', 'compiled'])
+    assert [k for k, _ in gpu_check.plan(args)] == ['finite'] * 2 + ['overflow'] * 2 + ['finite'] * 2 + ['timing'] * 4
 
 
 def test_speed_runner_channels_last_suffix():
