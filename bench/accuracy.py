@@ -254,7 +254,7 @@ def main() -> None:
     p.add_argument('--jobs', type=int, default=1, help='runs side by side')
     p.add_argument('--threads', type=int, default=None, help='torch threads per run (default: 1 when --jobs > 1)')
     p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_bench_1k.json'),
-                   help='speed.py JSON for the cost axis (made for the recipe: see README "Benchmarks")')
+                   help='speed.py JSON for the cost axis (made for the recipe: see docs/benchmarks.md)')
     p.add_argument('--speed-model', default=RECIPE_CFG['model'], help='model entry of that JSON')
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))

@@ -5,6 +5,7 @@ For each lam the ideal mean mask is 1 - lam (§0); the per-image standard deviat
 tells a spatial, near-binary mask (about 0.5) from a constant one (0). Partner = the next image.
 
     python bench/mixer_lam.py --mixer samix_r18_cluttered_mnist --data-dir data/cluttered_mnist
+    python bench/mixer_lam.py ... --picture docs/images/samix_r18_masks.png   # + its masks on 8 of them at lam 0.5
 """
 import argparse
 import json
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import torch
 from timm.data import create_dataset, create_loader
+from torchvision.utils import save_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from samix_timm import SAMixPretrained  # noqa: E402
+from samix_timm.engine.visualize import mix_grid  # noqa: E402
 from samix_timm.hub import load_pretrained_artifact  # noqa: E402
 
 
@@ -35,6 +38,8 @@ def main() -> None:
     p.add_argument('--data-dir', required=True)
     p.add_argument('--images', type=int, default=100, help='first N validation images')
     p.add_argument('--lams', type=float, nargs='+', default=[0.3, 0.5, 0.7])
+    p.add_argument('--picture', default=None, help='also write its masks at lam 0.5 as PNG: a batch of every 10th validation image '
+                        '(all classes), shuffled with seed 0, first 4 rows shown')
     args = p.parse_args()
     artifact = load_pretrained_artifact(args.mixer)
     data = artifact['data']  # the loader below normalises like the artifact
@@ -48,6 +53,14 @@ def main() -> None:
     for lam, s in stats.items():
         print(f"| {lam:g} | {s['mean']:.3f} | {s['ideal']:.3f} | {s['image_std']:.3f} |")
     print(json.dumps({str(k): v for k, v in stats.items()}))
+    if args.picture:  # masks made on the whole batch (its BatchNorm statistics, as above)
+        spread = torch.utils.data.Subset(ds, range(0, len(ds), 10))
+        x = next(iter(create_loader(spread, input_size=tuple(data['input_size']), batch_size=len(spread),
+                                    use_prefetcher=False, mean=data['mean'], std=data['std'], crop_pct=1.0,
+                                    num_workers=0)))[0]
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))]
+        save_image(mix_grid(mixer.preview(x, 0.5), data['mean'], data['std'], rows=4, lam=0.5), args.picture)
+        print(f'picture: {args.picture}')
 
 
 if __name__ == '__main__':

@@ -71,7 +71,7 @@ def test_table_keeps_budgets_apart(accuracy, tmp_path):
 
 
 def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
-    """The parser's --samix-preset default must be the rule's verdict on bench/results (README "Accuracy")."""
+    """The parser's --samix-preset default must be the rule's verdict on bench/results (docs/benchmarks.md "Accuracy")."""
     import shutil
     from samix_timm.engine.args import parse_train_args
     results = REPO / 'bench' / 'results'

@@ -292,7 +292,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help="how the step runs: 'paper' (the reference: Mixer on the whole batch every step, clean "
                         "term), economies 'every2' (Mixer every 2nd step), 'half' (half the batch), 'fast' "
                         "(both), 'lowres' (every2 at half resolution), 'lean' (lowres + clean term on a quarter "
-                        "of the batch), 'quarter' (every2 + that clean term, joint forward); see README Benchmarks")
+                        "of the batch), 'quarter' (every2 + that clean term, joint forward); see docs/benchmarks.md")
     g.add_argument('--samix-clean-weight', type=float, default=None,
                    help='W of the clean-batch term W*CE(f(x), y) beside the mixup loss (0 = off; default: from '
                         '--samix-preset, 1 = the reference; also adds the term to timm Mixup/CutMix and SAMix^P)')
