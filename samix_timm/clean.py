@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
-from .targets import soft_target
+from .mixing import soft_target
 
 CLEAN_FORWARDS = ('joint', 'separate')
 

@@ -25,7 +25,7 @@ from timm.data import resolve_data_config
 from .errors import ConfigError
 from .files import read_torch_file
 from .mixer import create_mixer, set_inference_mode
-from .samix import adjust_lam, mix_images, soft_target
+from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 
 _logger = logging.getLogger(__name__)
 
@@ -325,8 +325,8 @@ class SAMixPretrained:
     @torch.no_grad()
     def mask(self, x: torch.Tensor, lam: float, index: torch.Tensor) -> torch.Tensor:
         """s (Nx1xHxW), the weight of x[index], for mixing ratio λ (lam_margin and λ adjusting of §3)."""
-        if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
-            return torch.full((x.shape[0], 1, *x.shape[-2:]), 1. - lam, device=x.device)
+        if in_lam_margin(lam, self.lam_margin):
+            return margin_mask(x.shape[0], x.shape[-2:], lam, x.device)
         s = self.mixer(self.features(x), lam, index, x.shape[-2:])
         if self.lam_adjust_prob > 0 and np.random.rand() < self.lam_adjust_prob:
             s = adjust_lam(s, lam)

@@ -23,26 +23,12 @@ from .errors import ConfigError
 from .features import FeatureTap
 from .losses import eta_balanced_bce, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
+from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 from .mixer_trainer import MixerTrainer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .sync import any_rank, broadcast_module_
-from .targets import soft_target
 
 _logger = logging.getLogger(__name__)
-
-
-def mix_images(x: torch.Tensor, s: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x_mix = (1 − s) ⊙ x + s ⊙ x[π] (§0); s is the per-pixel weight of the partner."""
-    s = s.to(x.dtype)
-    return x + s * (x[index] - x)  # same as (1 - s) * x + s * x[index], one temporary less
-
-
-def adjust_lam(s: torch.Tensor, lam: float) -> torch.Tensor:
-    """Rescale each sample's mask so that mean(1 − s) = λ exactly (§3 λ adjusting)."""
-    keep = (1. - s).mean(dim=(1, 2, 3), keepdim=True)  # Nx1x1x1, mean weight of the sample itself
-    shrink_keep = 1. - (1. - s) * (lam / keep.clamp(min=1e-6))  # mean(1 − s) > λ: scale (1 − s) down
-    shrink_partner = s * ((1. - lam) / (1. - keep).clamp(min=1e-6))  # mean(1 − s) ≤ λ: scale s down
-    return torch.where(keep > lam, shrink_keep, shrink_partner)
 
 
 class SAMix:
@@ -202,8 +188,8 @@ class SAMix:
             mixed, lam_q, lam_k, adjust = float(np.random.rand() < self.mix_prob), 1., 1., 0.
             if mixed:
                 lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
-                in_margin = lam_q <= self.lam_margin or lam_q >= 1 - self.lam_margin
-                adjust = float(self.lam_adjust_prob > 0 and not in_margin and np.random.rand() < self.lam_adjust_prob)
+                adjust = float(self.lam_adjust_prob > 0 and not in_lam_margin(lam_q, self.lam_margin)
+                               and np.random.rand() < self.lam_adjust_prob)
             values = [mixed, lam_q, lam_k, adjust]
         else:
             values = [0.] * 4
@@ -253,8 +239,8 @@ class SAMix:
     def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
                         adjust: bool = False) -> torch.Tensor:
         """Mask of the batch handed to the classifier: lam_margin and, when `adjust`, λ adjusting (§3)."""
-        if lam <= self.lam_margin or lam >= 1 - self.lam_margin:
-            return torch.full((z.shape[0], 1, *out_size), 1. - lam, device=z.device)
+        if in_lam_margin(lam, self.lam_margin):
+            return margin_mask(z.shape[0], out_size, lam, z.device)
         s = self._mask(z, lam, index, out_size)
         return adjust_lam(s, lam) if adjust else s
 
@@ -311,8 +297,7 @@ class SAMix:
         finally:
             for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
                 m.num_batches_tracked.copy_(count)
-        in_margin = lam <= self.lam_margin or lam >= 1 - self.lam_margin
-        s = adjust_lam(raw, lam) if self.lam_adjust_prob >= 1 and not in_margin else raw
+        s = adjust_lam(raw, lam) if self.lam_adjust_prob >= 1 and not in_lam_margin(lam, self.lam_margin) else raw
         return dict(x_i=x, x_j=x[index], mask=s, mask_raw=raw, x_mix=mix_images(x, s, index))
 
     def state_dict(self) -> Dict:

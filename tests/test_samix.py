@@ -19,7 +19,7 @@ from samix_timm.errors import ConfigError
 from samix_timm.features import FeatureTapError
 from samix_timm.mixer import MixerNumericsError, create_mixer
 from samix_timm.momentum import BetaSchedule, MomentumSchedule, scaled_momentum
-from samix_timm.samix import adjust_lam, soft_target
+from samix_timm.mixing import adjust_lam, soft_target
 
 K = 10
 

@@ -13,6 +13,7 @@ import torch
 
 from ..mixer import create_mixer, mixer_name
 from ..mixer_trainer import MixerTrainer
+from ..mixing import in_lam_margin, margin_mask
 from ..momentum import BetaSchedule
 from .mixing import mix_cross_view
 
@@ -66,8 +67,8 @@ class SSLMixerBranch:
     @torch.no_grad()
     def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
         """Encoder-branch mask s (Nx1xHxW) of view 1 with partners z2_all[index] (no gradient)."""
-        if lam <= self.lam_margin or lam >= 1. - self.lam_margin:
-            s = torch.full((z1.shape[0], 1, *size), 1. - lam, device=z1.device)
+        if in_lam_margin(lam, self.lam_margin):
+            s = margin_mask(z1.shape[0], size, lam, z1.device)
         else:
             s = self.mixer(z1, lam, index, size, z_partner=z2_all)
         self.trainer.sync_buffers()  # on every rank, whatever its λ: the forward moved this rank's BN statistics

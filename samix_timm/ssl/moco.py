@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..features import FeatureTap
 from ..losses import eta_balanced_bce
 from ..mixer import mixer_inference
-from ..samix import mix_images
+from ..mixing import mix_images
 from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .distributed import gather, shuffle_batch, unshuffle
 from .encoder import SSLEncoder
