@@ -3,7 +3,10 @@ import logging
 import pytest
 import yaml
 
-from samix_timm.engine.args import ConfigError, create_train_parser, load_yaml_config, parse_train_args
+from conftest import REPO
+from samix_timm.engine.args import (TIMM_NOT_RUN, ConfigError, create_train_parser, load_yaml_config,
+                                   parse_train_args)
+from samix_timm.engine.checks import NOT_IMPLEMENTED, check_train_args
 
 # an RSB A3 style recipe as timm writes args.yaml, including keys of older timm versions
 RSB_A3 = """
@@ -133,3 +136,37 @@ def test_a_registered_mixing_method_is_accepted_by_parser_and_built_by_factory()
             factory.register_mixup_method('toy', lambda *a, **k: None)
     finally:
         factory.MIXUP_METHODS.pop('toy', None)
+
+
+def _timm_train_options():
+    lines = (REPO / 'tests' / 'data' / 'timm_train_args.txt').read_text().splitlines()
+    return [line.split() for line in lines if line and not line.startswith('#')]
+
+
+def _not_default(kwargs):
+    """Command-line words of a value other than timm's default for an option with these argparse keywords."""
+    if kwargs.get('action') == 'store_true':
+        return []
+    word = {int: '7', float: '0.5'}.get(kwargs['type'], 'x')
+    return [word] * (1 if kwargs.get('nargs') is None else 2)
+
+
+def test_every_timm_train_option_is_known_and_run_or_refused(tmp_path):
+    """Each of timm's train.py arguments is an argument here (the same names and aliases); the ones samix-timm does
+    not run are refused, with their reason, as soon as they are given a value other than timm's default."""
+    ours = {o for action in create_train_parser()._actions for o in action.option_strings}
+    timm_options = _timm_train_options()
+    assert len(timm_options) > 150
+    missing = [' '.join(names) for names in timm_options if not set(names) <= ours]
+    assert not missing, f'timm train.py arguments unknown here: {missing}'
+    refused = set(TIMM_NOT_RUN) | set(NOT_IMPLEMENTED)
+    dests = {next(n for n in names if n.startswith('--'))[2:].replace('-', '_') for names in timm_options}
+    assert set(TIMM_NOT_RUN) <= dests and not set(TIMM_NOT_RUN) & {'model_dtype', 'tta', 'recovery_interval'}
+    for dest, (flags, kwargs, reason) in TIMM_NOT_RUN.items():
+        args, _ = parse_train_args(['--output', str(tmp_path), flags[0], *_not_default(kwargs)])
+        with pytest.raises(ConfigError, match=f'{flags[0]} is not supported by samix-timm: '):
+            check_train_args(args)
+        args, _ = parse_train_args(['--output', str(tmp_path)])
+        assert getattr(args, dest) == kwargs['default'], dest  # timm's default: accepted
+    check_train_args(args)
+    assert len(refused) == 32  # 29 timm options not run + --model-dtype, --recovery-interval, --tta

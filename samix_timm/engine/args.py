@@ -314,10 +314,62 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='epochs between mixed-sample image grids (tensorboard + PNG); 0 = off')
 
 
+_RESOLUTION = ("timm's scheduled-resolution loader is not supported: online SAMix builds its momentum encoder and "
+               "Mixer for one input size; train at one --img-size")
+_NAFLEX = "timm's NaFlex loader (variable sequence lengths) is not supported: SAMix mixes batches of one image size"
+_KD = "knowledge distillation (timm's distillation tasks) is not implemented: train without a teacher"
+_WANDB = 'samix-timm logs to tensorboard (event files in the run folder), not to wandb'
+# timm train.py arguments that samix-timm parses, so that timm recipes and command lines keep working, but does
+# not run: any value other than timm's default is refused with the reason (engine.checks). dest -> (flags,
+# argparse keywords with timm's type and default, reason)
+TIMM_NOT_RUN: Dict[str, Tuple[Tuple[str, ...], Dict[str, Any], str]] = {
+    'device_modules': (('--device-modules',), dict(type=str, nargs='+', default=None),
+                       'samix-timm runs on CUDA or CPU devices (--device); other backends are untested'),
+    'val_interval': (('--val-interval',), dict(type=int, default=1),
+                     'samix-timm validates and checkpoints every epoch (Mixer health, model_best and --resume use it)'),
+    'wandb_project': (('--wandb-project',), dict(type=str, default=None), _WANDB),
+    'wandb_tags': (('--wandb-tags',), dict(type=str, nargs='+', default=[]), _WANDB),
+    'wandb_resume_id': (('--wandb-resume-id',), dict(type=str, default=''), _WANDB),
+    'train_img_sizes': (('--train-img-sizes',), dict(type=int, nargs='+', default=None), _RESOLUTION),
+    'train_batch_sizes': (('--train-batch-sizes',), dict(type=int, nargs='+', default=None), _RESOLUTION),
+    'train_size_probs': (('--train-size-probs',), dict(type=float, nargs='+', default=None), _RESOLUTION),
+    'train_size_schedule': (('--train-size-schedule',), dict(type=str, default='constant'), _RESOLUTION),
+    'train_size_schedule_spread': (('--train-size-schedule-spread',), dict(type=float, default=0.65), _RESOLUTION),
+    'train_size_random_mix': (('--train-size-random-mix',), dict(type=float, default=0.1), _RESOLUTION),
+    'train_batches_per_epoch': (('--train-batches-per-epoch', '--train-steps-per-epoch'), dict(type=int, default=None),
+                                'an epoch is one pass over the training set here (SAMix schedules count its steps)'),
+    'variable_batch_loss_scale': (('--variable-batch-loss-scale',), dict(type=str, default='none'), _RESOLUTION),
+    'naflex_loader': (('--naflex-loader',), dict(action='store_true', default=False), _NAFLEX),
+    'naflex_train_seq_lens': (('--naflex-train-seq-lens',), dict(type=int, nargs='+', default=[128, 256, 576, 784, 1024]),
+                              _NAFLEX),
+    'naflex_max_seq_len': (('--naflex-max-seq-len',), dict(type=int, default=576), _NAFLEX),
+    'naflex_patch_sizes': (('--naflex-patch-sizes',), dict(type=int, nargs='+', default=None), _NAFLEX),
+    'naflex_patch_size_probs': (('--naflex-patch-size-probs',), dict(type=float, nargs='+', default=None), _NAFLEX),
+    'naflex_loss_scale': (('--naflex-loss-scale',), dict(type=str, default='linear'), _NAFLEX),
+    'naflex_patchify_channels_first': (('--naflex-patchify-channels-first',), dict(action='store_true', default=False),
+                                       _NAFLEX),
+    'kd_model_name': (('--kd-model-name',), dict(type=str, default=None), _KD),
+    'kd_distill_type': (('--kd-distill-type',), dict(type=str, default='logit'), _KD),
+    'kd_loss_type': (('--kd-loss-type',), dict(type=str, default='kl'), _KD),
+    'distill_loss_weight': (('--distill-loss-weight',), dict(type=float, default=None), _KD),
+    'task_loss_weight': (('--task-loss-weight',), dict(type=float, default=None), _KD),
+    'kd_temperature': (('--kd-temperature',), dict(type=float, default=4.0), _KD),
+    'kd_student_feature_dim': (('--kd-student-feature-dim',), dict(type=int, default=None), _KD),
+    'kd_teacher_feature_dim': (('--kd-teacher-feature-dim',), dict(type=int, default=None), _KD),
+    'kd_token_distill_type': (('--kd-token-distill-type',), dict(type=str, default='soft'), _KD),
+}
+
+
+def _add_not_run_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group('timm arguments samix-timm does not run (refused unless left at timm\'s default)')
+    for dest, (flags, kwargs, reason) in TIMM_NOT_RUN.items():
+        g.add_argument(*flags, dest=dest, help=f'not run: {reason}', **kwargs)
+
+
 # groups of arguments in the order they show in --help
 ARGUMENT_GROUPS = [
     _add_data_args, _add_model_args, _add_optimizer_args, _add_schedule_args,
-    _add_augmentation_args, _add_samix_args, _add_norm_ema_args, _add_misc_args,
+    _add_augmentation_args, _add_samix_args, _add_norm_ema_args, _add_misc_args, _add_not_run_args,
 ]
 
 

@@ -16,6 +16,7 @@ from ..defaults import SAMIX_PRESETS
 from ..errors import ConfigError
 from ..mixer import MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
+from .args import TIMM_NOT_RUN
 
 Limit = Tuple[str, Callable[[float], bool]]
 
@@ -152,6 +153,9 @@ def check_not_implemented(args) -> None:
     for dest, reason in NOT_IMPLEMENTED.items():
         value = getattr(args, dest, None)
         if value not in _UNSET:
+            raise ConfigError(f'{_arg(dest)} is not supported by samix-timm: {reason}')
+    for dest, (_, kwargs, reason) in TIMM_NOT_RUN.items():
+        if getattr(args, dest, kwargs['default']) != kwargs['default']:
             raise ConfigError(f'{_arg(dest)} is not supported by samix-timm: {reason}')
     if args.drop_connect is not None and args.drop_path is not None and args.drop_connect != args.drop_path:
         raise ConfigError(f'--drop-connect {args.drop_connect:g} and --drop-path {args.drop_path:g} disagree: '
