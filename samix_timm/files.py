@@ -1,7 +1,10 @@
-""" Reading user-given torch files safely: tensors and plain types only, one line when a file is not one. """
+""" Reading user-given torch files safely (tensors and plain types only, one line when a file is not one), and
+writing new ones without ever replacing what the user had. """
 import argparse
+import os
 import pickle
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,3 +32,35 @@ def read_torch_file(path: Path, what: str, fix: str) -> Any:
         reason = type(e).__name__
     raise ConfigError(f"'{path}' cannot be read as a torch file ({reason}): it is truncated, corrupt or not a "
                       f"{what}; {fix}") from None
+
+
+def write_new_torch_file(obj: Any, out: Path, fix: str) -> Path:
+    """`torch.save(obj)` to `out`, which must not exist: written to a temporary file beside it, then linked to its
+    name only when whole, so an existing file is never replaced and a failed write (full disk, no permission)
+    leaves nothing behind. Failures are one `ConfigError` line ending with `fix`."""
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"'{out}' exists: remove it or choose another --out (nothing is ever overwritten)")
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
+            tmp = Path(f.name)
+            torch.save(obj, f)
+        try:
+            os.link(tmp, out)  # fails if `out` appeared meanwhile: never replaces it
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: rename, after one more look
+            if out.exists():
+                raise FileExistsError(out) from None
+            tmp.rename(out)
+    except FileExistsError:
+        raise ConfigError(f"'{out}' exists: remove it or choose another --out (nothing is ever overwritten)") from None
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk
+        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
+        raise ConfigError(f"cannot write '{out}' ({reason}): {fix}") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+    return out

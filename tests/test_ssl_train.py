@@ -262,3 +262,43 @@ def test_two_process_gloo_ssl_run_keeps_ranks_identical(small_data, tmp_path, mo
     assert a.keys() == b.keys() and any('mixer' in k for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), f'{k} differs between ranks'
+
+
+
+def test_backbone_export_never_overwrites(small_data, tmp_path, one_thread, capsys):
+    """`python -m samix_timm.ssl.export` to an existing --out: one line, exit 2, the file untouched (it used to be
+    replaced without a word)."""
+    from samix_timm.ssl.export import main as export_main
+    ckpt = str(_run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none').checkpoint)
+    out = tmp_path / 'exports' / 'backbone.pth'
+    assert export_main(['--checkpoint', ckpt, '--out', str(out)]) == 0
+    before = out.read_bytes()
+    assert export_main(['--checkpoint', ckpt, '--out', str(out), '--num-classes', '10']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'exists: remove it or choose another --out' in err[0]
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ['backbone.pth']
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 32 KiB tmpfs (skipped where this process may not mount one)."""
+    mnt = tmp_path / 'tiny'
+    mnt.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=32k', 'tmpfs', str(mnt)], capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        yield mnt
+    finally:
+        subprocess.run(['umount', str(mnt)], capture_output=True)
+
+
+def test_a_write_that_fills_the_disk_leaves_nothing(full_disk):
+    """A file larger than the disk: one line naming the fix, no partial file and no temporary one (torch raises
+    RuntimeError, not OSError, from its zip writer on a full disk)."""
+    from samix_timm.errors import ConfigError
+    from samix_timm.files import write_new_torch_file
+    with pytest.raises(ConfigError, match="cannot write .* free space"):
+        write_new_torch_file({'w': torch.zeros(64, 1024)}, full_disk / 'big.pth', 'use a disk with free space')
+    assert list(full_disk.iterdir()) == []
+    small = write_new_torch_file({'w': torch.zeros(4)}, full_disk / 'small.pth', 'use a disk with free space')
+    assert torch.load(small)['w'].shape == (4,)

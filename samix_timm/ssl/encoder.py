@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from timm.models import create_model, is_model
 
 from ..errors import ConfigError
-from ..files import read_torch_file
+from ..files import read_torch_file, write_new_torch_file
 
 __all__ = ['Projector', 'SSLEncoder', 'create_ssl_encoder', 'backbone_state_dict', 'export_backbone']
 
@@ -82,7 +82,7 @@ def export_backbone(checkpoint: Union[str, Path], out: Union[str, Path], num_cla
     Without ``num_classes`` the file is headless: load it with ``train.py --pretrained
     --pretrained-path FILE`` (timm drops/initialises the classifier). With ``num_classes`` a freshly
     initialised classifier of that size is included, so ``train.py --initial-checkpoint FILE``
-    (a strict load) accepts it.
+    (a strict load) accepts it. An existing ``out`` is never replaced.
     """
     state, config = backbone_state_dict(checkpoint)
     if num_classes is not None:
@@ -91,7 +91,4 @@ def export_backbone(checkpoint: Union[str, Path], out: Union[str, Path], num_cla
         if unexpected:
             raise ConfigError(f'backbone keys {unexpected[:3]} do not fit {config["model"]}: the checkpoint is damaged')
         state = model.state_dict()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
-    return out
+    return write_new_torch_file(state, Path(out), 'pass an --out in a writable folder with free space')
