@@ -302,3 +302,45 @@ def test_a_write_that_fills_the_disk_leaves_nothing(full_disk):
     assert list(full_disk.iterdir()) == []
     small = write_new_torch_file({'w': torch.zeros(4)}, full_disk / 'small.pth', 'use a disk with free space')
     assert torch.load(small)['w'].shape == (4,)
+
+
+@pytest.fixture
+def memo_data(small_data, tmp_path):
+    """train/ = 3 classes of the small build (20 images each); val/ = copies of training images of classes 1 and 2
+    only: a val/ that lacks class 0. A probe that labels val/ like train/ finds every image (kNN 100 %)."""
+    import shutil
+    root = tmp_path / 'memo'
+    classes = sorted(p.name for p in (small_data / 'train').iterdir())[:3]
+    for c in classes:
+        images = sorted((small_data / 'train' / c).iterdir())[:20]
+        (root / 'train' / c).mkdir(parents=True)
+        for img in images:
+            shutil.copy(img, root / 'train' / c / img.name)
+        if c != classes[0]:
+            (root / 'val' / c).mkdir(parents=True)
+            for img in images[:5]:
+                shutil.copy(img, root / 'val' / c / img.name)
+    return root
+
+
+def test_probes_label_a_val_that_lacks_a_class_like_train(memo_data):
+    """val/ without class 0: the kNN and linear probes read it with train/'s class index (they used to number
+    val/'s own folders, 0 and 1 instead of 1 and 2: 0 % on images that are copies of training images)."""
+    torch.manual_seed(0)
+    backbone = timm.create_model('test_resnet', num_classes=0)
+    res = probe_backbone(backbone, str(memo_data), img_size=32, mean=(0.1,) * 3, std=(0.25,) * 3, crop_pct=1.0,
+                         knn_k=1, linear_epochs=0)
+    assert res['knn_top1'] == 100.0
+    (memo_data / 'val' / 'extra').mkdir()
+    shutil_src = next((memo_data / 'train').rglob('*.png'))
+    (memo_data / 'val' / 'extra' / shutil_src.name).write_bytes(shutil_src.read_bytes())
+    with pytest.raises(ConfigError, match='has classes that .* lacks'):  # accepted silently before
+        probe_backbone(backbone, str(memo_data), img_size=32, mean=(0.1,) * 3, std=(0.25,) * 3, linear_epochs=0)
+
+
+def test_knn_monitor_labels_a_val_that_lacks_a_class_like_train(memo_data, tmp_path, one_thread):
+    """train_ssl.py's per-epoch kNN (which ranks model_best) reads val/ with train/'s class index."""
+    args, _ = parse_ssl_args(['--data-dir', str(memo_data), '--output', str(tmp_path), *FAST_SSL])
+    val, train = ssl_engine._eval_loader(args, args.val_split), ssl_engine._eval_loader(args, args.train_split)
+    assert sorted({t for _, t in val.dataset.reader.samples}) == [1, 2]
+    assert sorted({t for _, t in train.dataset.reader.samples}) == [0, 1, 2]

@@ -103,9 +103,15 @@ def eval_class_map(args) -> Any:
     every label where training put it (timm would index val/'s own folders and shift them)."""
     if args.dataset or args.class_map or Path(args.data_dir).is_file():
         return args.class_map
-    root = Path(args.data_dir)
-    train_dir = split_folder(root, args.train_split, 'training', '--train-split')
-    eval_dir = split_folder(root, args.val_split, 'validation', '--val-split')
+    return shared_class_index(Path(args.data_dir), args.train_split, args.val_split)
+
+
+def shared_class_index(root: Path, train_split: str, val_split: str) -> Dict[str, int]:
+    """The training split's class index, which every split is read with (train.py, validate.py, the SSL kNN
+    monitor and probes): a validation split that lacks a class keeps each label where training put it; one
+    with a class the training split lacks is refused."""
+    train_dir = split_folder(root, train_split, 'training', '--train-split')
+    eval_dir = split_folder(root, val_split, 'validation', '--val-split')
     train_classes, eval_classes = folder_classes(train_dir), folder_classes(eval_dir)
     extra = sorted(set(eval_classes) - set(train_classes))
     if extra:

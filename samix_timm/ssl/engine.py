@@ -25,7 +25,8 @@ from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_numbers
 from ..engine.loop import check_finite_loss
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
-from ..engine.setup import check_data_dir, create_amp, create_output_dir, resolve_device, run_folder, split_folder
+from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
+                            shared_class_index, split_folder)
 from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
 from ..errors import ConfigError
 from ..health import format_health, is_grey, mixer_health
@@ -61,6 +62,7 @@ def _check_args(args, mode) -> None:
     check_numbers(args)
     if args.knn_interval > 0 and not args.dataset and Path(args.data_dir).is_dir():
         split_folder(Path(args.data_dir), args.val_split, 'validation (the kNN probe)', '--val-split')
+        shared_class_index(Path(args.data_dir), args.train_split, args.val_split)  # a val/ class train/ lacks: refused
     if args.batch_size < 2:
         raise ConfigError(f'--batch-size {args.batch_size}: mixing partners need at least 2 samples per batch')
     if args.queue_size < args.batch_size * args.world_size:
@@ -105,7 +107,11 @@ VIEW_AUGS = {'loader': _loader_views, 'device': _device_views}
 
 
 def _eval_loader(args, split: str) -> DataLoader:
-    dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=False,
+    """A split through the eval transform, labelled with the training split's class index (a val/ that lacks a
+    class keeps every label where train/ has it: the kNN monitor and model_best depend on it)."""
+    class_map = ('' if args.dataset or not Path(args.data_dir).is_dir() else
+                 shared_class_index(Path(args.data_dir), args.train_split, args.val_split))
+    dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=False, class_map=class_map,
                              transform=eval_transform(args.img_size, args.mean, args.std, args.crop_pct))
     return DataLoader(dataset, batch_size=max(args.batch_size, 256), shuffle=False, num_workers=args.workers)
 

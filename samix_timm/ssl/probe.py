@@ -10,7 +10,8 @@ features extracted once without augmentation, learning rate ×0.1 at 60% and 80%
 import argparse
 import json
 import sys
-from typing import Dict, Optional, Sequence
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,7 @@ from timm.data import create_dataset
 from timm.models import create_model
 from torch.utils.data import DataLoader
 
+from ..engine.setup import shared_class_index
 from ..errors import ConfigError
 from .data import eval_transform, extract_features
 from .encoder import backbone_state_dict
@@ -86,9 +88,10 @@ def linear_probe(
 
 def backbone_features(backbone: nn.Module, data_dir: str, split: str, img_size: int, mean, std,
                       crop_pct: float = 0.875, batch_size: int = 256, workers: int = 0,
-                      device: Optional[torch.device] = None):
-    """(features, labels) of a headless backbone (eval mode) on an ImageFolder split, eval transform."""
-    dataset = create_dataset('', root=data_dir, split=split, is_training=False,
+                      device: Optional[torch.device] = None, class_map: Union[str, Dict[str, int]] = ''):
+    """(features, labels) of a headless backbone (eval mode) on an ImageFolder split, eval transform; labels from
+    `class_map` (a class-name -> index dict) when given, else the split's own sorted folders."""
+    dataset = create_dataset('', root=data_dir, split=split, is_training=False, class_map=class_map,
                              transform=eval_transform(img_size, mean, std, crop_pct))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     return eval_features(backbone, loader, device or torch.device('cpu'))
@@ -110,7 +113,8 @@ def probe_backbone(backbone: nn.Module, data_dir: str, img_size: int, mean, std,
                    device: Optional[torch.device] = None, seed: int = 0) -> Dict[str, float]:
     """kNN (and, if ``linear_epochs`` > 0, linear) top-1 of a headless backbone on train -> val."""
     common = dict(img_size=img_size, mean=mean, std=std, crop_pct=crop_pct, batch_size=batch_size,
-                  workers=workers, device=device)
+                  workers=workers, device=device,
+                  class_map=shared_class_index(Path(data_dir), train_split, val_split))  # train/'s labels on val/
     train = backbone_features(backbone, data_dir, train_split, **common)
     val = backbone_features(backbone, data_dir, val_split, **common)
     results = dict(knn_top1=round(knn_probe(*train, *val, k=knn_k), 2))
