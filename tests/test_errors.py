@@ -113,6 +113,8 @@ CASES = {
     'recovery-interval': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--recovery-interval', '10',
                                              *_out(f)]),
     'tta': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--tta', '2', *_out(f)]),
+    'resume-finished-run': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--resume', str(f['ckpt']),
+                                               *_out(f)]),
     'timm-option-not-run': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--kd-model-name', 'resnet50',
                                                *_out(f)]),
     'drop-connect-and-drop-path': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--drop-connect', '0.1',

@@ -344,3 +344,13 @@ def test_knn_monitor_labels_a_val_that_lacks_a_class_like_train(memo_data, tmp_p
     val, train = ssl_engine._eval_loader(args, args.val_split), ssl_engine._eval_loader(args, args.train_split)
     assert sorted({t for _, t in val.dataset.reader.samples}) == [1, 2]
     assert sorted({t for _, t in train.dataset.reader.samples}) == [0, 1, 2]
+
+
+def test_resuming_a_finished_ssl_run_says_so_and_writes_nothing(small_data, tmp_path, one_thread):
+    done = _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none', '--experiment', 'done')
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError, match=r'has trained 1 of 1 epochs, nothing is left to train; .*ssl\.probe '
+                                          r'--checkpoint .*last.pth.tar'):
+        _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none', '--experiment', 'again',
+             '--resume', str(done.output_dir / 'last.pth.tar'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == folders

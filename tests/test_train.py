@@ -13,6 +13,7 @@ from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTarget
 from conftest import FAST_ARGS, REPO
 from samix_timm.cli import run_train, run_validate
 from samix_timm.engine import parse_train_args, train
+from samix_timm.errors import ConfigError
 from samix_timm.engine.setup import create_train_loss
 
 
@@ -174,3 +175,20 @@ def test_create_mixing_gives_samix_its_clean_term_loss():
         assert type(loss) is loss_type
         if loss_type is CleanMixLoss:
             assert loss.clean is mixup_fn.clean
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(small_data, tmp_path):
+    """--resume of a finished run (or --epochs at or below its epoch) used to exit 0 with 'validation top-1 nan%'
+    and print a checkpoint and summary that did not exist; now one line, before any folder is made."""
+    done = _train(small_data, tmp_path, '--epochs', '1', '--experiment', 'done')
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError, match='has trained 1 of 1 epochs, nothing is left to train; to train longer '
+                                          'pass --epochs above 1'):
+        _train(small_data, tmp_path, '--epochs', '1', '--experiment', 'again',
+               '--resume', str(done.output_dir / 'last.pth.tar'))
+    with pytest.raises(ConfigError, match='--start-epoch 3 leaves nothing to train in a run of 2 epochs'):
+        _train(small_data, tmp_path, '--epochs', '2', '--start-epoch', '3', '--experiment', 'late')
+    assert sorted(p.name for p in tmp_path.iterdir()) == folders
+    longer = _train(small_data, tmp_path, '--epochs', '2', '--experiment', 'longer',
+                    '--resume', str(done.output_dir / 'last.pth.tar'))
+    assert [int(r['epoch']) for r in _summary(longer.output_dir / 'summary.csv')] == [1]

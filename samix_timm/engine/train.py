@@ -21,6 +21,7 @@ from timm.models import create_model, is_model, list_models
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
+from ..errors import ConfigError
 from ..factory import create_mixup, mixing_active
 from ..health import format_health, is_grey, mixer_health
 from .args import ConfigError
@@ -186,6 +187,12 @@ def train(args, args_text: str) -> TrainResult:
     if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
         health_x = next(iter(loader_eval))[0][:HEALTH_IMAGES].to(device)
 
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+    check_epochs_left(start_epoch, num_epochs, args)  # before anything is written
+
     output_dir = saver = tb_writer = None
     if primary:
         output_dir = create_output_dir(args, data_config)
@@ -199,10 +206,6 @@ def train(args, args_text: str) -> TrainResult:
         tb_writer = SummaryWriter(log_dir=str(output_dir))
 
     with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
-        updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
-        lr_scheduler, num_epochs = create_scheduler_v2(
-            optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
-        start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
         if lr_scheduler is not None and start_epoch > 0:
             if args.sched_on_updates:
                 lr_scheduler.step_update(start_epoch * updates_per_epoch)
@@ -269,6 +272,19 @@ def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, out
             partial.unlink()
         raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
                           f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
+
+
+def check_epochs_left(start_epoch: int, num_epochs: int, args) -> None:
+    """A run with no epoch left to train (resuming a finished run, or --epochs / --start-epoch past the end) is
+    refused in one line: it used to end with exit 0, a NaN top-1 and paths that did not exist."""
+    if start_epoch < num_epochs:
+        return
+    if args.resume and args.start_epoch is None:
+        raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
+                          f"nothing is left to train; to train longer pass --epochs above {start_epoch} (its "
+                          f"schedule becomes that of the longer run), to evaluate it use validate.py --checkpoint")
+    raise ConfigError(f'--start-epoch {start_epoch} leaves nothing to train in a run of {num_epochs} epochs: '
+                      f'pass --epochs above {start_epoch} or a smaller --start-epoch')
 
 
 def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:

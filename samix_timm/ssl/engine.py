@@ -254,6 +254,10 @@ def train_ssl(args, args_text: str) -> SSLResult:
         if loss_scaler is not None and loss_scaler.state_dict_key in ckpt:
             loss_scaler.load_state_dict(ckpt[loss_scaler.state_dict_key])
         start_epoch = ckpt['epoch'] + 1
+        if start_epoch >= num_epochs:  # before anything is written (it used to suggest `ssl.probe --checkpoint None`)
+            raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
+                              f"nothing is left to train; to train longer pass --epochs above {start_epoch}, to "
+                              f"evaluate it use python -m samix_timm.ssl.probe --checkpoint {args.resume}")
         if lr_scheduler is not None:
             lr_scheduler.step_update(start_epoch * len(loader))
         if primary:
