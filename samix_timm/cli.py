@@ -1,5 +1,6 @@
-""" Entry points of the thin scripts: parse, run, turn bad input into a one-line error. """
+""" Entry points of the thin scripts: parse, run, turn bad input into a one-line error and Ctrl-C into a resume hint. """
 import logging
+import shlex
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -7,7 +8,7 @@ from timm.utils import setup_default_logging
 
 from .data import EmbeddedDataError
 from .engine.args import ConfigError, parse_train_args
-from .errors import TrainingDivergedError
+from .errors import RunInterrupted, TrainingDivergedError
 from .features import FeatureTapError
 from .health import format_health, health_failures
 from .mixer import MixerNumericsError
@@ -15,13 +16,27 @@ from .mixer import MixerNumericsError
 _logger = logging.getLogger('train')
 
 
-def _guarded(fn: Callable[[], int]) -> int:
-    """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback."""
+def _guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str]] = None) -> int:
+    """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback; Ctrl-C prints one
+    line (with the command that resumes the run, when it has a checkpoint) and exit code 130."""
     try:
         return fn()
     except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError, TrainingDivergedError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        checkpoint = getattr(e, 'checkpoint', None) if isinstance(e, RunInterrupted) else None
+        if checkpoint is not None:
+            words = list(sys.argv[1:] if argv is None else argv)
+            for i, w in enumerate(words):  # an earlier --resume gives way to the new checkpoint
+                if w == '--resume' and i + 1 < len(words):
+                    del words[i:i + 2]
+                    break
+            command = shlex.join(['python', script, *words, '--resume', str(checkpoint)])
+            print(f'interrupted: the run is kept up to its last epoch; resume with: {command}', file=sys.stderr)
+        else:
+            print('interrupted before the first checkpoint: nothing was kept', file=sys.stderr)
+        return 130
 
 
 def _print_health(health) -> None:
@@ -53,7 +68,7 @@ def run_train(argv: Optional[Sequence[str]] = None) -> int:
             _print_health(result.mixer_health)
         return 0
 
-    return _guarded(_run)
+    return _guarded(_run, 'train.py', argv)
 
 
 def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
@@ -74,7 +89,7 @@ def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
             _print_health(result.mixer_health)
         return 0
 
-    return _guarded(_run)
+    return _guarded(_run, 'train_ssl.py', argv)
 
 
 def run_validate(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,6 +1,7 @@
 """ train.py / validate.py end to end on the embedded dataset (CPU). """
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -192,3 +193,39 @@ def test_resuming_a_finished_run_says_so_and_writes_nothing(small_data, tmp_path
     longer = _train(small_data, tmp_path, '--epochs', '2', '--experiment', 'longer',
                     '--resume', str(done.output_dir / 'last.pth.tar'))
     assert [int(r['epoch']) for r in _summary(longer.output_dir / 'summary.csv')] == [1]
+
+
+@pytest.mark.parametrize('stop_at', [0, 1])
+def test_ctrl_c_stops_in_one_line_with_the_resume_command(small_data, tmp_path, monkeypatch, capsys, stop_at):
+    """Ctrl-C used to print a 55-line traceback, no resume hint, and leave the epoch-0 folder or a partial
+    tmp.pth.tar. Now: one line and exit 130; before the first checkpoint the folder goes; after it, the folder stays
+    without a cut-short save, and the printed command resumes the run."""
+    engine_train = sys.modules['samix_timm.engine.train']  # (samix_timm.engine.train is also the function)
+    real, calls = engine_train.train_one_epoch, {'n': 0}
+
+    def interrupted(*args, **kwargs):
+        if calls['n'] == stop_at:
+            for run in tmp_path.glob('*/'):
+                (run / 'tmp.pth.tar').write_bytes(b'PK half a checkpoint')  # a save cut short
+            raise KeyboardInterrupt
+        calls['n'] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_train, 'train_one_epoch', interrupted)
+    monkeypatch.setattr(logging.getLogger(), 'handlers', [])  # run_train adds its handler on this test's stderr
+    argv = ['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_ARGS, '--epochs', '2',
+            '--experiment', 'run']
+    assert run_train(argv) == 130
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith(('Train', 'Test'))]
+    assert 'Traceback' not in '\n'.join(err)
+    if stop_at == 0:
+        assert err[-1] == 'interrupted before the first checkpoint: nothing was kept'
+        assert not list(tmp_path.iterdir())
+        return
+    run = tmp_path / 'run'
+    assert err[-1].startswith('interrupted: the run is kept up to its last epoch; resume with: python train.py ')
+    assert err[-1].endswith(f'--resume {run / "last.pth.tar"}') and not (run / 'tmp.pth.tar').exists()
+    monkeypatch.setattr(engine_train, 'train_one_epoch', real)
+    words = err[-1].split('resume with: python train.py ')[1].split()
+    assert run_train(words) == 0
+    assert [int(r['epoch']) for r in _summary(tmp_path / 'run-1' / 'summary.csv')] == [1]

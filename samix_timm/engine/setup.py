@@ -21,6 +21,7 @@ from timm.models import safe_model_name
 from timm.utils import NativeScaler, get_outdir, init_distributed_device
 from torch.utils.data import IterableDataset
 
+from ..errors import RunInterrupted
 from .args import ConfigError
 from .seeding import SampleSeededDataset
 
@@ -228,17 +229,25 @@ def create_output_dir(args, data_config: dict) -> Path:
 
 @contextmanager
 def run_folder(output_dir: Optional[Path], tb_writer=None) -> Iterator[None]:
-    """The body of a run: the tensorboard writer is closed at the end, and a run that fails (not Ctrl-C) before
-    its first checkpoint removes its folder, which then holds only its own logs, so a rerun gets the same name
-    instead of a numbered suffix."""
+    """The body of a run: the tensorboard writer is closed at the end, and a run that fails or is stopped
+    (Ctrl-C) before its first checkpoint removes its folder, which then holds only its own logs, so a rerun gets
+    the same name instead of a numbered suffix. Ctrl-C later keeps the folder, drops a checkpoint write it cut
+    short (timm's `tmp.pth.tar`) and raises `RunInterrupted` with the checkpoint to resume from."""
     try:
         yield
-    except Exception:
+    except (Exception, KeyboardInterrupt) as e:
         if tb_writer is not None:
             tb_writer.close()  # before the folder goes (close is idempotent)
-        if output_dir is not None and output_dir.is_dir() and not any(output_dir.glob('*.pth.tar')):
-            shutil.rmtree(output_dir)
-            _logger.info(f'Removed {output_dir}: the run failed before writing a checkpoint')
+        last = None
+        if output_dir is not None and output_dir.is_dir():
+            (output_dir / 'tmp.pth.tar').unlink(missing_ok=True)  # a save Ctrl-C cut short
+            if not any(output_dir.glob('*.pth.tar')):
+                shutil.rmtree(output_dir)
+                _logger.info(f'Removed {output_dir}: the run stopped before writing a checkpoint')
+            elif (output_dir / 'last.pth.tar').is_file():
+                last = output_dir / 'last.pth.tar'
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
+            raise RunInterrupted(last) from None
         raise
     finally:
         if tb_writer is not None:
