@@ -170,3 +170,28 @@ def test_every_timm_train_option_is_known_and_run_or_refused(tmp_path):
         assert getattr(args, dest) == kwargs['default'], dest  # timm's default: accepted
     check_train_args(args)
     assert len(refused) == 32  # 29 timm options not run + --model-dtype, --recovery-interval, --tta
+
+
+@pytest.mark.parametrize('text,message', [
+    ('lr: [0.1, 0.2]\n', "lr: [0.1, 0.2] is not a number"),
+    ('mean: 0.5\n', "mean: 0.5 is not a list ([...]) of numbers"),
+    ('batch_size: 8.5\n', "batch_size: 8.5 is not an integer"),
+    ('amp: yes please\n', "amp: 'yes please' is not true or false"),
+    ('opt_kwargs: [1]\n', "opt_kwargs: [1] is not a mapping"),
+    ('mean: [0.5, high, 0.5]\n', "mean: [0.5, 'high', 0.5] is not a number"),
+])
+def test_yaml_values_of_the_wrong_type_name_the_file_and_key(tmp_path, text, message):
+    """A recipe value of the wrong type used to give a traceback deep in the run (a scalar `mean`, a list `lr`) or
+    95 lines of argparse usage; now one line naming the file and the key."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        parse_train_args(['--config', path])
+    assert str(e.value).startswith(f"config file '{path}': ") and message.split(' is not')[1] in str(e.value)
+    assert str(e.value).endswith('fix the value in the file') and '\n' not in str(e.value)
+
+
+def test_yaml_values_of_the_right_type_are_taken_as_the_command_line_would(tmp_path):
+    args, _ = parse_train_args(['--config', _write(tmp_path, 'weight_decay: 1e-4\nbatch_size: 8.0\nmean: [1, 0, 0]\n')])
+    assert args.weight_decay == 1e-4 and args.batch_size == 8 and args.mean == [1.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="cannot be read .*: pass a YAML file to --config"):
+        parse_train_args(['--config', str(tmp_path)])  # a directory

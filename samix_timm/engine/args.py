@@ -400,6 +400,9 @@ def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, An
             cfg = yaml.safe_load(f) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' not found: check the --config path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        reason = getattr(e, 'strerror', None) or type(e).__name__
+        raise ConfigError(f"config file '{path}' cannot be read ({reason}): pass a YAML file to --config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
@@ -407,17 +410,69 @@ def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, An
         raise ConfigError(f"config file '{path}' is not valid YAML ({problem}{where}): fix the syntax") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"config file '{path}' must be a mapping of argument names to values")
-    dests = {a.dest for a in parser._actions if a.dest != argparse.SUPPRESS}
+    actions = {a.dest: a for a in parser._actions if a.dest != argparse.SUPPRESS}
+    dests = set(actions)
     known = {}
     for key, value in cfg.items():
         dest = str(key).replace('-', '_')
         if dest in dests:
-            known[dest] = value
+            known[dest] = _yaml_value(path, key, value, actions[dest])
             continue
         close = closest_arg(dest, dests)
         hint = f"did you mean '{close}'?" if close else 'no similar argument exists'
         _logger.warning(f"{path}: unknown key '{key}' ignored ({hint})")
     return known
+
+
+_TYPE_NAMES = {int: 'an integer', float: 'a number', str: 'a string'}
+
+
+def _yaml_value(path: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """A recipe value of the type its argument takes (what the command line would give), or one line naming the
+    file, the key and what it takes: argparse never checks YAML defaults, and a wrong type used to surface as a
+    traceback deep in the run or as argparse's usage."""
+    if value is None:
+        return value
+
+    def wrong(what: str):
+        return ConfigError(f"config file '{path}': {key}: {value!r} is not {what}: fix the value in the file")
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise wrong('true or false')
+        return value
+    if isinstance(action, ParseKwargs):
+        if not isinstance(value, dict):
+            raise wrong('a mapping ({name: value, ...})')
+        return value
+    kind = action.type if action.type in _TYPE_NAMES else None
+    many = action.nargs in ('+', '*') or isinstance(action.nargs, int)
+    if many:
+        if not isinstance(value, (list, tuple)):
+            raise wrong(f"a list ([...]){f' of {_TYPE_NAMES[kind].split()[-1]}s' if kind else ''}")
+        return [_scalar(v, kind, wrong) for v in value]
+    if isinstance(value, (list, tuple, dict)) and action.nargs in (None, '?'):
+        raise wrong(_TYPE_NAMES.get(kind, 'a single value'))
+    return _scalar(value, kind, wrong)
+
+
+def _scalar(value: Any, kind, wrong) -> Any:
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise wrong('an integer')
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)  # '1e-4' as YAML 1.1 reads it
+                except ValueError:
+                    pass
+            raise wrong('a number')
+        return float(value)
+    if kind is str and isinstance(value, (list, dict)):
+        raise wrong('a string')
+    return value
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, str]:
