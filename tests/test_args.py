@@ -195,3 +195,46 @@ def test_yaml_values_of_the_right_type_are_taken_as_the_command_line_would(tmp_p
     assert args.weight_decay == 1e-4 and args.batch_size == 8 and args.mean == [1.0, 0.0, 0.0]
     with pytest.raises(ConfigError, match="cannot be read .*: pass a YAML file to --config"):
         parse_train_args(['--config', str(tmp_path)])  # a directory
+
+
+@pytest.mark.parametrize('argv,warning', [
+    (['--samix-mixer-lr', '0.5'], '--samix-mixer-lr has no effect without --mixup samix'),
+    (['--mixup', '0.8', '--samix-eta', '0.3'], '--samix-eta has no effect without --mixup samix'),
+    (['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist', '--samix-mixer-lr', '0.5'],
+     '--samix-mixer-lr has no effect with --samix-pretrained'),
+    (['--samix-clean-weight', '1'], '--samix-clean-weight has no effect without mixing'),
+    (['--mixup', '0.8', '--samix-clean-frac', '0.5'], '--samix-clean-frac has no effect without the clean-batch'),
+    (['--model-ema-decay', '0.99'], '--model-ema-decay has no effect without --model-ema'),
+    (['--mixup', '0.8', '--mixup-switch-prob', '0.3'], '--mixup-switch-prob has no effect unless'),
+])
+def test_options_without_effect_are_named_before_the_run(argv, warning, tmp_path, caplog):
+    """Options that do nothing in the run they were given to used to be dropped silently."""
+    args, _ = parse_train_args(['--output', str(tmp_path), *argv])
+    with caplog.at_level(logging.WARNING):
+        check_train_args(args)
+    assert warning in caplog.text
+
+
+def test_options_with_effect_are_not_warned_about(tmp_path, caplog):
+    for argv in (['--mixup', 'samix', '--samix-mixer-lr', '0.5', '--samix-clean-frac', '0.5'],
+                 ['--mixup', '0.8', '--cutmix', '1.0', '--mixup-switch-prob', '0.3', '--samix-clean-weight', '1'],
+                 ['--model-ema', '--model-ema-decay', '0.99']):
+        args, _ = parse_train_args(['--output', str(tmp_path), *argv])
+        with caplog.at_level(logging.WARNING):
+            check_train_args(args)
+        assert 'has no effect' not in caplog.text, argv
+
+
+def test_a_clean_term_of_one_image_is_warned_about(tmp_path, caplog):
+    """One clean image in a forward of its own: BatchNorm on one image's statistics (at 32 px resnets fail inside
+    BatchNorm at the first step); said before the run."""
+    args, _ = parse_train_args(['--output', str(tmp_path), '--mixup', 'samix', '-b', '4', '--samix-preset', 'quarter',
+                                '--samix-clean-forward', 'separate'])
+    with caplog.at_level(logging.WARNING):
+        check_train_args(args)
+    assert 'the clean-batch term sees 1 image of each batch of 4' in caplog.text
+    caplog.clear()
+    args, _ = parse_train_args(['--output', str(tmp_path), '--mixup', 'samix', '-b', '8', '--samix-preset', 'quarter'])
+    with caplog.at_level(logging.WARNING):
+        check_train_args(args)
+    assert 'clean-batch term sees' not in caplog.text

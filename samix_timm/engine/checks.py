@@ -4,19 +4,23 @@ Each bad value raises `ConfigError` with one line naming the argument, the value
 non-finite numbers, values outside their range, unknown names, combinations that would train
 something else than asked, and timm arguments samix-timm does not implement.
 """
+import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from timm.data import create_transform
 from timm.optim import get_optimizer_info
 
-from ..defaults import SAMIX_PRESETS
+from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
 from ..mixer import MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
-from .args import TIMM_NOT_RUN
+from ..factory import mixing_active
+from .args import TIMM_NOT_RUN, create_train_parser
+
+_logger = logging.getLogger(__name__)
 
 Limit = Tuple[str, Callable[[float], bool]]
 
@@ -143,6 +147,19 @@ def check_mixing(args) -> None:
         raise ConfigError('--torchscript cannot train an online SAMix: its momentum encoder copies the classifier and '
                           'reads stage features through forward_intermediates, which a scripted model lacks; use '
                           '--torchcompile, or --samix-pretrained (a frozen Mixer)')
+    if samix or args.samix_clean_weight:
+        # the clean term's own forward (factory: a preset's values for SAMix, 'separate' and 1 beside a fixed mixer)
+        step = (preset_values(args.samix_preset, clean_weight=args.samix_clean_weight,
+                              clean_forward=args.samix_clean_forward, clean_frac=args.samix_clean_frac)
+                if samix and not args.samix_pretrained else
+                dict(clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward or 'separate',
+                     clean_frac=args.samix_clean_frac or 1.0))
+        rows = max(1, round(step['clean_frac'] * args.batch_size))
+        if step['clean_weight'] and step['clean_forward'] == 'separate' and rows < 2 and mixing_active(args):
+            _logger.warning(f"the clean-batch term sees {rows} image of each batch of {args.batch_size} (clean "
+                            f"fraction {step['clean_frac']:g}) in a forward of its own: BatchNorm normalises it with "
+                            f"the statistics of one image (and fails where a feature map is 1x1); raise "
+                            f"--samix-clean-frac or --batch-size, or pass --samix-clean-forward joint")
     if args.mixup_mode != 'batch' and samix:
         raise ConfigError(f"--mixup-mode {args.mixup_mode} is a timm Mixup mode: SAMix draws lam per batch, "
                           f"drop --mixup-mode")
@@ -202,8 +219,44 @@ def check_paths(args) -> None:
                           f"you can write to") from None
 
 
+# options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer
+_ONLINE_SAMIX_ONLY = (
+    'samix_mixer', 'samix_feature_index', 'samix_mixer_opt', 'samix_mixer_lr', 'samix_mixer_min_lr',
+    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mixer_init',
+    'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
+    'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
+    'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
+_CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac')  # also beside timm Mixup/SAMix^P
+
+
+def warn_no_effect(args) -> List[str]:
+    """A warning for every option given (away from its default) that does nothing in this run; returns them."""
+    defaults = vars(create_train_parser().parse_args([]))
+    given = {d for d, v in vars(args).items() if d in defaults and v != defaults[d]}
+    samix, mixing = args.mixup == 'samix', mixing_active(args)
+    clean = bool(args.samix_clean_weight) or (samix and preset_values(args.samix_preset)['clean_weight'] > 0)
+    notes = []
+    for d in sorted(given):
+        if d.startswith('samix_') and d not in _CLEAN_TERM and not samix:
+            notes.append(f'{_arg(d)} has no effect without --mixup samix')
+        elif samix and args.samix_pretrained and d in _ONLINE_SAMIX_ONLY:
+            notes.append(f'{_arg(d)} has no effect with --samix-pretrained: a frozen Mixer is not trained')
+        elif d in _CLEAN_TERM and not mixing:
+            notes.append(f'{_arg(d)} has no effect without mixing: the clean-batch term goes beside a mixed batch')
+        elif d in ('samix_clean_forward', 'samix_clean_frac') and not clean:
+            notes.append(f'{_arg(d)} has no effect without the clean-batch term (--samix-clean-weight)')
+        elif d.startswith('model_ema_') and not args.model_ema:
+            notes.append(f'{_arg(d)} has no effect without --model-ema')
+        elif d == 'mixup_switch_prob' and (samix or not (args.mixup and args.cutmix)):
+            notes.append('--mixup-switch-prob has no effect unless timm Mixup and CutMix are both on')
+    for note in notes:
+        _logger.warning(note)
+    return notes
+
+
 # the checks `check_train_args` runs, in order
-TRAIN_CHECKS = [check_numbers, check_names, check_mixing, check_not_implemented, check_input, check_paths]
+TRAIN_CHECKS = [check_numbers, check_names, check_mixing, check_not_implemented, check_input, check_paths,
+                warn_no_effect]
 
 
 def check_train_args(args: Any) -> None:
