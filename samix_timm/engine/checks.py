@@ -64,7 +64,16 @@ LIMITS: Dict[str, Limit] = {
     'samix_mask_margin': _at_least(0), 'samix_lam_margin': _half_open(0, 0.5), 'samix_lam_adjust_prob': _PROB,
     'samix_clean_weight': _at_least(0), 'samix_mixer_batch_frac': _FRACTION, 'samix_mixer_every': _at_least(1),
     'samix_mixer_scale': _FRACTION, 'samix_clean_frac': _FRACTION, 'samix_vis_interval': _at_least(0),
-    'recount': _at_least(1),
+    'recount': _at_least(1), 'seed': _at_least(0), 'decay_rate': _above(0), 'decay_epochs': _above(0),
+    'aug_repeats': _at_least(0), 'aug_splits': _at_least(0), 'mixup_off_epoch': _at_least(0),
+    'bn_momentum': _closed(0, 1), 'bn_eps': _above(0), 'opt_eps': _above(0), 'layer_decay': _above(0),
+    'patience_epochs': _at_least(0), 'epoch_repeats': _at_least(0),
+    # train_ssl.py (MoCo v2 and its mixing, §6): the same ranges, in the same place
+    'queue_size': _at_least(1), 'temperature': _above(0), 'moco_momentum': _closed(0, 1), 'proj_hidden': _at_least(1),
+    'proj_dim': _at_least(1), 'ssl_alpha': _above(0), 'mix_weight': _at_least(0), 'eta': _closed(0, 1),
+    'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
+    'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),
+    'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB,
 }
 
 # argument -> the names it accepts
