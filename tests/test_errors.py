@@ -184,6 +184,8 @@ CASES = {
                                             '--output', str(f['root'] / 'bad.yaml' / 'out')]),
     # validate.py
     'validate-no-model': ('validate', lambda f: ['--data-dir', str(f['data'])]),
+    'validate-device-not-here': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
+                                                        '--device', 'cuda' if not torch.cuda.is_available() else 'tpu']),
     'validate-checkpoint-missing': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
                                                           str(f['root'] / 'nope.pth.tar')]),
     'validate-checkpoint-random-bytes': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',

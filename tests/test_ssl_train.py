@@ -354,3 +354,12 @@ def test_resuming_a_finished_ssl_run_says_so_and_writes_nothing(small_data, tmp_
         _run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none', '--experiment', 'again',
              '--resume', str(done.output_dir / 'last.pth.tar'))
     assert sorted(p.name for p in tmp_path.iterdir()) == folders
+
+
+def test_probe_on_a_device_this_machine_lacks_is_one_line(capsys):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    from samix_timm.ssl.probe import main as probe_main
+    assert probe_main(['--checkpoint', 'x.pth.tar', '--data-dir', '.', '--device', 'cuda']) == 2
+    assert capsys.readouterr().err.strip() == ('error: --device cuda requested but CUDA is not available: '
+                                               'use --device cpu')

@@ -28,12 +28,21 @@ from .seeding import SampleSeededDataset
 _logger = logging.getLogger(__name__)
 
 
+def local_device(name: Optional[str]) -> torch.device:
+    """The device `--device name` asks for (None: CUDA when available, else CPU), refused in one line when this
+    machine has no such device (every entry point: train, validate, train_ssl, probe)."""
+    name = name or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} requested but CUDA is not available: use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device '{name}' is not a device: use cuda, cuda:N or cpu") from None
+
+
 def resolve_device(args) -> torch.device:
     """Set up the device and (under torchrun) the process group; CUDA when available, else CPU."""
-    if args.device is None:
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    elif args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device} requested but CUDA is not available: use --device cpu")
+    args.device = str(local_device(args.device))
     return init_distributed_device(args)
 
 

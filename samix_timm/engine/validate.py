@@ -17,7 +17,7 @@ from .args import ConfigError, ParseKwargs
 from .loop import StepContext, evaluate
 from .checkpoint import CLASSES_KEY, load_model_state, model_state, read_checkpoint
 from .checks import check_numbers
-from .setup import check_data_dir, check_num_classes, create_amp, folder_classes, split_folder
+from .setup import check_data_dir, check_num_classes, create_amp, folder_classes, local_device, split_folder
 
 _logger = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def validate(args) -> Dict[str, float]:
     if not is_model(args.model):
         raise ConfigError(f"unknown timm model '{args.model}': pick a name from timm.list_models()")
     check_data_dir(args)
-    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(args.device)
+    device = local_device(args.device)
+    args.device = str(device)
     amp_autocast, _ = create_amp(args, device)
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     model = create_model(args.model, num_classes=args.num_classes, in_chans=in_chans, global_pool=args.gp,

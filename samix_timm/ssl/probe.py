@@ -20,7 +20,7 @@ from timm.data import create_dataset
 from timm.models import create_model
 from torch.utils.data import DataLoader
 
-from ..engine.setup import shared_class_index
+from ..engine.setup import local_device, shared_class_index
 from ..errors import ConfigError
 from .data import eval_transform, extract_features
 from .encoder import backbone_state_dict
@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try:
+        device = local_device(args.device)
         results = probe_checkpoint(
             args.checkpoint, args.data_dir, img_size=args.img_size, train_split=args.train_split,
             val_split=args.val_split, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
