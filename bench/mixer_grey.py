@@ -122,12 +122,16 @@ def _summary(rs: List[Dict]) -> str:
 
 
 def compare_table(records: List[Dict], accuracy_rows: List[Dict], variant: str) -> str:
-    """Per preset: the authors' Mixer (accuracy benchmark rows) against `variant` — grey seeds, healthy seeds,
-    top-1 and EMA top-1."""
+    """Per preset: the authors' Mixer (accuracy benchmark rows, then this sweep's `reference` runs of the seeds those
+    lack) against `variant` — grey seeds, healthy seeds, top-1 and EMA top-1."""
     before = {}
     for r in accuracy_rows:
         if r.get('img_size') == 32 and r.get('epochs') == 60 and r['method'].startswith('samix_'):
             before.setdefault(r['method'][len('samix_'):], []).append(r)
+    for r in records:
+        if r['variant'] == 'reference' and not r['extra'] and r['preset'] in SAMIX_PRESETS:
+            if r['seed'] not in {b['seed'] for b in before.get(r['preset'], [])}:
+                before.setdefault(r['preset'], []).append(r)
     after = {}
     for r in records:
         if r['variant'] == variant:

@@ -32,7 +32,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.loss import SoftTargetCrossEntropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from samix_timm import SAMix, SAMixPretrained  # noqa: E402
+from samix_timm import SAMix, SAMixPretrained, StepPreset  # noqa: E402
 from samix_timm.clean import CleanBatch, CleanTerm, forward_batch  # noqa: E402
 from samix_timm.defaults import SAMIX_PRESETS, is_transformer, samix_defaults  # noqa: E402
 from samix_timm.errors import ConfigError  # noqa: E402
@@ -65,11 +65,12 @@ METHODS: Dict[str, Callable] = {
     'cutmix': lambda model, size, steps: Mixup(cutmix_alpha=1.0, num_classes=NUM_CLASSES),
     'samix': lambda model, size, steps: SAMix(model, NUM_CLASSES, steps, input_size=(3, size, size)),
     'samix_frac0.5': lambda model, size, steps: SAMix(
-        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_batch_frac=0.5),
+        model, NUM_CLASSES, steps, input_size=(3, size, size), preset=StepPreset(mixer_batch_frac=0.5)),
     'samix_every2': lambda model, size, steps: SAMix(
-        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2),
+        model, NUM_CLASSES, steps, input_size=(3, size, size), preset=StepPreset(mixer_every=2)),
     'samix_every2_frac0.5': lambda model, size, steps: SAMix(
-        model, NUM_CLASSES, steps, input_size=(3, size, size), mixer_every=2, mixer_batch_frac=0.5),
+        model, NUM_CLASSES, steps, input_size=(3, size, size),
+        preset=StepPreset(mixer_every=2, mixer_batch_frac=0.5)),
     'samix_p': lambda model, size, steps: SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES,
                                                           data_config=BATCH_NORMALIZATION),
     # the shipped cluttered-MNIST Mixer (its extractor sees the batch resized to 32 px), as in bench/accuracy.py

@@ -4,6 +4,7 @@ from .features import FeatureTap, FeatureTapError
 from .mixer import AutoMixer, Mixer, MixerNumericsError, create_mixer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .samix import SAMix
+from .settings import MixerSettings, MixSettings, StepPreset
 from .defaults import samix_defaults
 from .pretrained import SAMixPretrained, export_mixer, load_artifact
 from .hub import create_pretrained_mixer, list_pretrained

@@ -1,4 +1,5 @@
-""" Entry points of the thin scripts: parse, run, turn bad input into a one-line error and Ctrl-C into a resume hint. """
+""" Entry points of the thin scripts: parse, run, turn bad input into a one-line error and Ctrl-C into a resume
+hint. """
 import logging
 import shlex
 import sys

@@ -2,11 +2,12 @@
 
 `samix_defaults(model_name, total_steps, train_size=...)` returns the keyword arguments of `SAMix`
 that depend on the run — recipe family (CNN or transformer), run length T and data size — with
-any explicit value winning over the choice. train.py's factory calls it with the command line;
-in one's own loop:
+any explicit value winning over the choice: the `MixerSettings`, the `StepPreset` and the momentum
+schedule. train.py's factory calls it with the command line; in one's own loop:
 
     samix = SAMix(model, num_classes, T, **samix_defaults('resnet50', T, train_size=len(dataset)))
 """
+from dataclasses import replace
 from functools import partial
 from typing import Any, Dict, Optional
 
@@ -15,6 +16,7 @@ from timm.optim import create_optimizer_v2
 from .errors import ConfigError
 from .mixer import list_mixers
 from .momentum import PAPER_MOMENTUM_END, BetaSchedule, MomentumSchedule, scaled_momentum
+from .settings import MixerSettings, StepPreset
 
 # below this many training images a run counts as "small data" (CIFAR, Tiny-ImageNet, CUB, ...)
 SMALL_DATA_IMAGES = 200_000
@@ -24,16 +26,16 @@ _TRANSFORMER_PREFIXES = ('vit', 'deit', 'swin', 'eva', 'beit', 'cait', 'xcit', '
 # on the whole batch at every step, clean-batch term W = 1 through a separate forward. The others are
 # economies (ours) that bench/accuracy.py weighs against it; an explicit flag overrides a preset value.
 # DEFAULT_PRESET is that rule's verdict on bench/results (tests/test_bench.py checks it).
-_PAPER_STEP = dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0, clean_forward='separate',
-                   clean_frac=1.0)
-SAMIX_PRESETS: Dict[str, Dict[str, Any]] = {
+_PAPER_STEP = StepPreset(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0,
+                         clean_forward='separate', clean_frac=1.0)
+SAMIX_PRESETS: Dict[str, StepPreset] = {
     'paper': _PAPER_STEP,
-    'every2': {**_PAPER_STEP, 'mixer_every': 2},
-    'half': {**_PAPER_STEP, 'mixer_batch_frac': 0.5},
-    'fast': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_batch_frac': 0.5},
-    'lowres': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_scale': 0.5},
-    'lean': {**_PAPER_STEP, 'mixer_every': 2, 'mixer_scale': 0.5, 'clean_frac': 0.25},
-    'quarter': {**_PAPER_STEP, 'mixer_every': 2, 'clean_frac': 0.25, 'clean_forward': 'joint'},
+    'every2': replace(_PAPER_STEP, mixer_every=2),
+    'half': replace(_PAPER_STEP, mixer_batch_frac=0.5),
+    'fast': replace(_PAPER_STEP, mixer_every=2, mixer_batch_frac=0.5),
+    'lowres': replace(_PAPER_STEP, mixer_every=2, mixer_scale=0.5),
+    'lean': replace(_PAPER_STEP, mixer_every=2, mixer_scale=0.5, clean_frac=0.25),
+    'quarter': replace(_PAPER_STEP, mixer_every=2, clean_frac=0.25, clean_forward='joint'),
 }
 DEFAULT_PRESET = 'paper'
 # The Mixer: the authors' by default. The stable Mixer of method §2.6 (--samix-mixer-init fan_in --samix-mixer-norm
@@ -49,13 +51,11 @@ def is_transformer(model_name: str) -> bool:
     return model_name.lower().startswith(_TRANSFORMER_PREFIXES)
 
 
-def preset_values(preset: str, **explicit) -> Dict[str, Any]:
-    """The values of `preset`, with every explicit (not None) value taking precedence."""
+def preset_values(preset: str, **explicit) -> StepPreset:
+    """The `StepPreset` named `preset`, with every explicit (not None) value taking precedence."""
     if preset not in SAMIX_PRESETS:
-        raise ConfigError(f"--samix-preset {preset} is not known: use one of {', '.join(SAMIX_PRESETS)}")
-    values = dict(SAMIX_PRESETS[preset])
-    values.update((k, v) for k, v in explicit.items() if v is not None)
-    return values
+        raise ConfigError(f"preset '{preset}' is not known: use one of {', '.join(SAMIX_PRESETS)}")
+    return replace(SAMIX_PRESETS[preset], **{k: v for k, v in explicit.items() if v is not None})
 
 
 def samix_defaults(
@@ -67,6 +67,8 @@ def samix_defaults(
         preset: str = DEFAULT_PRESET,
         *,
         mixer: str = 'samix',
+        mixer_loss: str = 'eta',
+        tap_index: Optional[int] = None,
         mixer_opt: Optional[str] = None,
         mixer_lr: Optional[float] = None,
         mixer_min_lr: Optional[float] = None,
@@ -82,6 +84,7 @@ def samix_defaults(
         momentum_start: Optional[float] = None,
         momentum_end: Optional[float] = None,
         mask_beta: float = 0.1,
+        mask_margin: float = 0.1,
         beta_schedule: str = 'auto',
         mixer_every: Optional[int] = None,
         mixer_batch_frac: Optional[float] = None,
@@ -102,7 +105,7 @@ def samix_defaults(
         Other arguments: explicit values of what would otherwise be chosen here (train.py's `--samix-*`).
     """
     if mixer not in list_mixers():
-        raise ConfigError(f"--samix-mixer {mixer} is not known: use one of {', '.join(list_mixers())}")
+        raise ConfigError(f"mixer '{mixer}' is not known: use one of {', '.join(list_mixers())}")
     total = max(1, total_steps)
     small = train_size is not None and train_size < SMALL_DATA_IMAGES
     vit = is_transformer(model_name)
@@ -134,22 +137,22 @@ def samix_defaults(
     step = preset_values(preset, mixer_every=mixer_every, mixer_batch_frac=mixer_batch_frac,
                          clean_weight=clean_weight, clean_forward=clean_forward, mixer_scale=mixer_scale,
                          clean_frac=clean_frac)
-    return dict(
-        mixer=mixer, mixer_kwargs=mixer_kwargs, mixer_optimizer=mixer_optimizer,
-        mixer_min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr,
+    settings = MixerSettings(
+        mixer=mixer, kwargs=mixer_kwargs, optimizer=mixer_optimizer,
+        min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr, loss=mixer_loss,
         eta=eta if eta is not None else (0.5 if small else 0.1),  # §4
-        momentum=momentum, beta=BetaSchedule(mask_beta, beta_schedule, total), mask_loss=mask_loss or DEFAULT_MASK_LOSS,
-        **step)
+        beta=BetaSchedule(mask_beta, beta_schedule, total), mask_margin=mask_margin,
+        mask_loss=mask_loss or DEFAULT_MASK_LOSS, tap_index=tap_index)
+    return dict(mixer=settings, preset=step, momentum=momentum)
 
 
 def describe_defaults(kwargs: Dict[str, Any]) -> str:
     """One log line of what `samix_defaults` chose."""
-    opt = kwargs['mixer_optimizer'].keywords
-    return (f"{kwargs['mixer']} Mixer, {opt['opt']} lr {opt['lr']:g} -> {kwargs['mixer_min_lr']:g} wd {opt['weight_decay']:g}, "
-            f"eta {kwargs['eta']:g}, dropout {kwargs['mixer_kwargs'].get('dropout', 0):g}, "
-            f"{kwargs['mixer_kwargs'].get('init', 'reference')} Q/K init, input norm {kwargs['mixer_kwargs'].get('norm', 'none')}, "
-            f"{kwargs['mixer_kwargs'].get('upsample', 'nearest')} mask upsampling, mask losses per {kwargs['mask_loss']}, "
-            f"Mixer trained every "
-            f"{kwargs['mixer_every']} step(s) on {kwargs['mixer_batch_frac']:g} of the batch at "
-            f"{kwargs['mixer_scale']:g}x resolution, clean term W {kwargs['clean_weight']:g} on "
-            f"{kwargs['clean_frac']:g} of the batch ({kwargs['clean_forward']} forward)")
+    m, p = kwargs['mixer'], kwargs['preset']
+    opt, mk = m.optimizer.keywords, m.kwargs
+    return (f"{m.mixer} Mixer, {opt['opt']} lr {opt['lr']:g} -> {m.min_lr:g} wd {opt['weight_decay']:g}, "
+            f"{m.loss} loss, eta {m.eta:g}, dropout {mk.get('dropout', 0):g}, {mk.get('init', 'reference')} Q/K init, "
+            f"input norm {mk.get('norm', 'none')}, {mk.get('upsample', 'nearest')} mask upsampling, mask losses per "
+            f"{m.mask_loss}, Mixer trained every {p.mixer_every} step(s) on {p.mixer_batch_frac:g} of the batch at "
+            f"{p.mixer_scale:g}x resolution, clean term W {p.clean_weight:g} on {p.clean_frac:g} of the batch "
+            f"({p.clean_forward} forward)")

@@ -5,6 +5,7 @@ A numeric `--mixup`/`--cutmix` gives timm's own `Mixup` (unchanged behaviour); a
 only places that read `args`; everything they build takes plain keyword arguments.
 """
 import logging
+import re
 from contextlib import nullcontext
 from typing import Callable, Dict, Optional
 
@@ -18,6 +19,7 @@ from .errors import ConfigError
 from .hub import create_pretrained_mixer
 from .momentum import describe_schedules
 from .samix import SAMix
+from .settings import MixSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -54,31 +56,51 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
     total = max(1, args.epochs * steps_per_epoch)
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')
-    kwargs = samix_defaults(
-        args.model, total, train_size=train_size, lr=args.lr, weight_decay=args.weight_decay, preset=args.samix_preset,
-        mixer=args.samix_mixer, mixer_opt=args.samix_mixer_opt, mixer_lr=args.samix_mixer_lr,
-        mixer_min_lr=args.samix_mixer_min_lr, mixer_momentum=args.samix_mixer_momentum,
-        mixer_weight_decay=args.samix_mixer_weight_decay, mixer_dropout=args.samix_mixer_dropout,
-        mixer_init=args.samix_mixer_init, mixer_norm=args.samix_mixer_norm, mask_loss=args.samix_mask_loss,
-        mixer_upsample=args.samix_mixer_upsample,
-        lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta, momentum_start=args.samix_momentum_start,
-        momentum_end=args.samix_momentum_end, mask_beta=args.samix_mask_beta, beta_schedule=args.samix_beta_schedule,
-        mixer_every=args.samix_mixer_every, mixer_batch_frac=args.samix_mixer_batch_frac,
-        clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
-        mixer_scale=args.samix_mixer_scale, clean_frac=args.samix_clean_frac)
-    small = train_size is not None and train_size < SMALL_DATA_IMAGES
-    _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
-                 + describe_schedules(kwargs['momentum'], kwargs['beta'], f'{"small" if small else "ImageNet-scale"} '
-                                                                           f'data, {train_size} images'))
-    grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
-    samix = SAMix(
-        model, num_classes, total, tap_index=args.samix_feature_index, input_size=tuple(data_config['input_size']),
-        alpha=args.samix_alpha, mixer_loss=args.samix_mixer_loss, mask_margin=args.samix_mask_margin,
-        lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
-        prob=args.mixup_prob, amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
+    try:
+        kwargs = samix_defaults(
+            args.model, total, train_size=train_size, lr=args.lr, weight_decay=args.weight_decay,
+            preset=args.samix_preset, mixer=args.samix_mixer, mixer_loss=args.samix_mixer_loss,
+            tap_index=args.samix_feature_index, mixer_opt=args.samix_mixer_opt, mixer_lr=args.samix_mixer_lr,
+            mixer_min_lr=args.samix_mixer_min_lr, mixer_momentum=args.samix_mixer_momentum,
+            mixer_weight_decay=args.samix_mixer_weight_decay, mixer_dropout=args.samix_mixer_dropout,
+            mixer_init=args.samix_mixer_init, mixer_norm=args.samix_mixer_norm, mask_loss=args.samix_mask_loss,
+            mixer_upsample=args.samix_mixer_upsample, lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta,
+            momentum_start=args.samix_momentum_start, momentum_end=args.samix_momentum_end,
+            mask_beta=args.samix_mask_beta, mask_margin=args.samix_mask_margin, beta_schedule=args.samix_beta_schedule,
+            mixer_every=args.samix_mixer_every, mixer_batch_frac=args.samix_mixer_batch_frac,
+            clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
+            mixer_scale=args.samix_mixer_scale, clean_frac=args.samix_clean_frac)
+        mix = MixSettings(alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,
+                          lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
+                          prob=args.mixup_prob)
+        small = train_size is not None and train_size < SMALL_DATA_IMAGES
+        _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
+                     + describe_schedules(kwargs['momentum'], kwargs['mixer'].beta,
+                                          f'{"small" if small else "ImageNet-scale"} data, {train_size} images'))
+        grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
+        samix = SAMix(model, num_classes, total, input_size=tuple(data_config['input_size']), mix=mix,
+                      amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # the settings name keyword arguments; here they become the flags that set them
+        if not re.match(r'[a-z_]+=', str(e)):
+            raise
+        raise ConfigError(_as_flags(str(e))) from None
     if getattr(args, 'torchcompile', None):
         samix.compile(args.torchcompile, args.torchcompile_mode)  # θ̄ follows the classifier's compile setting
     return samix
+
+
+_KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer='--samix-mixer',
+                      num_classes='--num-classes', prob='--mixup-prob', label_smoothing='--smoothing')
+
+
+def _as_flags(message: str) -> str:
+    """A library message naming keyword arguments (`mixer_scale=0.5 ...`) in train.py's flags."""
+    def flag(m):
+        name = m.group(1)
+        return _KEYWORD_FLAGS.get(name, '--samix-' + name.replace('_', '-')) + ' '
+    return re.sub(r"\b([a-z_]+)=", flag, message, count=1)
 
 
 def _with_clean_term(args, mixer, num_classes: int):

@@ -26,6 +26,7 @@ from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 from .mixer_trainer import MixerTrainer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .settings import MixerSettings, MixSettings, StepPreset
 from .sync import any_rank, broadcast_module_
 
 _logger = logging.getLogger(__name__)
@@ -38,33 +39,12 @@ class SAMix:
         model: the classifier being trained (unwrapped, on its device; before DDP wrapping).
         num_classes: classes of the soft targets.
         total_steps: SAMix calls in the whole run (schedules are functions of the step).
-        mixer: a Mixer name for `create_mixer` ('samix', 'automix') or a built Mixer M_φ.
-        mixer_kwargs: constructor kwargs when `mixer` is a name.
-        mixer_optimizer: factory `params -> torch.optim.Optimizer` (default SGD lr 0.1, momentum 0.9).
-        tap_index: stage index of the features the Mixer reads (default: see `FeatureTap`).
+        mixer: the Mixer and how it is trained (`MixerSettings`; `samix_defaults` chooses it per run).
+        preset: how the step runs, economies and clean-batch term (`StepPreset`; a `SAMIX_PRESETS` entry). With a
+            clean term the call returns [x; x_mix] and the loss must come from `loss(...)`.
+        mix: the classifier branch's draw (`MixSettings`: α, λ margin and adjusting, label smoothing, prob).
+        momentum: schedule of the momentum encoder (§5; None: 0.999 -> 0.99999 after 10 %).
         input_size: training input size, for the small-input stage rule of `FeatureTap`.
-        mixer_min_lr: Mixer learning rate at the last step (cosine from the optimizer's lr).
-        alpha: λ ~ Beta(alpha, alpha) (2 in the paper).
-        eta: weight of the classes outside the mixed pair in the Mixer loss (§4).
-        mixer_loss: 'eta' (η-balanced BCE, §4) or 'mce' (soft-target CE, original configs).
-        momentum: schedule of the momentum encoder (§5).
-        beta: schedule of the mask-loss weight (§3).
-        mask_margin: tolerance of ℓ_μ (§3).
-        mask_loss: 'batch' (ℓ_μ, ℓ_σ over the batch, the reference) or 'image' (per image, §2.6).
-        lam_margin: λ ≤ margin or ≥ 1 − margin gives the plain-mixup mask 1 − λ (§3).
-        lam_adjust_prob: probability of λ adjusting the classifier-branch mask (§3).
-        mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
-        mixer_every: train the Mixer every k-th call (1 = paper).
-        mixer_scale: resolution of the Mixer branch's mixed batch, as a fraction of the input's (1 = paper;
-            < 1: θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ); needs a
-            model that takes any input size (CNNs, ViTs with a dynamic patch grid).
-        label_smoothing: timm label smoothing of the soft targets (the classifier's, and the Mixer's under 'mce',
-            as the reference's head_mix, §5.7).
-        prob: probability of mixing a batch (timm `mixup_prob`).
-        clean_weight: W of the clean-batch term W·CE(f_θ(x), y) (§5.6; 0 = off, the reference uses 1):
-            the call then returns [x; x_mix] and the loss must come from `loss(...)`.
-        clean_forward: 'joint' (one forward of the 2N batch) or 'separate' (one per half, as the reference).
-        clean_frac: fraction of the clean batch the clean term sees (1 = the reference; see `CleanTerm`).
         amp_autocast: autocast context factory of the training loop.
         grad_scaler: `torch.amp.GradScaler` for fp16 training of the Mixer, or None.
     """
@@ -74,67 +54,41 @@ class SAMix:
             model: nn.Module,
             num_classes: int,
             total_steps: int,
-            mixer: Union[str, nn.Module] = 'samix',
-            mixer_kwargs: Optional[Dict] = None,
-            mixer_optimizer: Optional[Callable] = None,
-            tap_index: Optional[int] = None,
-            input_size: Optional[Tuple[int, ...]] = None,
-            mixer_min_lr: float = 1e-3,
-            alpha: float = 2.0,
-            eta: float = 0.1,
-            mixer_loss: str = 'eta',
+            mixer: Optional[MixerSettings] = None,
+            preset: Optional[StepPreset] = None,
+            mix: Optional[MixSettings] = None,
             momentum: Optional[MomentumSchedule] = None,
-            beta: Optional[BetaSchedule] = None,
-            mask_margin: float = 0.1,
-            mask_loss: str = 'batch',
-            lam_margin: float = 0.08,
-            lam_adjust_prob: float = 0.0,
-            mixer_batch_frac: float = 1.0,
-            mixer_every: int = 1,
-            mixer_scale: float = 1.0,
-            label_smoothing: float = 0.1,
-            prob: float = 1.0,
-            clean_weight: float = 0.0,
-            clean_forward: str = 'joint',
-            clean_frac: float = 1.0,
+            input_size: Optional[Tuple[int, ...]] = None,
             amp_autocast: Callable = nullcontext,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
+        mixer, preset, mix = mixer or MixerSettings(), preset or StepPreset(), mix or MixSettings()
         model_classes = getattr(model, 'num_classes', None)
         if model_classes is not None and model_classes != num_classes:
             raise ConfigError(f'SAMix num_classes {num_classes} differs from the {model_classes} outputs of the '
                               f'model: pass num_classes={model_classes} (or --num-classes to train.py)')
-        if mixer_loss not in ('eta', 'mce'):
-            raise ConfigError(f"--samix-mixer-loss {mixer_loss} is not known: use 'eta' or 'mce'")
-        if not 0 < mixer_batch_frac <= 1:
-            raise ConfigError(f'--samix-mixer-batch-frac {mixer_batch_frac} must be in (0, 1]')
-        if mixer_every < 1:
-            raise ConfigError(f'--samix-mixer-every {mixer_every} must be 1 or more')
-        if not 0 < mixer_scale <= 1:
-            raise ConfigError(f'--samix-mixer-scale {mixer_scale} must be in (0, 1]')
-        if mixer_scale < 1 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
-            raise ConfigError(f'--samix-mixer-scale {mixer_scale} needs a model that takes any input size; this one '
-                              f'has a fixed patch grid: use --samix-mixer-scale 1')
+        if preset.mixer_scale < 1 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
+            raise ConfigError(f'mixer_scale={preset.mixer_scale:g} needs a model that takes any input size; this one '
+                              f'has a fixed patch grid: use mixer_scale=1')
         self.model = model
         self.num_classes = num_classes
         self.total_steps = total_steps
+        self.settings, self.preset, self.mix = mixer, preset, mix
         self.momentum = momentum or MomentumSchedule(0.999, 0.99999, total_steps)
-        self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
         self.encoder = MomentumEncoder(model, self.momentum)
-        self.tap = FeatureTap(self.encoder.module, index=tap_index, input_size=input_size)
-        if isinstance(mixer, str):
-            mixer = create_mixer(mixer, self.tap.channels, **(mixer_kwargs or {}))
-        self.mixer = mixer.to(next(model.parameters()).device)
+        self.tap = FeatureTap(self.encoder.module, index=mixer.tap_index, input_size=input_size)
+        built = mixer.mixer
+        if isinstance(built, str):
+            built = create_mixer(built, self.tap.channels, **mixer.kwargs)
+        self.mixer = built.to(next(model.parameters()).device)
         # what θ̄'s two passes and the Mixer run through: the modules, or their torch.compile'd versions (`compile()`)
         self.tap_forward, self.encoder_forward, self.mixer_forward = self.tap, self.encoder.module, self.mixer
         broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
-        self.trainer = MixerTrainer(self.mixer, total_steps, mixer_optimizer, mixer_min_lr, self.beta, mask_margin,
-                                    grad_scaler, mask_loss)
-        self.alpha, self.eta, self.mixer_loss = alpha, eta, mixer_loss
-        self.lam_margin, self.lam_adjust_prob = lam_margin, lam_adjust_prob
-        self.mixer_batch_frac, self.mixer_every, self.mixer_scale = mixer_batch_frac, mixer_every, mixer_scale
-        self.label_smoothing, self.mix_prob = label_smoothing, prob
-        self.clean = CleanTerm(clean_weight, num_classes, label_smoothing, clean_forward, clean_frac)
+        self.trainer = MixerTrainer(self.mixer, total_steps, mixer.optimizer, mixer.min_lr,
+                                    mixer.beta or BetaSchedule(0.1, 'linear', total_steps), mixer.mask_margin,
+                                    grad_scaler, mixer.mask_loss)
+        self.clean = CleanTerm(preset.clean_weight, num_classes, mix.label_smoothing, preset.clean_forward,
+                               preset.clean_frac)
         self.amp_autocast = amp_autocast
         self.mixup_enabled = True
         self.step = 0
@@ -159,10 +113,11 @@ class SAMix:
         self.step += 1
         if not self.mixup_enabled:
             self.clean.skip()
-            return x, soft_target(target, None, 1., self.num_classes, self.label_smoothing)
+            return x, soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
         draw = self.draw()
         if draw is None:  # an unmixed batch in the mixed half (as timm's Mixup)
-            return self.clean.join(x, target, x, soft_target(target, None, 1., self.num_classes, self.label_smoothing))
+            y = soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
+            return self.clean.join(x, target, x, y)
         lam_q, lam_k, adjust = draw
         index_q = torch.randperm(x.shape[0], device=x.device)  # the pairing may differ per rank
         try:
@@ -176,7 +131,7 @@ class SAMix:
             self.fp32_features = True
             x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
         self.last_metrics.update(momentum=m, lam=lam_q)
-        y_mix = soft_target(target, index_q, lam_q, self.num_classes, self.label_smoothing)
+        y_mix = soft_target(target, index_q, lam_q, self.num_classes, self.mix.label_smoothing)
         return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
 
     def draw(self) -> Optional[Tuple[float, float, bool]]:
@@ -185,11 +140,11 @@ class SAMix:
         buffer sync) and every rank must run the same ones."""
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
-            mixed, lam_q, lam_k, adjust = float(np.random.rand() < self.mix_prob), 1., 1., 0.
+            mixed, lam_q, lam_k, adjust = float(np.random.rand() < self.mix.prob), 1., 1., 0.
             if mixed:
-                lam_q, lam_k = (float(v) for v in np.random.beta(self.alpha, self.alpha, size=2))  # §5.1
-                adjust = float(self.lam_adjust_prob > 0 and not in_lam_margin(lam_q, self.lam_margin)
-                               and np.random.rand() < self.lam_adjust_prob)
+                lam_q, lam_k = (float(v) for v in np.random.beta(self.mix.alpha, self.mix.alpha, size=2))  # §5.1
+                adjust = float(self.mix.lam_adjust_prob > 0 and not in_lam_margin(lam_q, self.mix.lam_margin)
+                               and np.random.rand() < self.mix.lam_adjust_prob)
             values = [mixed, lam_q, lam_k, adjust]
         else:
             values = [0.] * 4
@@ -224,7 +179,7 @@ class SAMix:
         with torch.no_grad(), record_function('samix/classifier_mask'):
             s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3
             x_mix = mix_images(x, s_q, index_q)
-        if (self.step - 1) % self.mixer_every == 0:
+        if (self.step - 1) % self.preset.mixer_every == 0:
             self._train_mixer(x, target, z, lam_k)  # §5.4
         self.trainer.sync_buffers()  # also on steps without an update: the mask forward moved the BN statistics
         return x_mix
@@ -239,7 +194,7 @@ class SAMix:
     def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
                         adjust: bool = False) -> torch.Tensor:
         """Mask of the batch handed to the classifier: lam_margin and, when `adjust`, λ adjusting (§3)."""
-        if in_lam_margin(lam, self.lam_margin):
+        if in_lam_margin(lam, self.mix.lam_margin):
             return margin_mask(z.shape[0], out_size, lam, z.device)
         s = self._mask(z, lam, index, out_size)
         return adjust_lam(s, lam) if adjust else s
@@ -251,10 +206,10 @@ class SAMix:
 
     def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
         """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
-        n = max(2, int(round(self.mixer_batch_frac * x.shape[0])))
+        n = max(2, int(round(self.preset.mixer_batch_frac * x.shape[0])))
         x, target, z = x[:n], target[:n], z[:n]
-        if self.mixer_scale < 1:  # θ̄ reads a smaller copy; the Mixer makes its mask at that size (ours, not §5.4)
-            size = [max(1, round(d * self.mixer_scale)) for d in x.shape[-2:]]
+        if self.preset.mixer_scale < 1:  # θ̄ reads a smaller copy; the Mixer makes its mask at that size (not §5.4)
+            size = [max(1, round(d * self.preset.mixer_scale)) for d in x.shape[-2:]]
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
         index = torch.randperm(n, device=x.device)
         with record_function('samix/mixer_forward'):
@@ -262,11 +217,12 @@ class SAMix:
             x_mix = mix_images(x, s, index)
         with self.amp_autocast(), record_function('samix/encoder_forward'):
             logits = self.encoder_forward(x_mix)  # θ̄ frozen: grad flows to x_mix only (channels_last if θ̄ is)
-        if self.mixer_loss == 'eta':
-            loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.eta)  # §4 ℓ_η
+        if self.settings.loss == 'eta':
+            loss_cls = eta_balanced_bce(logits, target, target[index], lam, self.settings.eta)  # §4 ℓ_η
         else:
             # the reference's head_mix: soft CE with the recipe's label smoothing (0.1 in the ViT configs, §5.7)
-            loss_cls = mixup_ce(logits.float(), soft_target(target, index, lam, self.num_classes, self.label_smoothing))
+            y = soft_target(target, index, lam, self.num_classes, self.mix.label_smoothing)
+            loss_cls = mixup_ce(logits.float(), y)
         with record_function('samix/mixer_backward_step'):
             metrics = self.trainer.update(loss_cls, s, lam, self.step)  # + β(ℓ_μ + ℓ_σ), step φ (§3, §5.4)
         self.last_metrics.update(metrics, lam_k=lam)
@@ -297,7 +253,8 @@ class SAMix:
         finally:
             for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
                 m.num_batches_tracked.copy_(count)
-        s = adjust_lam(raw, lam) if self.lam_adjust_prob >= 1 and not in_lam_margin(lam, self.lam_margin) else raw
+        adjust = self.mix.lam_adjust_prob >= 1 and not in_lam_margin(lam, self.mix.lam_margin)
+        s = adjust_lam(raw, lam) if adjust else raw
         return dict(x_i=x, x_j=x[index], mask=s, mask_raw=raw, x_mix=mix_images(x, s, index))
 
     def state_dict(self) -> Dict:

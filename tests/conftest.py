@@ -60,3 +60,20 @@ def one_thread():
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp('tiny_imagefolder'))
+
+
+# SAMix's settings by the names of its former flat keywords (most tests set one or two of them)
+_MIXER_FIELDS = dict(mixer='mixer', mixer_kwargs='kwargs', mixer_optimizer='optimizer', mixer_min_lr='min_lr',
+                     mixer_loss='loss', eta='eta', beta='beta', mask_margin='mask_margin', mask_loss='mask_loss',
+                     tap_index='tap_index')
+_PRESET_FIELDS = ('mixer_every', 'mixer_batch_frac', 'mixer_scale', 'clean_weight', 'clean_forward', 'clean_frac')
+_MIX_FIELDS = ('alpha', 'lam_margin', 'lam_adjust_prob', 'label_smoothing', 'prob')
+
+
+def build_samix(model, num_classes: int, total_steps: int, **flat):
+    """`SAMix` from one flat set of keywords, each sorted into the settings object that holds it."""
+    from samix_timm import MixerSettings, MixSettings, SAMix, StepPreset
+    mixer = MixerSettings(**{_MIXER_FIELDS[k]: flat.pop(k) for k in list(flat) if k in _MIXER_FIELDS})
+    preset = StepPreset(**{k: flat.pop(k) for k in list(flat) if k in _PRESET_FIELDS})
+    mix = MixSettings(**{k: flat.pop(k) for k in list(flat) if k in _MIX_FIELDS})
+    return SAMix(model, num_classes, total_steps, mixer=mixer, preset=preset, mix=mix, **flat)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 
-from samix_timm import SAMix
+from conftest import build_samix
+from samix_timm import MixSettings, SAMix
 from samix_timm.clean import CleanBatch, CleanMixLoss, CleanTerm, forward_batch
 from samix_timm.defaults import samix_defaults
 from samix_timm.errors import ConfigError
@@ -63,15 +64,15 @@ def test_clean_half_follows_the_recipes_bce_threshold():
 
 @pytest.mark.parametrize('bad', [-1.0, float('nan')])
 def test_bad_clean_weight_is_refused(bad):
-    with pytest.raises(ConfigError, match='must be 0 .off. or positive'):
+    with pytest.raises(ValueError, match='weight=.* must be 0 .off. or positive'):
         CleanTerm(bad, K)
-    with pytest.raises(ConfigError, match="--samix-clean-forward both is not known: use one of joint, separate"):
+    with pytest.raises(ValueError, match="forward='both' is not known: use one of joint, separate"):
         CleanTerm(1.0, K, forward='both')
 
 
 def test_samix_returns_clean_then_mixed_and_both_terms_train_the_classifier():
     model = _model()
-    samix = SAMix(model, K, 100, input_size=(3, 32, 32), label_smoothing=0.0, lam_margin=0.0, clean_weight=1.0)
+    samix = build_samix(model, K, 100, input_size=(3, 32, 32), label_smoothing=0.0, lam_margin=0.0, clean_weight=1.0)
     x, y = _batch()
     np.random.seed(0)
     x_out, y_out = samix(x, y)
@@ -92,13 +93,13 @@ def test_samix_returns_clean_then_mixed_and_both_terms_train_the_classifier():
     # the classifier loss never reaches φ (x_mix is built under no_grad)
     assert all(torch.equal(g, p.grad) for g, p in zip(mixer_grads, samix.mixer.parameters()))
     # off: the plain (x_mix, ỹ) contract of timm Mixup
-    off = SAMix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=0.0)
+    off = build_samix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=0.0)
     x_mix, target = off(x, y)
     assert x_mix.shape[0] == 6 and off.clean.split is None
 
 
 def test_samix_disabled_mixing_returns_the_plain_batch():
-    samix = SAMix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=1.0)
+    samix = build_samix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=1.0)
     samix.mixup_enabled = False  # timm's --mixup-off-epoch
     x, y = _batch()
     x_out, _ = samix(x, y)
@@ -140,13 +141,14 @@ def test_train_args_and_own_loop_get_the_same_samix():
     data_config = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
     ours = create_mixup(args, _model(), K, data_config=data_config, steps_per_epoch=40, train_size=4000)
     T = 5 * 40
-    own = SAMix(_model(), K, T, input_size=(3, 32, 32), label_smoothing=0.0,
+    own = SAMix(_model(), K, T, input_size=(3, 32, 32), mix=MixSettings(label_smoothing=0.0),
                 **samix_defaults('test_resnet', T, train_size=4000, lr=0.1, weight_decay=5e-4))
-    for attr in ('total_steps', 'eta', 'mixer_every', 'mixer_batch_frac', 'mixer_loss', 'alpha'):
-        assert getattr(ours, attr) == getattr(own, attr), attr
+    assert ours.total_steps == own.total_steps and ours.preset == own.preset and ours.mix == own.mix
+    for attr in ('eta', 'loss', 'mask_margin', 'mask_loss', 'min_lr', 'kwargs'):
+        assert getattr(ours.settings, attr) == getattr(own.settings, attr), attr
     assert ours.clean.weight == own.clean.weight == 1.0 and ours.clean.forward == own.clean.forward
     assert [ours.momentum(t) for t in (0, T // 2, T)] == [own.momentum(t) for t in (0, T // 2, T)]
-    assert [ours.beta(t) for t in (0, T)] == [own.beta(t) for t in (0, T)] == [0.1, 0.1]  # small data: constant
+    assert [ours.settings.beta(t) for t in (0, T)] == [own.settings.beta(t) for t in (0, T)] == [0.1, 0.1]  # constant
     assert ours.optimizer.defaults == own.optimizer.defaults
     assert ours.mixer.config == own.mixer.config
 
@@ -155,18 +157,18 @@ def test_defaults_by_family_size_and_length():
     small = samix_defaults('resnet18', 1000, train_size=50_000, weight_decay=1e-4)
     big = samix_defaults('resnet50', 500_000, train_size=1_281_167, weight_decay=1e-4)
     vit = samix_defaults('deit_small_patch16_224', 500_000, train_size=1_281_167, lr=5e-4, weight_decay=0.05)
-    assert (small['eta'], big['eta']) == (0.5, 0.1)
-    assert (small['mixer_kwargs']['dropout'], big['mixer_kwargs']['dropout']) == (0.0, 0.1)
-    assert small['beta'].mode == 'constant' and big['beta'].mode == 'linear'
+    assert (small['mixer'].eta, big['mixer'].eta) == (0.5, 0.1)
+    assert (small['mixer'].kwargs['dropout'], big['mixer'].kwargs['dropout']) == (0.0, 0.1)
+    assert small['mixer'].beta.mode == 'constant' and big['mixer'].beta.mode == 'linear'
     assert big['momentum'].start == pytest.approx(0.999) and big['momentum'].end == pytest.approx(0.99999)
     assert small['momentum'].start == pytest.approx(1 - 10 / 1000)  # scaled to T
-    opt = big['mixer_optimizer'].keywords
+    opt = big['mixer'].optimizer.keywords
     assert (opt['opt'], opt['lr'], opt['weight_decay']) == ('momentum', 0.1, 1e-4)  # §5.7: plain SGD, inherited wd
-    assert vit['mixer_optimizer'].keywords['opt'] == 'adamw' and vit['mixer_optimizer'].keywords['lr'] == 5e-4
+    assert vit['mixer'].optimizer.keywords['opt'] == 'adamw' and vit['mixer'].optimizer.keywords['lr'] == 5e-4
     assert vit['momentum'].warmup_frac == 0.25
     # the Mixer's weight decay reaches every parameter, BN and biases included (the reference's)
     mixer = nn.Sequential(nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
-    optimizer = big['mixer_optimizer'](mixer.parameters())
+    optimizer = big['mixer'].optimizer(mixer.parameters())
     assert all(g['weight_decay'] == 1e-4 for g in optimizer.param_groups)
     assert sum(len(g['params']) for g in optimizer.param_groups) == 4
     assert not any(g.get('nesterov') for g in optimizer.param_groups)
@@ -244,12 +246,12 @@ def test_clean_frac_weighs_the_first_rows_of_the_clean_batch():
     assert separate.shape[0] == 10
     torch.testing.assert_close(separate[:2], model(xb[:2]))  # the clean rows get their own forward
     for bad in (0.0, 1.5):
-        with pytest.raises(ConfigError, match=f'--samix-clean-frac {bad} must be in'):
+        with pytest.raises(ValueError, match=f'frac={bad} must be in'):
             CleanTerm(1.0, K, frac=bad)
 
 
 def test_samix_with_clean_frac_returns_fewer_clean_rows():
-    samix = SAMix(_model(), K, 100, input_size=(3, 32, 32), lam_margin=0.0, clean_weight=1.0, clean_frac=0.5)
+    samix = build_samix(_model(), K, 100, input_size=(3, 32, 32), lam_margin=0.0, clean_weight=1.0, clean_frac=0.5)
     x, y = _batch(6)
     np.random.seed(0)
     x_out, y_out = samix(x, y)

@@ -339,7 +339,7 @@ def _check_run(path, result):
     if cfg['mixup'] == 'samix':
         assert mixer_name(result.mixup_fn.mixer) == cfg['samix_mixer']
         assert result.mixup_fn.step == 2
-        assert (result.mixup_fn.mixer_every, result.mixup_fn.mixer_batch_frac) == (1, 1.0)  # samix_preset: paper
+        assert (result.mixup_fn.preset.mixer_every, result.mixup_fn.preset.mixer_batch_frac) == (1, 1.0)  # paper
         assert math.isfinite(float(rows[0]['train_mixer_loss']))
     else:
         assert isinstance(result.mixup_fn, Mixup)

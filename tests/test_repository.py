@@ -54,3 +54,17 @@ def test_readme_and_docs_links_resolve():
             if not dest.exists() or (anchor and dest.suffix == '.md' and anchor not in _anchors(dest)):
                 broken.append(f'{page.relative_to(REPO)}: {target}')
     assert not broken, broken
+
+
+def test_readme_own_loop_example_runs(monkeypatch):
+    """The README's `SAMix` example for one's own loop, run as written (CPU: `.cuda()` is the identity here)."""
+    import timm
+    import torch
+    text = (REPO / 'README.md').read_text()
+    block = next(b for b in re.findall(r'```python\n(.*?)```', text, flags=re.S) if 'SAMix(' in b)
+    monkeypatch.setattr(torch.Tensor, 'cuda', lambda self, *a, **k: self)
+    torch.manual_seed(0)
+    namespace = dict(model=timm.create_model('test_resnet', num_classes=1000), epochs=1, lr=0.1, dataset=range(8),
+                     loader=[(torch.randn(4, 3, 32, 32), torch.randint(0, 1000, (4,)))])
+    exec(compile(block, 'README.md', 'exec'), namespace)
+    assert namespace['loss'].ndim == 0 and torch.isfinite(namespace['loss'])

@@ -13,13 +13,14 @@ import torch.nn as nn
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
-from samix_timm import SAMix
+from conftest import build_samix
+from samix_timm import MixerSettings, SAMix, StepPreset
 from samix_timm.defaults import samix_defaults
 from samix_timm.errors import ConfigError
 from samix_timm.features import FeatureTapError
 from samix_timm.mixer import MixerNumericsError, create_mixer
-from samix_timm.momentum import BetaSchedule, MomentumSchedule, scaled_momentum
 from samix_timm.mixing import adjust_lam, soft_target
+from samix_timm.momentum import BetaSchedule, MomentumSchedule, scaled_momentum
 
 K = 10
 
@@ -30,10 +31,8 @@ def _model(seed=0):
 
 
 def _samix(model, **kw):
-    kw.setdefault('total_steps', 100)
     kw.setdefault('input_size', (3, 32, 32))
-    kw.setdefault('label_smoothing', 0.1)
-    return SAMix(model, K, **kw)
+    return build_samix(model, K, kw.pop('total_steps', 100), **kw)
 
 
 def _batch(n=6, seed=0):
@@ -94,10 +93,10 @@ def test_mixer_scale_trains_the_mixer_through_a_smaller_copy():
     assert seen == [(6, 3, 16, 16)] and x_mix.shape == x.shape
     assert _changed(p_mixer, samix.mixer) == set(p_mixer) and not _changed(p_model, model)
     for bad in (0.0, 1.5):
-        with pytest.raises(ConfigError, match=f'--samix-mixer-scale {bad} must be in'):
+        with pytest.raises(ValueError, match=f'mixer_scale={bad:g} must be in'):
             _samix(_model(), mixer_scale=bad)
     vit = timm.create_model('test_vit', num_classes=K, img_size=32, dynamic_img_size=False)
-    with pytest.raises(ConfigError, match='has a fixed patch grid: use --samix-mixer-scale 1'):
+    with pytest.raises(ConfigError, match='has a fixed patch grid: use mixer_scale=1'):
         _samix(vit, mixer_scale=0.5)
 
 
@@ -184,9 +183,9 @@ def test_soft_targets_input_is_refused():
 def test_bad_settings_and_models():
     with pytest.raises(ConfigError, match='num_classes'):
         SAMix(_model(), 5, total_steps=10)
-    with pytest.raises(ConfigError, match='mixer-batch-frac'):
+    with pytest.raises(ValueError, match='mixer_batch_frac=0 must be in'):
         _samix(_model(), mixer_batch_frac=0)
-    with pytest.raises(ConfigError, match="'eta' or 'mce'"):
+    with pytest.raises(ValueError, match="'eta' or 'mce'"):
         _samix(_model(), mixer_loss='bce')
 
     class Plain(nn.Module):
@@ -390,11 +389,11 @@ def test_mce_mixer_loss_uses_the_recipes_label_smoothing(smoothing):
 def test_mask_upsampling_follows_the_released_configs():
     """The released DeiT-S/Swin-T SAMix configs upsample the mask nearest, the CNN ones bilinearly; AutoMix is
     nearest everywhere (issue 31, item 3); --samix-mixer-upsample overrides."""
-    kwargs = {name: samix_defaults(name, 1000)['mixer_kwargs'] for name in
+    kwargs = {name: samix_defaults(name, 1000)['mixer'].kwargs for name in
               ('deit_small_patch16_224', 'swin_tiny_patch4_window7_224', 'resnet50')}
     assert [kw['upsample'] for kw in kwargs.values()] == ['nearest', 'nearest', 'bilinear']
-    assert samix_defaults('resnet50', 1000, mixer_upsample='nearest')['mixer_kwargs']['upsample'] == 'nearest'
-    assert create_mixer('automix', 16, **samix_defaults('resnet50', 1000, mixer='automix')['mixer_kwargs']).upsample \
+    assert samix_defaults('resnet50', 1000, mixer_upsample='nearest')['mixer'].kwargs['upsample'] == 'nearest'
+    assert create_mixer('automix', 16, **samix_defaults('resnet50', 1000, mixer='automix')['mixer'].kwargs).upsample \
         == 'nearest'
     torch.manual_seed(0)
     z, index = torch.randn(2, 16, 4, 4), torch.tensor([1, 0])
@@ -448,7 +447,8 @@ def test_presets_and_explicit_values(flags, expected):
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', *flags])
     samix = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
                          steps_per_epoch=10, train_size=100)
-    assert dict(mixer_every=samix.mixer_every, mixer_batch_frac=samix.mixer_batch_frac, mixer_scale=samix.mixer_scale,
+    p = samix.preset
+    assert dict(mixer_every=p.mixer_every, mixer_batch_frac=p.mixer_batch_frac, mixer_scale=p.mixer_scale,
                 clean_weight=samix.clean.weight, clean_frac=samix.clean.frac) == expected
 
 
@@ -456,9 +456,10 @@ def test_paper_preset_is_the_reference_step():
     from samix_timm.defaults import SAMIX_PRESETS, preset_values
     # §5.4-§5.6: Mixer on the whole batch at full resolution every step, clean term W = 1 on the whole clean
     # batch through its own forward
-    assert SAMIX_PRESETS['paper'] == dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0,
-                                          clean_forward='separate', clean_frac=1.0)
-    with pytest.raises(ConfigError, match='--samix-preset nope is not known: use one of paper, every2, half, fast, lowres, lean, quarter'):
+    assert SAMIX_PRESETS['paper'] == StepPreset(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0,
+                                                clean_forward='separate', clean_frac=1.0)
+    with pytest.raises(ConfigError, match="preset 'nope' is not known: use one of paper, every2, half, fast, lowres, "
+                                          "lean, quarter"):
         preset_values('nope')
 
 
@@ -470,7 +471,7 @@ def test_state_written_before_the_mixer_trainer_split_still_resumes(one_thread):
                        weights_only=False)
     torch.manual_seed(0)
     model = timm.create_model('test_resnet', num_classes=4)
-    samix = SAMix(model, 4, total_steps=10, input_size=(3, 32, 32), mixer_kwargs=dict(dropout=0.))
+    samix = SAMix(model, 4, total_steps=10, input_size=(3, 32, 32), mixer=MixerSettings(kwargs=dict(dropout=0.)))
     samix.load_state_dict(state)
     assert samix.step == 2
     for name, p in samix.mixer.state_dict().items():

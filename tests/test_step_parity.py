@@ -30,7 +30,7 @@ import timm
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
-from samix_timm import SAMix
+from samix_timm import MixerSettings, MixSettings, SAMix, StepPreset
 from samix_timm.clean import forward_batch
 from samix_timm.momentum import BetaSchedule, MomentumSchedule
 
@@ -171,12 +171,13 @@ def run_step(clean_weight=1.0, clean_forward='separate', lam_rescale_k=-1., seed
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
     samix = SAMix(
-        model, K, total_steps=10, mixer='samix', mixer_kwargs=dict(dropout=0.0, lam_rescale_k=lam_rescale_k),
-        mixer_optimizer=partial(torch.optim.SGD, lr=1.0, momentum=0.0, weight_decay=0.0), mixer_min_lr=1.0,
-        input_size=(3, HW, HW), alpha=2.0, eta=ETA, mixer_loss='eta',
-        momentum=MomentumSchedule(M, M, 10), beta=BetaSchedule(BETA, 'constant', 10), mask_margin=MARGIN,
-        lam_margin=0.0, lam_adjust_prob=0.0, mixer_batch_frac=1.0, mixer_every=1, label_smoothing=0.0,
-        prob=1.0, clean_weight=clean_weight, clean_forward=clean_forward)
+        model, K, total_steps=10, input_size=(3, HW, HW), momentum=MomentumSchedule(M, M, 10),
+        mixer=MixerSettings(
+            mixer='samix', kwargs=dict(dropout=0.0, lam_rescale_k=lam_rescale_k),
+            optimizer=partial(torch.optim.SGD, lr=1.0, momentum=0.0, weight_decay=0.0), min_lr=1.0, eta=ETA,
+            loss='eta', beta=BetaSchedule(BETA, 'constant', 10), mask_margin=MARGIN),
+        preset=StepPreset(mixer_batch_frac=1.0, mixer_every=1, clean_weight=clean_weight, clean_forward=clean_forward),
+        mix=MixSettings(alpha=2.0, lam_margin=0.0, lam_adjust_prob=0.0, label_smoothing=0.0, prob=1.0))
     # θ̄ away from θ (as after some training), so θ and θ̄ are told apart
     with torch.no_grad():
         for p in samix.encoder.module.parameters():

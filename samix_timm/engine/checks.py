@@ -17,6 +17,7 @@ from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
 from ..mixer import MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
+from ..settings import StepPreset
 from ..factory import mixing_active
 from .args import TIMM_NOT_RUN, create_train_parser
 
@@ -161,12 +162,12 @@ def check_mixing(args) -> None:
         step = (preset_values(args.samix_preset, clean_weight=args.samix_clean_weight,
                               clean_forward=args.samix_clean_forward, clean_frac=args.samix_clean_frac)
                 if samix and not args.samix_pretrained else
-                dict(clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward or 'separate',
-                     clean_frac=args.samix_clean_frac or 1.0))
-        rows = max(1, round(step['clean_frac'] * args.batch_size))
-        if step['clean_weight'] and step['clean_forward'] == 'separate' and rows < 2 and mixing_active(args):
+                StepPreset(clean_weight=args.samix_clean_weight or 0., clean_forward=args.samix_clean_forward or
+                           'separate', clean_frac=args.samix_clean_frac or 1.0))
+        rows = max(1, round(step.clean_frac * args.batch_size))
+        if step.clean_weight and step.clean_forward == 'separate' and rows < 2 and mixing_active(args):
             _logger.warning(f"the clean-batch term sees {rows} image of each batch of {args.batch_size} (clean "
-                            f"fraction {step['clean_frac']:g}) in a forward of its own: BatchNorm normalises it with "
+                            f"fraction {step.clean_frac:g}) in a forward of its own: BatchNorm normalises it with "
                             f"the statistics of one image (and fails where a feature map is 1x1); raise "
                             f"--samix-clean-frac or --batch-size, or pass --samix-clean-forward joint")
     if args.mixup_mode != 'batch' and samix:
@@ -243,7 +244,7 @@ def warn_no_effect(args) -> List[str]:
     defaults = vars(create_train_parser().parse_args([]))
     given = {d for d, v in vars(args).items() if d in defaults and v != defaults[d]}
     samix, mixing = args.mixup == 'samix', mixing_active(args)
-    clean = bool(args.samix_clean_weight) or (samix and preset_values(args.samix_preset)['clean_weight'] > 0)
+    clean = bool(args.samix_clean_weight) or (samix and preset_values(args.samix_preset).clean_weight > 0)
     notes = []
     for d in sorted(given):
         if d.startswith('samix_') and d not in _CLEAN_TERM and not samix:

@@ -1,4 +1,5 @@
-""" Pictures of what a learned mixer does: rows of (x_i, x_j, mask, x_mix) under a legend, tiles large enough to see. """
+""" Pictures of what a learned mixer does: rows of (x_i, x_j, mask, x_mix) under a legend, tiles large enough to
+see. """
 import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence
