@@ -72,6 +72,8 @@ CASES = {
     # train.py: data
     'no-data-dir': ('train', lambda f: [*TRAIN, *_out(f)]),
     'data-dir-missing': ('train', lambda f: [*TRAIN, '--data-dir', str(f['root'] / 'nope'), *_out(f)]),
+    'data-dir-is-a-file': ('train', lambda f: [*TRAIN, '--data-dir', str(f['root'] / 'bad.yaml'), *_out(f)]),
+    'ssl-data-dir-is-a-file': ('ssl', lambda f: [*SSL, '--data-dir', str(f['root'] / 'bad.yaml'), *_out(f)]),
     'no-val-split': ('train', lambda f: [*TRAIN, '--data-dir', str(f['noval']), *_out(f)]),
     'no-train-split': ('train', lambda f: [*TRAIN, '--data-dir', str(f['noval'] / 'train'), *_out(f)]),
     'val-extra-class': ('train', lambda f: [*TRAIN, '--data-dir', str(f['extra_val']), *_out(f)]),

@@ -6,6 +6,7 @@ script) can build exactly the piece it needs. Bad input raises `ConfigError` wit
 import logging
 import os
 import shutil
+import tarfile
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from functools import partial
@@ -76,7 +77,10 @@ def check_data_dir(args) -> None:
     if not root.exists():
         raise ConfigError(f"--data-dir '{root}' does not exist: check the path, or {hint}")
     if root.is_file():
-        return  # ImageTar
+        if tarfile.is_tarfile(root):
+            return  # timm reads a tar of images (ImageTar)
+        raise ConfigError(f"--data-dir '{root}' is a file, not a folder of images (nor a tar of them): pass the "
+                          f"ImageFolder root with train/ and val/, or {hint}")
     extensions = set(get_img_extensions())
     for _, _, files in os.walk(root):
         if any(os.path.splitext(f)[1].lower() in extensions for f in files):
