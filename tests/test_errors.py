@@ -17,6 +17,8 @@ import torch
 from samix_timm.cli import run_train, run_train_ssl, run_validate
 from samix_timm.engine.args import parse_train_args
 from samix_timm.engine.train import train
+from samix_timm.reproduce import main as reproduce_main
+from samix_timm.ssl.probe import main as probe_main
 
 from conftest import REPO, make_image_folder
 
@@ -208,6 +210,9 @@ CASES = {
     'ssl-batch-one': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '-b', '1', *_out(f)]),
     'ssl-batch-larger-than-data': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '-b', '64',
                                                     '--queue-size', '128', *_out(f)]),
+    'probe-knn-k-zero': ('probe', lambda f: ['--checkpoint', str(f['ckpt']), '--data-dir', str(f['data']),
+                                             '--knn-k', '0']),
+    'reproduce-config-missing': ('reproduce', lambda f: ['--configs', str(f['root'] / 'nope.yaml'), '--markdown']),
     'ssl-lr-nan': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),
     'ssl-knn-k-zero': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--knn-k', '0', *_out(f)]),
     'ssl-temperature-zero': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--temperature', '0', *_out(f)]),
@@ -219,7 +224,8 @@ CASES = {
     'ssl-resume-supervised-checkpoint': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--resume',
                                                           str(f['ckpt']), *_out(f)]),
 }
-ENTRY = {'train': run_train, 'validate': run_validate, 'ssl': run_train_ssl}
+ENTRY = {'train': run_train, 'validate': run_validate, 'ssl': run_train_ssl, 'probe': probe_main,
+         'reproduce': reproduce_main}
 
 
 def doc_rows():

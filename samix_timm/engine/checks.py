@@ -74,6 +74,7 @@ LIMITS: Dict[str, Limit] = {
     'proj_dim': _at_least(1), 'ssl_alpha': _above(0), 'mix_weight': _at_least(0), 'eta': _closed(0, 1),
     'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
     'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),
+    'linear_epochs': _at_least(0), 'linear_lr': _above(0),  # ssl.probe
     'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB,
 }
 

@@ -2,9 +2,11 @@
 import argparse
 import glob
 import logging
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..errors import ConfigError
 from .cost import cost_text, measure_cost
 from .recipes import config_path, list_configs, read_config
 from .results import collect
@@ -13,9 +15,15 @@ from .table import format_table
 
 
 def _expand(patterns: Sequence[str]) -> List[Path]:
+    """The config files `patterns` name (paths or globs); one that names no file is one `ConfigError` line."""
     paths = []
     for p in patterns:
-        paths += [Path(m).resolve() for m in sorted(glob.glob(p))] or [Path(p).resolve()]
+        found = [Path(m).resolve() for m in sorted(glob.glob(p))] or [Path(p).resolve()]
+        missing = [f for f in found if not f.is_file()]
+        if missing:
+            raise ConfigError(f"--configs {p}: '{missing[0]}' is not a config file: pass a YAML of configs/ "
+                              f"(e.g. configs/in1k/pt100_resnet50_samix.yaml) or a glob that matches some")
+        paths += found
     return paths
 
 
@@ -43,6 +51,14 @@ def create_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = create_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except ConfigError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     if args.collect:
         results = [collect(d, data_dir=args.data_dir) for d in args.collect]
         paths = [config_path(r.config) or Path(f'{r.config}.yaml') for r in results]

@@ -20,6 +20,7 @@ from timm.data import create_dataset
 from timm.models import create_model
 from torch.utils.data import DataLoader
 
+from ..engine.checks import check_numbers
 from ..engine.setup import local_device, shared_class_index
 from ..errors import ConfigError
 from .data import eval_transform, extract_features
@@ -155,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        check_numbers(args)
         device = local_device(args.device)
         results = probe_checkpoint(
             args.checkpoint, args.data_dir, img_size=args.img_size, train_split=args.train_split,
