@@ -265,11 +265,14 @@ def test_two_process_gloo_ssl_run_keeps_ranks_identical(small_data, tmp_path, mo
 
 
 
-def test_backbone_export_never_overwrites(small_data, tmp_path, one_thread, capsys):
+def test_backbone_export_never_overwrites(small_data, tmp_path, one_thread, capsys, monkeypatch):
     """`python -m samix_timm.ssl.export` to an existing --out: one line, exit 2, the file untouched (it used to be
     replaced without a word)."""
+    import logging
     from samix_timm.ssl.export import main as export_main
     ckpt = str(_run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none').checkpoint)
+    monkeypatch.setattr(logging.getLogger(), 'handlers', [])  # earlier tests' handlers write to closed streams
+    capsys.readouterr()
     out = tmp_path / 'exports' / 'backbone.pth'
     assert export_main(['--checkpoint', ckpt, '--out', str(out)]) == 0
     before = out.read_bytes()
