@@ -34,6 +34,13 @@ def read_torch_file(path: Path, what: str, fix: str) -> Any:
                       f"{what}; {fix}") from None
 
 
+def as_created(path: Path) -> None:
+    """Give a file written through `tempfile` (mode 0600) the mode a plain `open` would have given it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_new_torch_file(obj: Any, out: Path, fix: str) -> Path:
     """`torch.save(obj)` to `out`, which must not exist: written to a temporary file beside it, then linked to its
     name only when whole, so an existing file is never replaced and a failed write (full disk, no permission)
@@ -47,6 +54,7 @@ def write_new_torch_file(obj: Any, out: Path, fix: str) -> Path:
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
             tmp = Path(f.name)
             torch.save(obj, f)
+        as_created(tmp)
         try:
             os.link(tmp, out)  # fails if `out` appeared meanwhile: never replaces it
         except FileExistsError:

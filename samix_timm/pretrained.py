@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.data import resolve_data_config
 
 from .errors import ConfigError
-from .files import read_torch_file
+from .files import as_created, read_torch_file
 from .mixer import create_mixer, set_inference_mode
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 
@@ -127,6 +127,7 @@ def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], descr
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
             tmp = Path(f.name)
             torch.save(artifact, f)
+        as_created(tmp)
         sha = file_sha256(tmp)
         final = out.with_name(f'{out.stem}-{sha[:8]}.pth')
         if final.exists():
