@@ -40,7 +40,7 @@ SAMIX_PRESETS: Dict[str, StepPreset] = {
 DEFAULT_PRESET = 'paper'
 # The Mixer: the authors' by default. The stable Mixer of method §2.6 (--samix-mixer-init fan_in --samix-mixer-norm
 # qk --samix-mask-loss image) is not the default: on the default preset it ended grey in 1 of 5 seeds against the
-# authors' 0 of 6 (bench/results/mixer_grey.md), so the numbers do not say so yet.
+# authors' 0 of 10 (bench/results/mixer_grey.md), so the numbers do not say so yet.
 DEFAULT_MIXER_INIT = 'reference'  # Q/K ~ N(0, 0.01^2) (§2.5); 'fan_in': N(0, 1/fan_in)
 DEFAULT_MIXER_NORM = 'none'  # 'qk': Q and K at unit RMS per position, logits bounded by sqrt(d)
 DEFAULT_MASK_LOSS = 'batch'  # 'image': ℓ_μ, ℓ_σ per image, so masks constant per image no longer meet them
