@@ -7,7 +7,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -41,34 +41,38 @@ def as_created(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_new_torch_file(obj: Any, out: Path, fix: str) -> Path:
-    """`torch.save(obj)` to `out`, which must not exist: written to a temporary file beside it, then linked to its
+def write_new_torch_file(obj: Any, out: Path, fix: str, name: Optional[Callable[[Path], Path]] = None,
+                         what: Optional[str] = None) -> Path:
+    """`torch.save(obj)` to a file that must not exist: written to a temporary file beside `out`, then linked to its
     name only when whole, so an existing file is never replaced and a failed write (full disk, no permission)
-    leaves nothing behind. Failures are one `ConfigError` line ending with `fix`."""
+    leaves nothing behind. The name is `out`, or `name(temporary file)` (e.g. one holding its hash). Failures are one
+    `ConfigError` line: `cannot write <what> (reason): <fix>` (`what` defaults to the path)."""
     out = Path(out)
-    if out.exists():
+    if name is None and out.exists():
         raise ConfigError(f"'{out}' exists: remove it or choose another --out (nothing is ever overwritten)")
-    tmp = None
+    tmp = final = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
             tmp = Path(f.name)
             torch.save(obj, f)
         as_created(tmp)
+        final = name(tmp) if name is not None else out
         try:
-            os.link(tmp, out)  # fails if `out` appeared meanwhile: never replaces it
+            os.link(tmp, final)  # fails if the name exists (or appeared meanwhile): never replaces it
         except FileExistsError:
             raise
         except OSError:  # a filesystem without hard links: rename, after one more look
-            if out.exists():
-                raise FileExistsError(out) from None
-            tmp.rename(out)
-    except FileExistsError:
-        raise ConfigError(f"'{out}' exists: remove it or choose another --out (nothing is ever overwritten)") from None
+            if final.exists():
+                raise FileExistsError(final) from None
+            tmp.rename(final)
     except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk
+        if isinstance(e, FileExistsError) and final is not None:  # the name is taken (not: a file where a folder goes)
+            raise ConfigError(f"'{final}' exists: remove it or choose another --out (nothing is ever overwritten)") \
+                from None
         reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
-        raise ConfigError(f"cannot write '{out}' ({reason}): {fix}") from None
+        raise ConfigError(f"cannot write {what or repr(str(out))} ({reason}): {fix}") from None
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
-    return out
+    return final

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import numbers
 import re
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from timm.data import resolve_data_config
 
 from .errors import ConfigError
-from .files import as_created, read_torch_file
+from .files import read_torch_file, write_new_torch_file
 from .mixer import create_mixer, set_inference_mode
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 
@@ -121,26 +120,15 @@ def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], descr
     except ConfigError as e:
         raise ConfigError(f"'{checkpoint_path}': {e}") from None
     out = Path(out)
-    tmp = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f'.{out.name}-', suffix='.tmp', delete=False) as f:
-            tmp = Path(f.name)
-            torch.save(artifact, f)
-        as_created(tmp)
-        sha = file_sha256(tmp)
-        final = out.with_name(f'{out.stem}-{sha[:8]}.pth')
-        if final.exists():
-            raise ConfigError(f"'{final}' exists: remove it or choose another --out (the exporter never overwrites)")
-        tmp.rename(final)
-    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer
-        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
-        raise ConfigError(f"cannot write the artifact into '{out.parent}' ({reason}): pass an --out in a writable "
-                          f"folder") from None
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-    return final, sha
+    hashes = {}
+
+    def hashed(tmp: Path) -> Path:  # <out stem>-<sha256[:8]>.pth, torch.hub style
+        hashes['sha'] = file_sha256(tmp)
+        return out.with_name(f"{out.stem}-{hashes['sha'][:8]}.pth")
+
+    final = write_new_torch_file(artifact, out, 'pass an --out in a writable folder', name=hashed,
+                                 what=f"the artifact into '{out.parent}'")
+    return final, hashes['sha']
 
 
 def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[str, Any]:
