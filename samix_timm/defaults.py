@@ -43,6 +43,7 @@ DEFAULT_PRESET = 'paper'
 # authors' 0 of 10 (bench/results/mixer_grey.md), so the numbers do not say so yet.
 DEFAULT_MIXER_INIT = 'reference'  # Q/K ~ N(0, 0.01^2) (§2.5); 'fan_in': N(0, 1/fan_in)
 DEFAULT_MIXER_NORM = 'none'  # 'qk': Q and K at unit RMS per position, logits bounded by sqrt(d)
+DEFAULT_MASK_AREA = 'free'  # 'lam': each mask keeps exactly lam of its image (a per-image logit offset)
 DEFAULT_MASK_LOSS = 'batch'  # 'image': ℓ_μ, ℓ_σ per image, so masks constant per image no longer meet them
 
 
@@ -77,6 +78,7 @@ def samix_defaults(
         mixer_dropout: Optional[float] = None,
         mixer_init: Optional[str] = None,
         mixer_norm: Optional[str] = None,
+        mask_area: Optional[str] = None,
         mixer_upsample: Optional[str] = None,
         mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
@@ -115,6 +117,7 @@ def samix_defaults(
     mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
     if mixer == 'samix':
         mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
+        mixer_kwargs['area'] = mask_area or DEFAULT_MASK_AREA  # §2.6
         # §5.7: the released SAMix configs upsample bilinearly for CNNs, nearest for DeiT/Swin (AutoMix: nearest)
         mixer_kwargs['upsample'] = mixer_upsample or ('nearest' if vit else 'bilinear')
     elif mixer_upsample:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
+    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]
@@ -27,6 +27,7 @@ SizeType = Union[int, Sequence[int]]
 MIXER_UPSAMPLES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in')
 MIXER_NORMS = ('none', 'rms', 'qk')
+MIXER_AREAS = ('free', 'lam')  # mask area: learned under ℓ_μ (the authors') or 1 - lam per image by construction
 
 
 class MixerNumericsError(RuntimeError):
@@ -102,14 +103,50 @@ class MixingAttention(nn.Module):
             return logits.softmax(dim=-1)
 
 
-def _attention_mask(p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str) -> torch.Tensor:
-    """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride. """
+def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30) -> torch.Tensor:
+    """ s = sigmoid(m + b_n) with the per-image offset b_n that makes mean(s_n) = keep_n (§2.6, mask area).
+
+    b_n is found by bisection (mean(s_n) rises monotonically with b_n; b_n lies between logit(keep_n) - max(m_n)
+    and logit(keep_n) - min(m_n)); its gradient is the implicit one, db_n/dm_nk = -s'_nk / sum_k s'_nk, so the
+    area stays fixed under every update and only the shape of the mask learns.
+
+    Args:
+        m: Mask logits, Nx1xHxW fp32.
+        keep: Target mean of s per image, (N,) in (0, 1).
+    """
+    flat = m.flatten(1)
+    with torch.no_grad():
+        target = keep.clamp(1e-3, 1. - 1e-3)
+        lo = torch.logit(target) - flat.amax(1)
+        hi = torch.logit(target) - flat.amin(1)
+        for _ in range(steps):
+            b = (lo + hi) / 2
+            above = torch.sigmoid(flat + b[:, None]).mean(1) > target
+            hi = torch.where(above, b, hi)
+            lo = torch.where(above, lo, b)
+        b = (lo + hi) / 2
+        ds = torch.sigmoid(flat + b[:, None])
+        ds = ds * (1. - ds)
+        w = ds / ds.sum(1, keepdim=True).clamp_min(1e-12)
+    b = b - ((flat - flat.detach()) * w).sum(1)  # same value, implicit gradient
+    return torch.sigmoid(flat + b[:, None]).view_as(m)
+
+
+def _attention_mask(
+        p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str, keep: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride.
+
+    With ``keep`` (N,), each image's mask logits are shifted so that mean(s_n) = keep_n (`fit_mask_area`).
+    """
     n, _, h, w = v.shape
     with torch.autocast(device_type=v.device.type, enabled=False):
         m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
         m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
+        if keep is not None:
+            return fit_mask_area(m, keep)
         return m.sigmoid()  # Nx1xHxW
 
 
@@ -163,6 +200,8 @@ class Mixer(nn.Module):
         init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
         norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first) or 'qk'
             (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
+        area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
+            its partner, mean(1 - s_n) = lam_n, by a per-image logit offset); §2.6.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -175,6 +214,7 @@ class Mixer(nn.Module):
             upsample: str = 'bilinear',
             init: str = 'reference',
             norm: str = 'none',
+            area: str = 'free',
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -186,9 +226,14 @@ class Mixer(nn.Module):
         _check_init(init)
         if norm not in MIXER_NORMS:
             raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
+        if area not in MIXER_AREAS:
+            raise ValueError(f'area must be one of {MIXER_AREAS}, got {area!r}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
             dropout=dropout, upsample=upsample, init=init, norm=norm)
+        if area != 'free':  # written only when set, so Mixers exported before the option rebuild unchanged
+            self._config['area'] = area
+        self.area = area
         self.lam_rescale_k = lam_rescale_k
         self.norm = norm
         self.upsample = upsample
@@ -236,7 +281,8 @@ class Mixer(nn.Module):
         if self.norm == 'rms':  # §2.6
             z = _rms_normalize(z)
             z_p = z if z_partner is None else _rms_normalize(z_p)
-        lam = rescale_lam(_lam_map(lam, z), self.lam_rescale_k)  # Nx1x1x1
+        lam_n = _lam_map(lam, z)  # Nx1x1x1, the lam of the labels
+        lam = rescale_lam(lam_n, self.lam_rescale_k)
         # §2.1 adaptive lambda encoding (residual scaling)
         z_i = (1. + lam) * z  # NxCxhxw
         z_j = (2. - lam) * z_p[index]  # NxCxhxw
@@ -246,7 +292,8 @@ class Mixer(nn.Module):
         # §2.3 non-linear content from the partner only
         v = self.value(z_j)  # Nx1xhxw
         # §2.4 mask logits, upsample, sigmoid
-        return _attention_mask(p, v, out_size, self.upsample)
+        keep = 1. - lam_n.flatten() if self.area == 'lam' else None  # s weighs the partner: mean(s_n) = 1 - lam_n
+        return _attention_mask(p, v, out_size, self.upsample, keep)
 
 
 class AutoMixer(nn.Module):

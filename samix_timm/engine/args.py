@@ -266,6 +266,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-norm', type=str, default=None,
                    help="Mixer normalisation: 'none' (the authors', default), 'qk' (Q and K at unit RMS) or 'rms' "
                         "(input at per-sample unit RMS); method §2.6")
+    g.add_argument('--samix-mask-area', type=str, default=None,
+                   help="mask area: 'free' (learned under the mean loss, the authors', default) or 'lam' (each mask "
+                        "keeps exactly lam of its image); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Q/K init of the Mixer: 'reference' (N(0, 0.01^2), the authors', default) or 'fan_in'; method §2.6")
     g.add_argument('--samix-mixer-upsample', type=str, default=None,

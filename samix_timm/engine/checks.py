@@ -15,7 +15,7 @@ from timm.optim import get_optimizer_info
 
 from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
-from ..mixer import MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
+from ..mixer import MIXER_AREAS, MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
 from ..settings import StepPreset
 from ..factory import mixing_active
@@ -85,6 +85,7 @@ CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
     'samix_mixer_loss': lambda: ('eta', 'mce'),
     'samix_mixer_init': lambda: MIXER_INITS,
     'samix_mixer_norm': lambda: MIXER_NORMS,
+    'samix_mask_area': lambda: MIXER_AREAS,
     'samix_mixer_upsample': lambda: MIXER_UPSAMPLES,
     'samix_mask_loss': lambda: MASK_LOSSES,
     'samix_clean_forward': lambda: ('separate', 'joint'),
@@ -233,7 +234,7 @@ def check_paths(args) -> None:
 # options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer
 _ONLINE_SAMIX_ONLY = (
     'samix_mixer', 'samix_feature_index', 'samix_mixer_opt', 'samix_mixer_lr', 'samix_mixer_min_lr',
-    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mixer_init',
+    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mask_area', 'samix_mixer_init',
     'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
     'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
     'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
