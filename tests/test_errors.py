@@ -140,6 +140,8 @@ CASES = {
                                                     '--samix-mixer-init', 'xavier', *_out(f)]),
     'samix-unknown-mixer-norm': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                     '--samix-mixer-norm', 'layer', *_out(f)]),
+    'samix-unknown-mask-area': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                   '--samix-mask-area', 'exact', *_out(f)]),
     'samix-unknown-mask-loss': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                    '--samix-mask-loss', 'pixel', *_out(f)]),
     'samix-unknown-mixer-upsample': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',

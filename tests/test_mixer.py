@@ -246,3 +246,45 @@ def test_qk_norm_bounds_the_attention_logits():
     assert float(p_large.log().amax(-1).sub(p_large.log().amin(-1)).max()) <= 2 * 16 ** 0.5 + 1e-4
     assert float(plain(1000. * q, 1000. * k).amax(-1).min()) > 0.99  # saturated
     assert float(p_large.amax(-1).max()) < 0.9
+
+
+def test_mask_area_fits_lam_per_image_with_the_implicit_gradient():
+    """§2.6 area 'lam': mean(s_n) = keep_n for every image, the offset's gradient is the implicit one
+    (finite differences in float64), and no update can change an image's area (its gradient sums to 0)."""
+    from samix_timm.mixer import fit_mask_area
+    g = torch.Generator().manual_seed(0)
+    m = (3. * torch.randn(3, 1, 8, 8, generator=g)).double().requires_grad_(True)
+    keep = torch.tensor([0.3, 0.5, 0.9], dtype=torch.float64)
+    s = fit_mask_area(m, keep, steps=60)
+    torch.testing.assert_close(s.mean((1, 2, 3)), keep, rtol=0, atol=1e-9)
+    w = torch.randn(s.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((s * w).sum(), m)
+    for i in ((0, 0, 3, 5), (2, 0, 7, 0)):
+        up, down = m.detach().clone(), m.detach().clone()
+        up[i] += 1e-5
+        down[i] -= 1e-5
+        fd = ((fit_mask_area(up, keep, 60) * w).sum() - (fit_mask_area(down, keep, 60) * w).sum()) / 2e-5
+        assert abs(float(fd) - float(grad[i])) < 1e-7, i
+    (area_grad,) = torch.autograd.grad(fit_mask_area(m, keep, 60).mean((1, 2, 3)).sum(), m)
+    assert float(area_grad.sum((1, 2, 3)).abs().max()) < 1e-9
+    naive = m.sigmoid().mean((1, 2, 3))
+    assert float((naive - keep).abs().max()) > 0.1  # the offset did the work
+
+
+def test_mixer_with_lam_area_keeps_lam_of_each_image():
+    """A Mixer with area='lam' keeps exactly lam_n of image n (mean(1 - s_n) = lam_n, the label weight) for a
+    scalar and a per-sample lam, whatever its weights; the reference Mixer does not; config round-trips."""
+    z, index = batch(n=6)
+    torch.manual_seed(0)
+    fitted = Mixer(32, init='fan_in', norm='qk', area='lam', dropout=0.)
+    torch.manual_seed(0)
+    free = Mixer(32, init='fan_in', norm='qk', dropout=0.)
+    lam = torch.tensor([0.1, 0.3, 0.5, 0.6, 0.7, 0.95])
+    for lam_ in (lam, 0.3):
+        keep = 1 - fitted(z, lam_, index, 16).mean((1, 2, 3))
+        torch.testing.assert_close(keep, torch.as_tensor(lam_).expand(6), rtol=0, atol=1e-4)
+    assert float((1 - free(z, lam, index, 16).mean((1, 2, 3)) - lam).abs().max()) > 0.05
+    assert fitted.config['area'] == 'lam' and 'area' not in free.config  # exports made before the option rebuild
+    assert Mixer(**fitted.config).area == 'lam'
+    with pytest.raises(ValueError, match='area must be one of'):
+        Mixer(32, area='exact')
