@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
+from .limits import KEYWORD_LIMITS, check_keyword
 from .mixing import soft_target
 
 CLEAN_FORWARDS = ('joint', 'separate')
@@ -37,12 +38,10 @@ class CleanTerm:
 
     def __init__(self, weight: float, num_classes: int, smoothing: float = 0.0, forward: str = 'joint',
                  frac: float = 1.0):
-        if not weight >= 0:  # also refuses NaN
-            raise ValueError(f'weight={weight} must be 0 (off) or positive (the reference uses 1)')
+        check_keyword('weight', weight, KEYWORD_LIMITS['clean_weight'])  # 0 = off, the reference uses 1
         if forward not in CLEAN_FORWARDS:
             raise ValueError(f"forward={forward!r} is not known: use one of {', '.join(CLEAN_FORWARDS)}")
-        if not 0 < frac <= 1:
-            raise ValueError(f'frac={frac} must be in (0, 1]')
+        check_keyword('frac', frac, KEYWORD_LIMITS['clean_frac'])
         self.weight, self.num_classes, self.smoothing, self.forward = weight, num_classes, smoothing, forward
         self.frac = frac
         self.split: Optional[int] = None  # clean rows at the head of the last returned batch, None = not joined

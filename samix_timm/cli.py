@@ -17,7 +17,7 @@ from .mixer import MixerNumericsError
 _logger = logging.getLogger('train')
 
 
-def _guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str]] = None) -> int:
+def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str]] = None) -> int:
     """Run `fn`; known user errors print `error: ...` and exit code 2 instead of a traceback; Ctrl-C prints one
     line (with the command that resumes the run, when it has a checkpoint) and exit code 130."""
     try:
@@ -69,7 +69,7 @@ def run_train(argv: Optional[Sequence[str]] = None) -> int:
             _print_health(result.mixer_health)
         return 0
 
-    return _guarded(_run, 'train.py', argv)
+    return guarded(_run, 'train.py', argv)
 
 
 def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
@@ -90,7 +90,7 @@ def run_train_ssl(argv: Optional[Sequence[str]] = None) -> int:
             _print_health(result.mixer_health)
         return 0
 
-    return _guarded(_run, 'train_ssl.py', argv)
+    return guarded(_run, 'train_ssl.py', argv)
 
 
 def run_validate(argv: Optional[Sequence[str]] = None) -> int:
@@ -104,4 +104,4 @@ def run_validate(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(validate(parse_validate_args(argv)), indent=2))
         return 0
 
-    return _guarded(_run)
+    return guarded(_run)

@@ -8,7 +8,6 @@ as torch.hub does. `SAMixPretrained` has the call shape of `timm.data.Mixup`.
 """
 import hashlib
 import logging
-import numbers
 import re
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,8 +22,10 @@ from timm.data import resolve_data_config
 
 from .errors import ConfigError
 from .files import read_torch_file, write_new_torch_file
+from .limits import check_keyword
 from .mixer import create_mixer, set_inference_mode
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
+from .settings import MixSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -180,29 +181,6 @@ def build_extractor(spec: Dict[str, Any]) -> nn.Module:
     return model.requires_grad_(False)
 
 
-# SAMixPretrained argument -> (valid, what to pass, its train.py flag)
-_ARGUMENT_RULES: Dict[str, Tuple[Callable[[Any], bool], str, str]] = dict(
-    num_classes=(lambda v: isinstance(v, numbers.Integral) and v > 0, 'an int > 0, the classes of the model trained',
-                 '--num-classes'),
-    alpha=(lambda v: isinstance(v, numbers.Real) and v > 0, 'a number > 0, as lam ~ Beta(alpha, alpha)',
-           '--samix-alpha'),
-    lam_margin=(lambda v: isinstance(v, numbers.Real) and 0 <= v < 0.5, 'a number in [0, 0.5)', '--samix-lam-margin'),
-    lam_adjust_prob=(lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, 'a probability in [0, 1]',
-                     '--samix-lam-adjust-prob'),
-    label_smoothing=(lambda v: isinstance(v, numbers.Real) and 0 <= v < 1, 'a number in [0, 1)', '--smoothing'),
-    prob=(lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, 'a probability in [0, 1], the chance a batch is mixed',
-          '--mixup-prob'),
-)
-
-
-def _check_arguments(**values: Any) -> None:
-    """One `ConfigError` line for the first `SAMixPretrained` argument out of its range."""
-    for name, value in values.items():
-        valid, expected, flag = _ARGUMENT_RULES[name]
-        if not valid(value):
-            raise ConfigError(f'{name}={value!r} is out of range: pass {expected} ({flag} in train.py)')
-
-
 def _batch_normalization(
         data: Dict[str, Any],
         data_config: Optional[Mapping[str, Any]],
@@ -274,8 +252,9 @@ class SAMixPretrained:
             input_std: Optional[Sequence[float]] = None,
             amp_autocast: Callable = nullcontext,
     ):
-        _check_arguments(num_classes=num_classes, alpha=alpha, lam_margin=lam_margin, lam_adjust_prob=lam_adjust_prob,
-                         label_smoothing=label_smoothing, prob=prob)
+        check_keyword('num_classes', num_classes)  # the same ranges as online SAMix (limits.py)
+        MixSettings(alpha=alpha, lam_margin=lam_margin, lam_adjust_prob=lam_adjust_prob,
+                    label_smoothing=label_smoothing, prob=prob)
         data = artifact['data']
         mean_in, std_in = _batch_normalization(data, data_config, input_mean, input_std)
         self.artifact_info = dict(artifact['info'], **artifact['data'], extractor=artifact['extractor']['model'])

@@ -8,15 +8,11 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch.nn as nn
 
 from .clean import CLEAN_FORWARDS
+from .limits import check_keyword
 from .mixer_trainer import MASK_LOSSES
 from .momentum import BetaSchedule
 
 MIXER_LOSSES = ('eta', 'mce')
-
-
-def _fraction(name: str, value: float) -> None:
-    if not 0 < value <= 1:
-        raise ValueError(f'{name}={value:g} must be in (0, 1]')
 
 
 @dataclass(frozen=True)
@@ -38,13 +34,8 @@ class MixSettings:
     prob: float = 1.0
 
     def __post_init__(self):
-        if self.alpha <= 0:
-            raise ValueError(f'alpha={self.alpha:g} must be > 0')
-        if not 0 <= self.lam_margin < 0.5:
-            raise ValueError(f'lam_margin={self.lam_margin:g} must be in [0, 0.5)')
-        for name in ('lam_adjust_prob', 'prob'):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f'{name}={getattr(self, name):g} must be in [0, 1]')
+        for name in ('alpha', 'lam_margin', 'lam_adjust_prob', 'label_smoothing', 'prob'):
+            check_keyword(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -69,12 +60,8 @@ class StepPreset:
     clean_frac: float = 1.0
 
     def __post_init__(self):
-        if self.mixer_every < 1:
-            raise ValueError(f'mixer_every={self.mixer_every} must be 1 or more')
-        for name in ('mixer_batch_frac', 'mixer_scale', 'clean_frac'):
-            _fraction(name, getattr(self, name))
-        if self.clean_weight < 0:
-            raise ValueError(f'clean_weight={self.clean_weight:g} must be 0 (off) or positive (the reference uses 1)')
+        for name in ('mixer_every', 'mixer_batch_frac', 'mixer_scale', 'clean_frac', 'clean_weight'):
+            check_keyword(name, getattr(self, name))
         if self.clean_forward not in CLEAN_FORWARDS:
             raise ValueError(f"clean_forward={self.clean_forward!r} is not known: use one of {CLEAN_FORWARDS}")
 
@@ -111,5 +98,5 @@ class MixerSettings:
             raise ValueError(f"loss={self.loss!r} is not known: use 'eta' or 'mce'")
         if self.mask_loss not in MASK_LOSSES:
             raise ValueError(f'mask_loss={self.mask_loss!r} must be one of {MASK_LOSSES}')
-        if not 0 <= self.eta <= 1:
-            raise ValueError(f'eta={self.eta:g} must be in [0, 1]')
+        for name in ('eta', 'mask_margin', 'min_lr'):
+            check_keyword(name, getattr(self, name))

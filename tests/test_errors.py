@@ -215,6 +215,8 @@ CASES = {
     'probe-knn-k-zero': ('probe', lambda f: ['--checkpoint', str(f['ckpt']), '--data-dir', str(f['data']),
                                              '--knn-k', '0']),
     'reproduce-config-missing': ('reproduce', lambda f: ['--configs', str(f['root'] / 'nope.yaml'), '--markdown']),
+    'reproduce-nproc-zero': ('reproduce', lambda f: ['--nproc', '0', '--markdown']),
+    'reproduce-cost-steps-zero': ('reproduce', lambda f: ['--measure-cost', '--cost-steps', '0']),
     'ssl-lr-nan': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),
     'ssl-knn-k-zero': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--knn-k', '0', *_out(f)]),
     'ssl-temperature-zero': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--temperature', '0', *_out(f)]),

@@ -192,12 +192,12 @@ def test_hub_unknown_kwarg():
 
 
 def test_hub_num_classes_not_positive():
-    with pytest.raises(ConfigError, match=r'num_classes=0 is out of range: pass an int > 0'):
+    with pytest.raises(ConfigError, match=r'num_classes=0 is out of range: it must be >= 1'):
         hub_entrypoint(SHIPPED)(num_classes=0, data_config=IMAGENET)
 
 
 def test_hub_prob_outside_unit_interval():
-    with pytest.raises(ConfigError, match=r'prob=1\.5 is out of range: pass a probability in \[0, 1\].*--mixup-prob'):
+    with pytest.raises(ConfigError, match=r'prob=1\.5 is out of range: it must be in \[0, 1\]'):
         hub_entrypoint(SHIPPED)(num_classes=10, prob=1.5, data_config=IMAGENET)
 
 
@@ -218,7 +218,7 @@ def test_export_round_trip_then_existing_output_is_not_overwritten(checkpoints, 
 
 def test_export_missing_checkpoint(tmp_path, capsys):
     err = _export_error(capsys, '--checkpoint', str(tmp_path / 'last.pth.tar'), '--out', str(tmp_path / 'm'))
-    assert 'not found: pass the last.pth.tar of a `train.py --mixup samix`' in err
+    assert "last.pth.tar' does not exist: pass the last.pth.tar of a `train.py --mixup samix`" in err
 
 
 def test_export_truncated_checkpoint(checkpoints, tmp_path, capsys):
@@ -251,12 +251,27 @@ def test_export_output_folder_not_writable(checkpoints, tmp_path, capsys):
     blocker = tmp_path / 'mixers'
     blocker.write_text('a file where the folder should be')  # unwritable even for root
     err = _export_error(capsys, '--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', str(blocker / 'm'))
-    assert f"cannot write the artifact into '{blocker}'" in err and 'writable folder' in err
+    assert f"--out '{blocker / 'm'}' cannot be written (" in err and 'folder you can write to' in err
 
 
 def test_export_cli_process_prints_one_line(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'samix_timm.export', '--checkpoint', str(tmp_path / 'nope.pth.tar'),
                            '--out', str(tmp_path / 'm')], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ''
-    assert proc.stderr.startswith('error: checkpoint ') and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith('error: --checkpoint ') and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize('out,expected', [('', "--out '' names a folder, not a file"),
+                                          ('mixers/', "--out 'mixers/' names a folder, not a file")])
+def test_export_out_that_names_no_file(checkpoints, tmp_path, capsys, monkeypatch, out, expected):
+    """An empty --out (a traceback from pathlib before) or one ending in '/' (an artifact named '-<hash>.pth'
+    written beside it before) is one line; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    err = _export_error(capsys, '--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', out)
+    assert expected in err and list(tmp_path.iterdir()) == []
+
+
+def test_export_checkpoint_is_a_folder(tmp_path, capsys):
+    err = _export_error(capsys, '--checkpoint', str(tmp_path), '--out', str(tmp_path / 'm'))
+    assert f"--checkpoint '{tmp_path}' is a folder, not a file" in err
 

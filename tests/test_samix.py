@@ -93,7 +93,7 @@ def test_mixer_scale_trains_the_mixer_through_a_smaller_copy():
     assert seen == [(6, 3, 16, 16)] and x_mix.shape == x.shape
     assert _changed(p_mixer, samix.mixer) == set(p_mixer) and not _changed(p_model, model)
     for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match=f'mixer_scale={bad:g} must be in'):
+        with pytest.raises(ValueError, match=f'mixer_scale={bad} is out of range: it must be in'):
             _samix(_model(), mixer_scale=bad)
     vit = timm.create_model('test_vit', num_classes=K, img_size=32, dynamic_img_size=False)
     with pytest.raises(ConfigError, match='has a fixed patch grid: use mixer_scale=1'):
@@ -183,7 +183,7 @@ def test_soft_targets_input_is_refused():
 def test_bad_settings_and_models():
     with pytest.raises(ConfigError, match='num_classes'):
         SAMix(_model(), 5, total_steps=10)
-    with pytest.raises(ValueError, match='mixer_batch_frac=0 must be in'):
+    with pytest.raises(ValueError, match='mixer_batch_frac=0 is out of range: it must be in'):
         _samix(_model(), mixer_batch_frac=0)
     with pytest.raises(ValueError, match="'eta' or 'mce'"):
         _samix(_model(), mixer_loss='bce')

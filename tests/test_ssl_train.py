@@ -278,8 +278,37 @@ def test_backbone_export_never_overwrites(small_data, tmp_path, one_thread, caps
     before = out.read_bytes()
     assert export_main(['--checkpoint', ckpt, '--out', str(out), '--num-classes', '10']) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and 'exists: remove it or choose another --out' in err[0]
+    assert len(err) == 1 and f"--out '{out}' already exists: it is never overwritten" in err[0]
     assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ['backbone.pth']
+    # the shared checks of every entry point (engine.checks), before the checkpoint is read
+    for argv, expected in ((['--out', str(out.parent / 'b.pth'), '--num-classes', '0'],
+                            '--num-classes 0 is out of range: it must be >= 1'),
+                           (['--out', str(out.parent)], 'names a folder, not a file'),
+                           (['--out', str(out.parent / 'b.pth'), '--checkpoint', str(tmp_path)], 'is a folder, not a file')):
+        assert export_main(['--checkpoint', ckpt, *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert sorted(p.name for p in out.parent.iterdir()) == ['backbone.pth']
+
+
+def test_probe_results_file_is_checked_before_the_probes_run(small_data, tmp_path, one_thread, capsys, monkeypatch):
+    """An existing --results-file is never overwritten and an unwritable one is refused before the probes run
+    (the results were lost to a traceback after the work before)."""
+    import logging
+    from samix_timm.ssl import probe
+    ckpt = str(_run(small_data, tmp_path, '--epochs', '1', '--ssl-mix', 'none').checkpoint)
+    monkeypatch.setattr(logging.getLogger(), 'handlers', [])
+    monkeypatch.setattr(probe, 'probe_checkpoint', lambda *a, **k: pytest.fail('the probes ran'))
+    capsys.readouterr()
+    kept = tmp_path / 'results.json'
+    kept.write_text('earlier results')
+    blocker = tmp_path / 'blocker'
+    blocker.write_text('a file where a folder goes')
+    for target, expected in ((kept, 'already exists: it is never overwritten'), (blocker / 'r.json', 'cannot be written')):
+        assert probe.main(['--checkpoint', ckpt, '--data-dir', str(small_data), '--results-file', str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert kept.read_text() == 'earlier results'
 
 
 @pytest.fixture

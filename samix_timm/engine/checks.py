@@ -8,13 +8,14 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence
 
 from timm.data import create_transform
 from timm.optim import get_optimizer_info
 
 from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
+from ..limits import FRACTION, KEYWORD_LIMITS, PROB, RATE, Limit, above, at_least, closed, half_open
 from ..mixer import MIXER_AREAS, MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
 from ..settings import StepPreset
@@ -23,48 +24,29 @@ from .args import TIMM_NOT_RUN, create_train_parser
 
 _logger = logging.getLogger(__name__)
 
-Limit = Tuple[str, Callable[[float], bool]]
-
-
-def _at_least(lo: float) -> Limit:
-    return f'>= {lo:g}', lambda v: v >= lo
-
-
-def _above(lo: float) -> Limit:
-    return f'> {lo:g}', lambda v: v > lo
-
-
-def _closed(lo: float, hi: float) -> Limit:
-    return f'in [{lo:g}, {hi:g}]', lambda v: lo <= v <= hi
-
-
-def _half_open(lo: float, hi: float) -> Limit:
-    return f'in [{lo:g}, {hi:g})', lambda v: lo <= v < hi
-
-
-_PROB = _closed(0, 1)
-_RATE = _half_open(0, 1)
-_FRACTION = ('in (0, 1]', lambda v: 0 < v <= 1)
+_at_least, _above, _closed, _half_open = at_least, above, closed, half_open
+_PROB, _RATE, _FRACTION = PROB, RATE, FRACTION
+K = KEYWORD_LIMITS  # the library's ranges: a --samix-* flag checks the keyword it sets
 
 # argument -> allowed values (None, the "unset" default, is always allowed)
 LIMITS: Dict[str, Limit] = {
     'epochs': _at_least(1), 'batch_size': _at_least(1), 'validation_batch_size': _at_least(1),
-    'workers': _at_least(0), 'img_size': _at_least(1), 'num_classes': _at_least(1), 'in_chans': _at_least(1),
+    'workers': _at_least(0), 'img_size': _at_least(1), 'num_classes': K['num_classes'], 'in_chans': _at_least(1),
     'grad_accum_steps': _at_least(1), 'log_interval': _at_least(1), 'checkpoint_hist': _at_least(1),
     'start_epoch': _at_least(0), 'lr': _above(0), 'lr_base': _above(0), 'lr_base_size': _at_least(1),
     'min_lr': _at_least(0), 'warmup_lr': _at_least(0), 'warmup_epochs': _at_least(0),
     'cooldown_epochs': _at_least(0), 'weight_decay': _at_least(0), 'momentum': _closed(0, 1),
-    'clip_grad': _above(0), 'smoothing': _RATE, 'mixup_prob': _PROB, 'mixup_switch_prob': _PROB,
+    'clip_grad': _above(0), 'smoothing': K['label_smoothing'], 'mixup_prob': K['prob'], 'mixup_switch_prob': _PROB,
     'cutmix': _at_least(0), 'reprob': _PROB, 'hflip': _PROB, 'vflip': _PROB, 'color_jitter': _at_least(0),
     'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB, 'drop': _RATE,
     'drop_path': _RATE, 'drop_block': _RATE, 'drop_connect': _RATE, 'model_ema_decay': _closed(0, 1),
-    'crop_pct': _closed(0.01, 1), 'samix_alpha': _above(0), 'samix_mixer_lr': _above(0),
-    'samix_mixer_min_lr': _at_least(0), 'samix_mixer_momentum': _closed(0, 1),
-    'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': _closed(0, 1),
+    'crop_pct': _closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': _above(0),
+    'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': _closed(0, 1),
+    'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': K['eta'],
     'samix_momentum_start': _closed(0, 1), 'samix_momentum_end': _closed(0, 1), 'samix_mask_beta': _at_least(0),
-    'samix_mask_margin': _at_least(0), 'samix_lam_margin': _half_open(0, 0.5), 'samix_lam_adjust_prob': _PROB,
-    'samix_clean_weight': _at_least(0), 'samix_mixer_batch_frac': _FRACTION, 'samix_mixer_every': _at_least(1),
-    'samix_mixer_scale': _FRACTION, 'samix_clean_frac': _FRACTION, 'samix_vis_interval': _at_least(0),
+    'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'], 'samix_lam_adjust_prob': K['lam_adjust_prob'],
+    'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'], 'samix_mixer_every': K['mixer_every'],
+    'samix_mixer_scale': K['mixer_scale'], 'samix_clean_frac': K['clean_frac'], 'samix_vis_interval': _at_least(0),
     'recount': _at_least(1), 'seed': _at_least(0), 'decay_rate': _above(0), 'decay_epochs': _above(0),
     'aug_repeats': _at_least(0), 'aug_splits': _at_least(0), 'mixup_off_epoch': _at_least(0),
     'bn_momentum': _closed(0, 1), 'bn_eps': _above(0), 'opt_eps': _above(0), 'layer_decay': _above(0),
@@ -75,6 +57,7 @@ LIMITS: Dict[str, Limit] = {
     'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
     'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),
     'linear_epochs': _at_least(0), 'linear_lr': _above(0),  # ssl.probe
+    'nproc': _at_least(1), 'cost_batch': _at_least(1), 'cost_steps': _at_least(1), 'cost_repeats': _at_least(1),  # reproduce
     'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB,
 }
 
@@ -120,7 +103,7 @@ def check_numbers(args) -> None:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f'{_arg(dest)} {v} is not a finite number: pass a real value')
         if dest in LIMITS and isinstance(value, (int, float)) and not isinstance(value, bool):
-            text, ok = LIMITS[dest]
+            text, ok = LIMITS[dest][:2]
             if not ok(value):
                 raise ConfigError(f'{_arg(dest)} {value:g} is out of range: it must be {text}')
 
@@ -213,22 +196,52 @@ def check_input(args) -> None:
                               f"rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, v0 or 3a") from None
 
 
-def check_paths(args) -> None:
-    """Files the run reads exist; the output root can be written."""
-    for dest in ('initial_checkpoint', 'resume', 'pretrained_path'):
-        path = getattr(args, dest, None)
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{_arg(dest)} '{path}' is not a file: check the path "
-                              f"(a checkpoint written by train.py, e.g. output/train/<run>/last.pth.tar)")
-    root = Path(args.output or './output/train')
-    existing = next(p for p in [root, *root.parents] if p.exists())
+def check_input_file(dest: str, path: str, what: str) -> None:
+    """The file `--dest` names exists and is a file; `what` says what to pass instead."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{_arg(dest)} '{path}' does not exist: pass {what}")
+    if not p.is_file():
+        raise ConfigError(f"{_arg(dest)} '{path}' is a folder, not a file: pass {what}")
+
+
+def check_writable_folder(dest: str, folder: Path, shown: str) -> None:
+    """Files can be made in `folder` or, where it does not exist yet, in its nearest existing parent."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
     try:
         if not existing.is_dir():
             raise NotADirectoryError(f'{existing} is a file')
         tempfile.TemporaryFile(dir=existing).close()  # the only test that also holds for root and read-only mounts
     except OSError as e:
-        raise ConfigError(f"--output '{root}' cannot be written ({e.strerror or e}): pass --output with a folder "
-                          f"you can write to") from None
+        raise ConfigError(f"{_arg(dest)} '{shown}' cannot be written ({e.strerror or e}): pass {_arg(dest)} in a "
+                          f"folder you can write to") from None
+
+
+def check_file_name(dest: str, path: str) -> None:
+    """`--dest` names a file (not a folder, not empty) in a folder that can be written."""
+    p = Path(path)
+    if not path or path.endswith(('/', '\\')) or p.is_dir():
+        raise ConfigError(f"{_arg(dest)} '{path}' names a folder, not a file: add a file name (e.g. "
+                          f"{_arg(dest)} {Path(path or '.') / 'name'})")
+    check_writable_folder(dest, p.parent, path)
+
+
+def check_new_file(dest: str, path: str) -> None:
+    """`check_file_name`, and the file does not exist yet: nothing the user has is overwritten."""
+    check_file_name(dest, path)
+    if Path(path).exists():
+        raise ConfigError(f"{_arg(dest)} '{path}' already exists: it is never overwritten; pass a new path or move "
+                          f"the old file away")
+
+
+def check_paths(args) -> None:
+    """Files the run reads exist; the output root can be written."""
+    for dest in ('initial_checkpoint', 'resume', 'pretrained_path'):
+        if getattr(args, dest, None):
+            check_input_file(dest, getattr(args, dest),
+                             'a checkpoint written by train.py, e.g. output/train/<run>/last.pth.tar')
+    root = args.output or './output/train'
+    check_writable_folder('output', Path(root), root)
 
 
 # options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer

@@ -2,10 +2,11 @@
 import argparse
 import glob
 import logging
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..cli import guarded
+from ..engine.checks import check_numbers
 from ..errors import ConfigError
 from .cost import cost_text, measure_cost
 from .recipes import config_path, list_configs, read_config
@@ -51,11 +52,12 @@ def create_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     args = create_parser().parse_args(argv)
-    try:
+
+    def _run() -> int:
+        check_numbers(args)
         return _main(args)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+
+    return guarded(_run)
 
 
 def _main(args) -> int:

@@ -7,7 +7,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..errors import ConfigError
+from ..cli import guarded
+from ..engine.checks import check_input_file, check_new_file, check_numbers
 from .encoder import export_backbone
 
 
@@ -19,13 +20,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help='add a fresh classifier of this size (for train.py --initial-checkpoint); '
                         'omit for a headless file (train.py --pretrained --pretrained-path)')
     args = p.parse_args(argv)
-    try:
-        out = export_backbone(args.checkpoint, args.out, args.num_classes)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+
+    def _run() -> int:
+        check_numbers(args)
+        check_input_file('checkpoint', args.checkpoint, 'a train_ssl.py checkpoint (output/ssl/<run>/last.pth.tar)')
+        check_new_file('out', args.out)
+        print(export_backbone(args.checkpoint, args.out, args.num_classes))
+        return 0
+
+    return guarded(_run)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,8 @@ from timm.data import create_dataset
 from timm.models import create_model
 from torch.utils.data import DataLoader
 
-from ..engine.checks import check_numbers
+from ..cli import guarded
+from ..engine.checks import check_input_file, check_new_file, check_numbers
 from ..engine.setup import local_device, shared_class_index
 from ..errors import ConfigError
 from .data import eval_transform, extract_features
@@ -155,23 +156,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+
+    def _run() -> int:
         check_numbers(args)
         device = local_device(args.device)
+        check_input_file('checkpoint', args.checkpoint, 'a train_ssl.py checkpoint (output/ssl/<run>/last.pth.tar)')
+        if args.results_file:
+            check_new_file('results_file', args.results_file)  # before the probes run, not after
         results = probe_checkpoint(
             args.checkpoint, args.data_dir, img_size=args.img_size, train_split=args.train_split,
             val_split=args.val_split, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
             linear_lr=args.linear_lr, batch_size=args.batch_size, workers=args.workers, device=device,
             seed=args.seed)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    text = json.dumps(dict(checkpoint=args.checkpoint, **results), indent=2)
-    print(text)
-    if args.results_file:
-        with open(args.results_file, 'w') as f:
-            f.write(text)
-    return 0
+        text = json.dumps(dict(checkpoint=args.checkpoint, **results), indent=2)
+        print(text)
+        if args.results_file:
+            with open(args.results_file, 'x') as f:
+                f.write(text)
+        return 0
+
+    return guarded(_run)
 
 
 if __name__ == '__main__':
