@@ -1,6 +1,7 @@
 """ Entry points of the thin scripts: parse, run, turn bad input into a one-line error and Ctrl-C into a resume
 hint. """
 import logging
+import re
 import shlex
 import sys
 from typing import Callable, Optional, Sequence
@@ -15,6 +16,7 @@ from .health import format_health, health_failures
 from .mixer import MixerNumericsError
 
 _logger = logging.getLogger('train')
+_UNREADABLE = re.compile(r'Failed to load (\d+) consecutive samples')
 
 
 def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str]] = None) -> int:
@@ -24,6 +26,14 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
         return fn()
     except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError, TrainingDivergedError) as e:
         print(f'error: {e}', file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        unreadable = _UNREADABLE.search(str(e))  # timm's ImageDataset, also re-raised from a loader worker
+        if unreadable is None:
+            raise
+        print(f'error: {unreadable.group(1)} images in a row cannot be read (timm skipped each one, see the '
+              f'"Skipped sample" warnings above for their files): a class folder of corrupt or non-image files? '
+              f'replace or remove them', file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         checkpoint = getattr(e, 'checkpoint', None) if isinstance(e, RunInterrupted) else None

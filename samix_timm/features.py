@@ -130,6 +130,13 @@ class FeatureTap(nn.Module):
         self.index = index
         self.channels = feature_info[index]['num_chs']
         self.reduction = feature_info[index]['reduction']
+        if input_size is not None:
+            h, w = (v // self.reduction for v in _input_hw(input_size))
+            if h * w <= 1:  # P·v has one position: every mask is constant over its image (§2.6, a grey Mixer)
+                _logger.warning(
+                    f'FeatureTap: stage index {index} of {name} is {max(h, 1)}x{max(w, 1)} at input {input_size}: the '
+                    f'Mixer would make masks constant over each image (Mixup at SAMix\'s cost); pick an earlier '
+                    f'stage (index) or a larger input')
         _logger.info(
             f'FeatureTap: {name} {how} stage index {index} ({feature_info[index].get("module", "?")}), '
             f'{self.channels} channels at stride {self.reduction}'

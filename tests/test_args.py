@@ -205,6 +205,8 @@ def test_yaml_values_of_the_right_type_are_taken_as_the_command_line_would(tmp_p
     (['--samix-clean-weight', '1'], '--samix-clean-weight has no effect without mixing'),
     (['--mixup', '0.8', '--samix-clean-frac', '0.5'], '--samix-clean-frac has no effect without the clean-batch'),
     (['--model-ema-decay', '0.99'], '--model-ema-decay has no effect without --model-ema'),
+    (['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mask-area', 'lam'],
+     '--samix-mask-area has no effect with --samix-mixer automix'),
     (['--mixup', '0.8', '--mixup-switch-prob', '0.3'], '--mixup-switch-prob has no effect unless'),
 ])
 def test_options_without_effect_are_named_before_the_run(argv, warning, tmp_path, caplog):
@@ -218,7 +220,8 @@ def test_options_without_effect_are_named_before_the_run(argv, warning, tmp_path
 def test_options_with_effect_are_not_warned_about(tmp_path, caplog):
     for argv in (['--mixup', 'samix', '--samix-mixer-lr', '0.5', '--samix-clean-frac', '0.5'],
                  ['--mixup', '0.8', '--cutmix', '1.0', '--mixup-switch-prob', '0.3', '--samix-clean-weight', '1'],
-                 ['--model-ema', '--model-ema-decay', '0.99']):
+                 ['--model-ema', '--model-ema-decay', '0.99'],
+                 ['--mixup', 'samix', '--samix-mask-area', 'lam', '--samix-mixer-norm', 'qk']):
         args, _ = parse_train_args(['--output', str(tmp_path), *argv])
         with caplog.at_level(logging.WARNING):
             check_train_args(args)

@@ -39,6 +39,9 @@ def files(tmp_path_factory, tiny_data):
     shutil.rmtree(f['noval'] / 'val')
     f['extra_val'] = make_image_folder(root / 'extra_val', classes=4)
     shutil.copytree(f['extra_val'] / 'val' / 'class0', f['extra_val'] / 'val' / 'class9')
+    f['corrupt'] = make_image_folder(root / 'corrupt', train=12)
+    for png in (f['corrupt'] / 'train' / 'class1').iterdir():  # a class of which no image can be read
+        png.write_bytes(b'not an image')
     args, text = parse_train_args([*TRAIN, '--data-dir', str(tiny_data), '--output', str(root / 'runs'),
                                    '--experiment', 'good'])
     f['ckpt'] = train(args, text).checkpoint
@@ -215,6 +218,9 @@ CASES = {
     'probe-knn-k-zero': ('probe', lambda f: ['--checkpoint', str(f['ckpt']), '--data-dir', str(f['data']),
                                              '--knn-k', '0']),
     'reproduce-config-missing': ('reproduce', lambda f: ['--configs', str(f['root'] / 'nope.yaml'), '--markdown']),
+    'train-class-all-corrupt': ('train', lambda f: [*TRAIN, '--data-dir', str(f['corrupt']), *_out(f)]),
+    'validate-class-all-corrupt': ('validate', lambda f: ['--data-dir', str(f['corrupt']), '--split', 'train',
+                                                          '--checkpoint', str(f['ckpt']), '--workers', '0']),
     'reproduce-nproc-zero': ('reproduce', lambda f: ['--nproc', '0', '--markdown']),
     'reproduce-cost-steps-zero': ('reproduce', lambda f: ['--measure-cost', '--cost-steps', '0']),
     'ssl-lr-nan': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),

@@ -128,3 +128,17 @@ def test_select_feature_index_rules():
     assert select_feature_index(info(*[16] * 12), input_size=64) == 5  # no 8x8 map: keep default
     assert select_feature_index(info(*[14] * 12)) == 5  # patch-14 ViT: closest to 16
     assert select_feature_index(info(4, 8, 32)) == 1  # no stride 16: closest, finer map on a tie
+
+
+def test_a_one_position_stage_is_warned_about(caplog):
+    """A stage whose map is 1x1 at the training size makes every mask constant over its image (a grey Mixer by
+    construction): warned before training; the default stage at that size is not."""
+    import logging
+    model = timm.create_model('resnet18', num_classes=4)
+    with caplog.at_level(logging.WARNING):
+        FeatureTap(model, index=4, input_size=32)  # stride 32 at 32 px: 1x1
+    assert any('1x1 at input 32' in r.message and 'constant over each image' in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        FeatureTap(model, input_size=32)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

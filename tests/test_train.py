@@ -229,3 +229,29 @@ def test_ctrl_c_stops_in_one_line_with_the_resume_command(small_data, tmp_path, 
     words = err[-1].split('resume with: python train.py ')[1].split()
     assert run_train(words) == 0
     assert [int(r['epoch']) for r in _summary(tmp_path / 'run-1' / 'summary.csv')] == [1]
+
+
+def test_a_real_sigint_stops_train_py_in_one_line(small_data, tmp_path):
+    """A real SIGINT to the process group of `python train.py` (what Ctrl-C in a terminal sends) once the first
+    checkpoint exists: exit code 130, no traceback, no cut-short tmp.pth.tar, and the last line names a checkpoint
+    that exists and resumes the run."""
+    import signal
+    import time
+    argv = [sys.executable, str(REPO / 'train.py'), '--data-dir', str(small_data), '--output', str(tmp_path),
+            *FAST_ARGS, '--epochs', '200', '--experiment', 'run']
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
+    last = tmp_path / 'run' / 'last.pth.tar'
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), 'no checkpoint within 240 s'
+    time.sleep(1.0)  # into the next epoch
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert 'Traceback' not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith('interrupted: the run is kept up to its last epoch; resume with: python train.py '), line
+    assert line.endswith(f'--resume {last}') and last.exists() and not (tmp_path / 'run' / 'tmp.pth.tar').exists()
+    assert torch.load(last, map_location='cpu', weights_only=False)['epoch'] < 199
