@@ -45,6 +45,8 @@ VARIANTS: Dict[str, List[str]] = {
     'qk_fan_in_image': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk'],
     'qk_fan_in_image_area': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
                              '--samix-mask-area', 'lam'],
+    'all_qk_image_area': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
+                          '--samix-mask-area', 'lam'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',

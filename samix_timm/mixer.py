@@ -25,7 +25,7 @@ LamType = Union[float, torch.Tensor]
 SizeType = Union[int, Sequence[int]]
 
 MIXER_UPSAMPLES = ('bilinear', 'nearest')
-MIXER_INITS = ('reference', 'fan_in')
+MIXER_INITS = ('reference', 'fan_in', 'fan_in_all')
 MIXER_NORMS = ('none', 'rms', 'qk')
 MIXER_AREAS = ('free', 'lam')  # mask area: learned under ℓ_μ (the authors') or 1 - lam per image by construction
 
@@ -171,6 +171,8 @@ def _init_weights(module: nn.Module, init: str = 'reference', attention: Sequenc
 
     ``init='fan_in'`` draws the weights of the ``attention`` convs (Q and K) from N(0, 1/fan_in) instead, so the
     attention logits start at the scale of the features rather than ~1e-4 of it: §2.6 (the grey Mixer).
+    ``init='fan_in_all'`` does so for every conv, the value head's too, so the mask logits P·v also start at O(1)
+    instead of ~1e-2 (masks that start flat and sharpen only as slowly as the value weights grow, §2.6).
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -180,8 +182,9 @@ def _init_weights(module: nn.Module, init: str = 'reference', attention: Sequenc
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    if init == 'fan_in':
-        for conv in attention:
+    if init in ('fan_in', 'fan_in_all'):
+        convs = attention if init == 'fan_in' else [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        for conv in convs:
             nn.init.normal_(conv.weight, mean=0., std=conv.weight[0].numel() ** -0.5)
 
 
@@ -197,7 +200,8 @@ class Mixer(nn.Module):
         lam_rescale_k: k of the lambda rescale (§2.1); -1 disables it (ImageNet default).
         dropout: Dropout on the value map (0.1 for ImageNet-scale data, 0 for small data).
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
-        init: 'reference' (every conv N(0, 0.01^2), §2.5) or 'fan_in' (Q and K N(0, 1/fan_in), §2.6).
+        init: 'reference' (every conv N(0, 0.01^2), §2.5), 'fan_in' (Q and K N(0, 1/fan_in)) or 'fan_in_all'
+            (every conv N(0, 1/fan_in)); §2.6.
         norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first) or 'qk'
             (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
         area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
