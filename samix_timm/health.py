@@ -21,6 +21,10 @@ GREY_STD = 0.05
 
 def _attention_hook(entropies: List[torch.Tensor], logit_stds: List[torch.Tensor]):
     def hook(module, inputs, p):  # p: Nxhwxhw rows of the mixing attention
+        if p.shape[-1] < 2:  # one position (a 1x1 map): the attention is uniform, its logits have no spread
+            entropies.append(p.new_ones(()))
+            logit_stds.append(p.new_zeros(()))
+            return
         h = -(p * p.clamp(min=1e-12).log()).sum(-1).mean()
         entropies.append(h / math.log(p.shape[-1]))
         logits = p.clamp(min=1e-30).log()  # log-softmax = logits - logsumexp: the same spread per row

@@ -256,3 +256,13 @@ def test_samix_with_clean_frac_returns_fewer_clean_rows():
     np.random.seed(0)
     x_out, y_out = samix(x, y)
     assert x_out.shape[0] == 9 and samix.clean.split == 3 and torch.equal(x_out[:3], x[:3])
+
+
+def test_health_of_a_one_position_mixer_reads_uniform_not_nan():
+    """A Mixer on a 1x1 map (stage 4 at 32 px): its attention has one key, entropy 1 of uniform (was nan) and the
+    masks are grey."""
+    samix = build_samix(_model(), K, 100, input_size=(3, 32, 32), tap_index=-1)
+    x, _ = _batch()
+    h = mixer_health(samix, x)
+    assert h['mixer_attention_entropy'] == 1. and h['mixer_attention_logit_std'] == 0.
+    assert h['health_grey'] == 1.
