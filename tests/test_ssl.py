@@ -296,3 +296,17 @@ def test_bad_construction_errors():
         MoCoSAMix(online, 'none', total_steps=1, moco_momentum=1.5)
     with pytest.raises(ConfigError, match="unknown timm model 'resnet_nope'"):
         create_ssl_encoder('resnet_nope')
+
+
+def test_knn_probe_with_k_above_the_training_samples_says_so(caplog):
+    """k larger than the training set used to be clamped without a word; the vote of every sample is warned about
+    and equals the vote with k = N."""
+    import logging
+    from samix_timm.ssl.probe import knn_probe
+    g = torch.Generator().manual_seed(0)
+    train, val = torch.randn(30, 8, generator=g), torch.randn(10, 8, generator=g)
+    labels, val_labels = torch.arange(30) % 3, torch.arange(10) % 3
+    with caplog.at_level(logging.WARNING):
+        clamped = knn_probe(train, labels, val, val_labels, k=1000)
+    assert 'k=1000 is more than the 30 training samples; k=30 is used' in caplog.text
+    assert clamped == knn_probe(train, labels, val, val_labels, k=30)

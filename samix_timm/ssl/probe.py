@@ -9,6 +9,7 @@ features extracted once without augmentation, learning rate ×0.1 at 60% and 80%
 """
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
@@ -25,6 +26,8 @@ from ..engine.checks import check_input_file, check_new_file, check_numbers
 from ..engine.setup import local_device, shared_class_index
 from ..errors import ConfigError
 from .data import eval_transform, extract_features
+
+_logger = logging.getLogger(__name__)
 from .encoder import backbone_state_dict
 
 __all__ = ['knn_probe', 'linear_probe', 'eval_features', 'backbone_features', 'probe_backbone', 'probe_checkpoint']
@@ -43,7 +46,10 @@ def knn_probe(
 ) -> float:
     """Top-1 (%) of the weighted kNN vote: weight exp(cos / T) of each of the k nearest training samples."""
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1
-    k = min(k, train_feats.shape[0])
+    if k > train_feats.shape[0]:  # said, not silent: every training sample then votes
+        _logger.warning(f'kNN probe: k={k} is more than the {train_feats.shape[0]} training samples; '
+                        f'k={train_feats.shape[0]} is used (every sample votes)')
+        k = train_feats.shape[0]
     train = F.normalize(train_feats.float(), dim=1)
     correct = 0
     for start in range(0, val_feats.shape[0], chunk):
