@@ -1,5 +1,6 @@
 """ Shared fixtures: the embedded dataset (built once per session) and a small run helper. """
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,21 @@ def build_samix(model, num_classes: int, total_steps: int, **flat):
     preset = StepPreset(**{k: flat.pop(k) for k in list(flat) if k in _PRESET_FIELDS})
     mix = MixSettings(**{k: flat.pop(k) for k in list(flat) if k in _MIX_FIELDS})
     return SAMix(model, num_classes, total_steps, mixer=mixer, preset=preset, mix=mix, **flat)
+
+
+def _tmpfs_kib(request) -> int:
+    mark = request.node.get_closest_marker('full_disk_kib')
+    return mark.args[0] if mark else 32
+
+
+@pytest.fixture
+def full_disk(tmp_path, request):
+    """A real tmpfs (32 KiB, or the `full_disk_kib` mark's size) (skipped where this process may not mount one)."""
+    mnt = tmp_path / 'tiny'
+    mnt.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={_tmpfs_kib(request)}k', 'tmpfs', str(mnt)], capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
+    try:
+        yield mnt
+    finally:
+        subprocess.run(['umount', str(mnt)], capture_output=True)

@@ -362,3 +362,15 @@ def test_timm_arguments_that_are_implemented(files, tmp_path, capsys, one_thread
                                                                                    'train-batch-1.jpg']
     rates = {m.drop_prob for m in result.model.modules() if type(m).__name__ == 'DropPath'}
     assert rates and max(rates) == pytest.approx(0.1)
+
+
+@pytest.mark.full_disk_kib(96)
+def test_a_real_full_disk_stops_training_in_one_line(files, full_disk, capsys, one_thread):
+    """train.py writing into a real 96 KiB tmpfs: the checkpoint does not fit (torch raises RuntimeError from its
+    zip writer there, which the OSError path missed): one line, exit 2, no partial checkpoint file left."""
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--output', str(full_disk), '--experiment', 'full'])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and 'Traceback' not in err, err[-2000:]
+    assert line.startswith('error: cannot write the epoch 0 checkpoint'), line
+    assert not list(full_disk.rglob('*.pth.tar')), list(full_disk.rglob('*'))

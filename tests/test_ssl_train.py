@@ -311,19 +311,6 @@ def test_probe_results_file_is_checked_before_the_probes_run(small_data, tmp_pat
     assert kept.read_text() == 'earlier results'
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A real 32 KiB tmpfs (skipped where this process may not mount one)."""
-    mnt = tmp_path / 'tiny'
-    mnt.mkdir()
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=32k', 'tmpfs', str(mnt)], capture_output=True).returncode:
-        pytest.skip('cannot mount a tmpfs here')
-    try:
-        yield mnt
-    finally:
-        subprocess.run(['umount', str(mnt)], capture_output=True)
-
-
 def test_a_write_that_fills_the_disk_leaves_nothing(full_disk):
     """A file larger than the disk: one line naming the fix, no partial file and no temporary one (torch raises
     RuntimeError, not OSError, from its zip writer on a full disk)."""

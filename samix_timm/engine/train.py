@@ -8,6 +8,7 @@ Differences from timm's script, each deliberate:
 - tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
 """
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -267,10 +268,13 @@ def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, out
     """timm's `save_checkpoint`; a write that fails (full disk, lost permission) leaves no partial file behind."""
     try:
         return saver.save_checkpoint(epoch, metric=metric)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk ("unexpected pos ...")
         for partial in output_dir.glob('tmp*.pth.tar'):
             partial.unlink()
-        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({e.strerror or e}): free disk '
+        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
+        free = shutil.disk_usage(output_dir).free / 2 ** 20
+        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({reason}; {free:.1f} MiB free '
+                          f'there): free disk '
                           f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
 
 
