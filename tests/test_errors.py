@@ -221,6 +221,8 @@ CASES = {
     'train-class-all-corrupt': ('train', lambda f: [*TRAIN, '--data-dir', str(f['corrupt']), *_out(f)]),
     'validate-class-all-corrupt': ('validate', lambda f: ['--data-dir', str(f['corrupt']), '--split', 'train',
                                                           '--checkpoint', str(f['ckpt']), '--workers', '0']),
+    'validate-results-file-exists': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
+                                                            '--results-file', str(f['ckpt'])]),
     'reproduce-nproc-zero': ('reproduce', lambda f: ['--nproc', '0', '--markdown']),
     'reproduce-cost-steps-zero': ('reproduce', lambda f: ['--measure-cost', '--cost-steps', '0']),
     'ssl-lr-nan': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),

@@ -149,3 +149,21 @@ def test_harness_turns_two_tiny_runs_into_the_docs_table(tiny_data, tmp_path, ca
     result = reproduce.collect(out / CIFAR[0].stem)
     assert result.test_top1 is not None and 'last epoch at 48 px' in reproduce.table_row(CIFAR[0], result)
     shutil.rmtree(out)  # ~0.5 GB of checkpoints; pytest keeps old tmp dirs
+
+
+def test_a_second_run_of_a_config_keeps_the_first_log(tmp_path, monkeypatch):
+    """The log of an earlier run of the same config used to be overwritten; the next one gets a numbered name."""
+    import subprocess
+    from types import SimpleNamespace
+    from samix_timm.reproduce import runner
+    config = reproduce.list_configs()[0]
+
+    def fake_run(cmd, stdout, **kwargs):
+        stdout.write(f'run {len(list(tmp_path.glob("*.log")))}\n')
+        return SimpleNamespace(returncode=1)
+
+    monkeypatch.setattr(subprocess, 'run', fake_run)
+    for _ in range(2):
+        assert runner.run_config(config, tmp_path).error.startswith('failed (run ')
+    assert sorted(p.name for p in tmp_path.glob('*.log')) == [f'{config.stem}-1.log', f'{config.stem}.log']
+    assert (tmp_path / f'{config.stem}.log').read_text() == 'run 1\n'

@@ -16,7 +16,7 @@ from timm.models import create_model, is_model
 from .args import ConfigError, ParseKwargs
 from .loop import StepContext, evaluate
 from .checkpoint import CLASSES_KEY, load_model_state, model_state, read_checkpoint
-from .checks import check_numbers
+from .checks import check_new_file, check_numbers
 from .setup import check_data_dir, check_num_classes, create_amp, folder_classes, local_device, split_folder
 
 _logger = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def split_class_map(args, checkpoint: Optional[Dict], num_classes: int):
 def validate(args) -> Dict[str, float]:
     """Evaluate `args.checkpoint` (timm-loadable state_dict) on `args.data_dir`/`args.split`."""
     check_numbers(args)
+    if args.results_file:
+        check_new_file('results_file', args.results_file)  # before the evaluation, and never over an old file
     checkpoint = None
     if args.checkpoint:
         checkpoint = read_checkpoint(args.checkpoint, '--checkpoint')
@@ -128,7 +130,8 @@ def validate(args) -> Dict[str, float]:
                    top1=round(metrics['top1'], 4), top5=round(metrics['top5'], 4), loss=round(metrics['loss'], 6),
                    img_per_s=round(metrics['img_per_s'], 2), input_size=list(data_config['input_size']))
     if args.results_file:
-        Path(args.results_file).write_text(json.dumps(results, indent=2))
+        with open(args.results_file, 'x') as f:
+            f.write(json.dumps(results, indent=2))
     return results
 
 

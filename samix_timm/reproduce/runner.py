@@ -1,4 +1,5 @@
 """ Running train.py for a config (one process or torchrun) and collecting its run folder. """
+import itertools
 import logging
 import os
 import re
@@ -50,6 +51,10 @@ def run_config(path: Path, output: Path, **kwargs) -> RunResult:
     """Run train.py for one config (log in OUTPUT/<config>.log) and collect its run folder."""
     output.mkdir(parents=True, exist_ok=True)
     log = output / f'{path.stem}.log'
+    for n in itertools.count(1):  # an earlier run's log is kept: the next one gets a numbered name
+        if not log.exists():
+            break
+        log = output / f'{path.stem}-{n}.log'
     cmd = train_command(path, output, **kwargs)
     _logger.info(f'{path.stem}: {" ".join(cmd)}  (log: {log})')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
