@@ -25,7 +25,8 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
     try:
         return fn()
     except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError, TrainingDivergedError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        hint = ' (--samix-mixer-lr; AMP: --amp)' if isinstance(e, MixerNumericsError) else ''  # the library's words
+        print(f'error: {e}{hint}', file=sys.stderr)
         return 2
     except RuntimeError as e:
         unreadable = _UNREADABLE.search(str(e))  # timm's ImageDataset, also re-raised from a loader worker

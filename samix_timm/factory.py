@@ -81,8 +81,6 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
         samix = SAMix(model, num_classes, total, input_size=tuple(data_config['input_size']), mix=mix,
                       amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
-    except ConfigError:
-        raise
     except ValueError as e:  # the settings name keyword arguments; here they become the flags that set them
         if not re.match(r'[a-z_]+=', str(e)):
             raise
@@ -93,7 +91,8 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
 
 
 _KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer='--samix-mixer',
-                      num_classes='--num-classes', prob='--mixup-prob', label_smoothing='--smoothing')
+                      index='--samix-feature-index', num_classes='--num-classes', prob='--mixup-prob',
+                      label_smoothing='--smoothing')
 
 
 def _as_flags(message: str) -> str:

@@ -110,7 +110,7 @@ class FeatureTap(nn.Module):
             raise FeatureTapError(
                 f'{name} has no forward_intermediates(), which SAMix needs to read its stage features. '
                 f'Pick a timm model family that has forward_intermediates (ResNet, ViT/DeiT, Swin, '
-                f'ConvNeXt, ...); --samix-feature-index can only choose a stage for families that support it.')
+                f'ConvNeXt, ...).')
         feature_info = _get_feature_info(model)
         num_stages = len(feature_info)
 
@@ -120,7 +120,7 @@ class FeatureTap(nn.Module):
         else:
             if isinstance(index, bool) or not isinstance(index, int) or not -num_stages <= index < num_stages:
                 raise FeatureTapError(
-                    f'Invalid feature index {index!r} for {name} (--samix-feature-index): valid indices are '
+                    f'index={index!r} is not a stage of {name}: valid indices are '
                     f'0..{num_stages - 1} (or -{num_stages}..-1 from the end), reductions '
                     f'{[info["reduction"] for info in feature_info]}.')
             index = index % num_stages

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer', 'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
+    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
+    'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
 LamType = Union[float, torch.Tensor]

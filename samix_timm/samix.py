@@ -65,8 +65,8 @@ class SAMix:
         mixer, preset, mix = mixer or MixerSettings(), preset or StepPreset(), mix or MixSettings()
         model_classes = getattr(model, 'num_classes', None)
         if model_classes is not None and model_classes != num_classes:
-            raise ConfigError(f'SAMix num_classes {num_classes} differs from the {model_classes} outputs of the '
-                              f'model: pass num_classes={model_classes} (or --num-classes to train.py)')
+            raise ConfigError(f'num_classes={num_classes} differs from the {model_classes} outputs of the model: '
+                              f'pass the number of classes the model predicts')
         if preset.mixer_scale < 1 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
             raise ConfigError(f'mixer_scale={preset.mixer_scale:g} needs a model that takes any input size; this one '
                               f'has a fixed patch grid: use mixer_scale=1')
@@ -104,8 +104,8 @@ class SAMix:
         """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK), or with the
         clean term ([x; x_mixed], [onehot(y); soft_target]), 2N rows, to be weighed by `loss(...)`."""
         if target.ndim != 1:
-            raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine '
-                              '--mixup samix with collate-time mixing (FastCollateMixup)')
+            raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine it with '
+                              'collate-time mixing (timm FastCollateMixup)')
         self.last_metrics = {}
         with record_function('samix/momentum_update'):
             m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
@@ -125,7 +125,7 @@ class SAMix:
         except MixerNumericsError as e:
             if self.fp32_features:
                 raise MixerNumericsError(f'{e} Happened with fp32 features too: the Mixer diverged, lower '
-                                         f'--samix-mixer-lr (or disable --amp).') from None
+                                         f'the Mixer learning rate (or train without AMP).') from None
             # §2: attention overflow from low-precision features: recompute them in fp32, once
             _logger.warning('Mixer attention was not finite: computing the Mixer features in fp32 from now on')
             self.fp32_features = True

@@ -195,7 +195,7 @@ def test_bad_settings_and_models():
             super().__init__()
             self.fc = nn.Linear(3, K)
 
-    with pytest.raises(FeatureTapError, match='--samix-feature-index'):
+    with pytest.raises(FeatureTapError, match='Plain has no forward_intermediates'):
         SAMix(Plain(), K, total_steps=10)
 
 
@@ -216,7 +216,7 @@ def test_low_precision_overflow_falls_back_to_fp32_once(monkeypatch):
     assert samix.fp32_features and seen[0] == torch.bfloat16 and seen[-1] == torch.float32
     assert torch.isfinite(x_mix).all()
     monkeypatch.setattr(samix.mixer, 'forward', lambda *a, **kw: (_ for _ in ()).throw(MixerNumericsError('nan')))
-    with pytest.raises(MixerNumericsError, match='lower --samix-mixer-lr'):
+    with pytest.raises(MixerNumericsError, match='lower the Mixer learning rate'):
         samix(x, y)
 
 
@@ -236,7 +236,7 @@ def test_fp16_feature_overflow_takes_the_fp32_fallback_then_a_clear_error():
     x_mix, _ = samix(x, y)
     assert calls == [False, True] and samix.fp32_features and torch.isfinite(x_mix).all()
     samix.tap_forward = lambda x: torch.full_like(tap(x), float('nan'))
-    with pytest.raises(MixerNumericsError, match='fp32 features too.*lower --samix-mixer-lr'):
+    with pytest.raises(MixerNumericsError, match='fp32 features too.*lower the Mixer learning rate'):
         samix(x, y)
 
 

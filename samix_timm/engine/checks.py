@@ -44,8 +44,10 @@ LIMITS: Dict[str, Limit] = {
     'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': _closed(0, 1),
     'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': K['eta'],
     'samix_momentum_start': _closed(0, 1), 'samix_momentum_end': _closed(0, 1), 'samix_mask_beta': _at_least(0),
-    'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'], 'samix_lam_adjust_prob': K['lam_adjust_prob'],
-    'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'], 'samix_mixer_every': K['mixer_every'],
+    'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'],
+    'samix_lam_adjust_prob': K['lam_adjust_prob'],
+    'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'],
+    'samix_mixer_every': K['mixer_every'],
     'samix_mixer_scale': K['mixer_scale'], 'samix_clean_frac': K['clean_frac'], 'samix_vis_interval': _at_least(0),
     'recount': _at_least(1), 'seed': _at_least(0), 'decay_rate': _above(0), 'decay_epochs': _above(0),
     'aug_repeats': _at_least(0), 'aug_splits': _at_least(0), 'mixup_off_epoch': _at_least(0),
@@ -57,7 +59,8 @@ LIMITS: Dict[str, Limit] = {
     'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
     'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),
     'linear_epochs': _at_least(0), 'linear_lr': _above(0),  # ssl.probe
-    'nproc': _at_least(1), 'cost_batch': _at_least(1), 'cost_steps': _at_least(1), 'cost_repeats': _at_least(1),  # reproduce
+    # python -m samix_timm.reproduce
+    'nproc': _at_least(1), 'cost_batch': _at_least(1), 'cost_steps': _at_least(1), 'cost_repeats': _at_least(1),
     'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB,
 }
 
@@ -247,7 +250,8 @@ def check_paths(args) -> None:
 # options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer
 _ONLINE_SAMIX_ONLY = (
     'samix_mixer', 'samix_feature_index', 'samix_mixer_opt', 'samix_mixer_lr', 'samix_mixer_min_lr',
-    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mask_area', 'samix_mixer_init',
+    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mask_area',
+    'samix_mixer_init',
     'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
     'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
     'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
