@@ -1,6 +1,7 @@
 """ User-facing errors: each message names the problem and the fix in one line. """
+import re
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 
 class ConfigError(ValueError):
@@ -18,3 +19,14 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, checkpoint: Optional[Path]):
         super().__init__()
         self.checkpoint = checkpoint
+
+
+def keyword_as_flag(message: str, flags: Dict[str, str], prefix: str = '--') -> Optional[str]:
+    """A library message that starts with a keyword argument (`num_clusters=301 ...`) in a script's words
+    (`--num-clusters 301 ...`): the keyword's flag from `flags`, else `prefix` + the keyword with dashes;
+    None when the message does not start with one."""
+    m = re.match(r'([a-z_]+)=', message)
+    if m is None:
+        return None
+    name = m.group(1)
+    return flags.get(name, prefix + name.replace('_', '-')) + ' ' + message[m.end():]

@@ -5,7 +5,6 @@ A numeric `--mixup`/`--cutmix` gives timm's own `Mixup` (unchanged behaviour); a
 only places that read `args`; everything they build takes plain keyword arguments.
 """
 import logging
-import re
 from contextlib import nullcontext
 from typing import Callable, Dict, Optional
 
@@ -15,7 +14,7 @@ from timm.data import Mixup, resolve_data_config
 
 from .clean import CleanBatch, CleanTerm
 from .defaults import SMALL_DATA_IMAGES, describe_defaults, samix_defaults
-from .errors import ConfigError
+from .errors import ConfigError, keyword_as_flag
 from .hub import create_pretrained_mixer
 from .momentum import describe_schedules
 from .samix import SAMix
@@ -82,9 +81,10 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         samix = SAMix(model, num_classes, total, input_size=tuple(data_config['input_size']), mix=mix,
                       amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
     except ValueError as e:  # the settings name keyword arguments; here they become the flags that set them
-        if not re.match(r'[a-z_]+=', str(e)):
+        message = keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-')
+        if message is None:
             raise
-        raise ConfigError(_as_flags(str(e))) from None
+        raise ConfigError(message) from None
     if getattr(args, 'torchcompile', None):
         samix.compile(args.torchcompile, args.torchcompile_mode)  # θ̄ follows the classifier's compile setting
     return samix
@@ -93,14 +93,6 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
 _KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer='--samix-mixer',
                       index='--samix-feature-index', num_classes='--num-classes', prob='--mixup-prob',
                       label_smoothing='--smoothing')
-
-
-def _as_flags(message: str) -> str:
-    """A library message naming keyword arguments (`mixer_scale=0.5 ...`) in train.py's flags."""
-    def flag(m):
-        name = m.group(1)
-        return _KEYWORD_FLAGS.get(name, '--samix-' + name.replace('_', '-')) + ' '
-    return re.sub(r"\b([a-z_]+)=", flag, message, count=1)
 
 
 def _with_clean_term(args, mixer, num_classes: int):

@@ -49,7 +49,7 @@ def write_new_torch_file(obj: Any, out: Path, fix: str, name: Optional[Callable[
     `ConfigError` line: `cannot write <what> (reason): <fix>` (`what` defaults to the path)."""
     out = Path(out)
     if name is None and out.exists():
-        raise ConfigError(f"'{out}' exists: remove it or choose another --out (nothing is ever overwritten)")
+        raise ConfigError(f"'{out}' exists: remove it or choose another path (nothing is ever overwritten)")
     tmp = final = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def write_new_torch_file(obj: Any, out: Path, fix: str, name: Optional[Callable[
             tmp.rename(final)
     except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk
         if isinstance(e, FileExistsError) and final is not None:  # the name is taken (not: a file where a folder goes)
-            raise ConfigError(f"'{final}' exists: remove it or choose another --out (nothing is ever overwritten)") \
+            raise ConfigError(f"'{final}' exists: remove it or choose another path (nothing is ever overwritten)") \
                 from None
         reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
         raise ConfigError(f"cannot write {what or repr(str(out))} ({reason}): {fix}") from None

@@ -37,7 +37,7 @@ PROB = closed(0, 1)
 RATE = half_open(0, 1)
 FRACTION = Limit('in (0, 1]', lambda v: 0 < v <= 1)
 
-# keyword argument -> its range: the SAMix settings (`settings.py`), the clean term and `SAMixPretrained`;
+# keyword argument -> its range: the SAMix settings (`settings.py`), the clean term, `SAMixPretrained`, MoCo;
 # train.py's `--samix-*` flags check the same entries (`engine.checks.LIMITS`)
 KEYWORD_LIMITS: Dict[str, Limit] = dict(
     num_classes=at_least(1, integer=True),
@@ -54,6 +54,7 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
     eta=closed(0, 1),
     mask_margin=at_least(0),
     min_lr=at_least(0),
+    moco_momentum=half_open(0, 1),  # m = 1 would never update the key encoder
 )
 
 

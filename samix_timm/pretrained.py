@@ -127,7 +127,7 @@ def export_mixer(checkpoint_path: Union[str, Path], out: Union[str, Path], descr
         hashes['sha'] = file_sha256(tmp)
         return out.with_name(f"{out.stem}-{hashes['sha'][:8]}.pth")
 
-    final = write_new_torch_file(artifact, out, 'pass an --out in a writable folder', name=hashed,
+    final = write_new_torch_file(artifact, out, 'write it to a folder you can write to', name=hashed,
                                  what=f"the artifact into '{out.parent}'")
     return final, hashes['sha']
 

@@ -212,7 +212,7 @@ def test_export_round_trip_then_existing_output_is_not_overwritten(checkpoints, 
     assert mixer.artifact_info['extractor'] == 'test_resnet'
     capsys.readouterr()
     err = _export_error(capsys, '--checkpoint', str(checkpoints / 'samix.pth.tar'), '--out', str(out))
-    assert f"'{path}' exists: remove it or choose another --out" in err
+    assert f"'{path}' exists: remove it or choose another path" in err
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]  # no temporary file left
 
 

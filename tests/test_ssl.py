@@ -266,7 +266,7 @@ def test_mixing_masks_and_modes():
     assert s.shape == (4, 1, 32, 32)
     assert 1 - s.mean().item() == pytest.approx(lam)
     assert get_ssl_mode('none').mixes is False and get_ssl_mode('samix_c').uses_clusters
-    with pytest.raises(ConfigError, match="--ssl-mix 'samix' is not known: use one of none, mixup"):
+    with pytest.raises(ConfigError, match="mode='samix' is not known: use one of none, mixup"):
         get_ssl_mode('samix')
 
 
@@ -278,7 +278,7 @@ def test_kmeans_labels_and_errors():
     assert labels.shape == (300,) and set(labels.tolist()) == {0, 1}
     assert len(set(labels[:150].tolist())) == 1 and len(set(labels[150:].tolist())) == 1
     torch.testing.assert_close(labels, kmeans_labels(x, 2, pca_dim=8, seed=0))  # reproducible
-    with pytest.raises(ConfigError, match='--num-clusters 301 must be between 2 and the 300 training samples'):
+    with pytest.raises(ConfigError, match='num_clusters=301 must be between 2 and the 300 training samples'):
         kmeans_labels(x, 301)
 
 
@@ -290,9 +290,9 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
 def test_bad_construction_errors():
     online = MoCoOnline(create_ssl_encoder('test_resnet', proj_hidden=16, proj_dim=8))
-    with pytest.raises(ConfigError, match='--num-clusters'):
+    with pytest.raises(ConfigError, match="mode='samix_c' needs a cluster head: build MoCoOnline with num_clusters"):
         MoCoSAMix(online, 'samix_c', total_steps=1)
-    with pytest.raises(ConfigError, match='moco-momentum'):
+    with pytest.raises(ConfigError, match=r'moco_momentum=1.5 is out of range: it must be in \[0, 1\)'):
         MoCoSAMix(online, 'none', total_steps=1, moco_momentum=1.5)
     with pytest.raises(ConfigError, match="unknown timm model 'resnet_nope'"):
         create_ssl_encoder('resnet_nope')

@@ -54,7 +54,7 @@ LIMITS: Dict[str, Limit] = {
     'bn_momentum': _closed(0, 1), 'bn_eps': _above(0), 'opt_eps': _above(0), 'layer_decay': _above(0),
     'patience_epochs': _at_least(0), 'epoch_repeats': _at_least(0),
     # train_ssl.py (MoCo v2 and its mixing, §6): the same ranges, in the same place
-    'queue_size': _at_least(1), 'temperature': _above(0), 'moco_momentum': _closed(0, 1), 'proj_hidden': _at_least(1),
+    'queue_size': _at_least(1), 'temperature': _above(0), 'moco_momentum': K['moco_momentum'], 'proj_hidden': _at_least(1),
     'proj_dim': _at_least(1), 'ssl_alpha': _above(0), 'mix_weight': _at_least(0), 'eta': _closed(0, 1),
     'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
     'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),

@@ -58,8 +58,8 @@ def kmeans_labels(
     faiss = require_faiss()
     n = features.shape[0]
     if num_clusters < 2 or num_clusters > n:
-        raise ConfigError(f'--num-clusters {num_clusters} must be between 2 and the {n} training samples: '
-                          f'lower --num-clusters')
+        raise ConfigError(f'num_clusters={num_clusters} must be between 2 and the {n} training samples: '
+                          f'use fewer clusters')
     x = pca_whiten(features.detach().float().cpu().numpy(), pca_dim)
     use_gpu = faiss.get_num_gpus() > 0
     kmeans = faiss.Kmeans(x.shape[1], num_clusters, niter=niter, seed=seed, gpu=use_gpu, verbose=False,

@@ -64,11 +64,11 @@ def backbone_state_dict(checkpoint: Union[str, Path, Dict]) -> Tuple[Dict[str, t
     if not isinstance(checkpoint, dict):
         path = Path(checkpoint)
         if not path.is_file():
-            raise ConfigError(f"--checkpoint '{path}' is not a file: pass a train_ssl.py checkpoint "
+            raise ConfigError(f"checkpoint '{path}' is not a file: pass a train_ssl.py checkpoint "
                               f"(output/ssl/<run>/last.pth.tar)")
         checkpoint = read_torch_file(path, 'train_ssl.py checkpoint', 'pass output/ssl/<run>/last.pth.tar')
         if not isinstance(checkpoint, dict):
-            raise ConfigError(f"--checkpoint '{path}' holds a {type(checkpoint).__name__}, not a train_ssl.py checkpoint")
+            raise ConfigError(f"checkpoint '{path}' holds a {type(checkpoint).__name__}, not a train_ssl.py checkpoint")
     if 'encoder' not in checkpoint:
         raise ConfigError('the checkpoint holds no SSL encoder: pass one written by train_ssl.py')
     prefix = 'backbone.'
@@ -91,4 +91,4 @@ def export_backbone(checkpoint: Union[str, Path], out: Union[str, Path], num_cla
         if unexpected:
             raise ConfigError(f'backbone keys {unexpected[:3]} do not fit {config["model"]}: the checkpoint is damaged')
         state = model.state_dict()
-    return write_new_torch_file(state, Path(out), 'pass an --out in a writable folder with free space')
+    return write_new_torch_file(state, Path(out), 'write it to a folder you can write to, with free space')

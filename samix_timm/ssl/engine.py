@@ -28,7 +28,7 @@ from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
                             shared_class_index, split_folder)
 from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, keyword_as_flag
 from ..health import format_health, is_grey, mixer_health
 from ..momentum import BetaSchedule
 from .cluster import kmeans_labels, require_faiss
@@ -202,8 +202,23 @@ class SSLCheckpointState:
                     moco=self.moco.state_dict())
 
 
+# keyword arguments of the SSL library whose flag is not `--` + the keyword with dashes
+_KEYWORD_FLAGS = dict(mode='--ssl-mix')
+
+
 def train_ssl(args, args_text: str) -> SSLResult:
-    """Run a whole self-supervised training as configured by ``args`` (see ``args.create_ssl_parser``)."""
+    """Run a whole self-supervised training as configured by ``args`` (see ``args.create_ssl_parser``); errors of
+    the library, which name keyword arguments, come out naming this script's flags."""
+    try:
+        return _train_ssl(args, args_text)
+    except ValueError as e:
+        message = keyword_as_flag(str(e), _KEYWORD_FLAGS)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+
+
+def _train_ssl(args, args_text: str) -> SSLResult:
     device = resolve_device(args)
     primary = utils.is_primary(args)
     mode = get_ssl_mode(args.ssl_mix)

@@ -100,5 +100,5 @@ def list_ssl_modes() -> List[str]:
 def get_ssl_mode(name: str) -> SSLMode:
     """The mode registered as ``name``; a ConfigError lists the valid ones."""
     if name not in _MODES:
-        raise ConfigError(f"--ssl-mix '{name}' is not known: use one of {', '.join(_MODES)}")
+        raise ConfigError(f"mode={name!r} is not known: use one of {', '.join(_MODES)}")
     return _MODES[name]

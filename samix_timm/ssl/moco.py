@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..limits import check_keyword
 from ..features import FeatureTap
 from ..losses import eta_balanced_bce
 from ..mixer import mixer_inference
@@ -117,9 +118,8 @@ class MoCoSAMix:
     ):
         self.mode = get_ssl_mode(mode)
         if self.mode.uses_clusters and online.cluster_head is None:
-            raise ConfigError('--ssl-mix samix_c needs a cluster head: pass --num-clusters C (C >= 2)')
-        if not 0. <= moco_momentum < 1.:
-            raise ConfigError(f'--moco-momentum {moco_momentum} must be in [0, 1)')
+            raise ConfigError(f'mode={mode!r} needs a cluster head: build MoCoOnline with num_clusters >= 2')
+        check_keyword('moco_momentum', moco_momentum)
         device = next(online.parameters()).device
         self.online = online
         self.temperature, self.alpha, self.mix_weight, self.eta = temperature, alpha, mix_weight, eta
