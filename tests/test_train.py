@@ -255,3 +255,11 @@ def test_a_real_sigint_stops_train_py_in_one_line(small_data, tmp_path):
     assert line.startswith('interrupted: the run is kept up to its last epoch; resume with: python train.py '), line
     assert line.endswith(f'--resume {last}') and last.exists() and not (tmp_path / 'run' / 'tmp.pth.tar').exists()
     assert torch.load(last, map_location='cpu', weights_only=False)['epoch'] < 199
+
+
+def test_bce_options_without_bce_loss_are_refused():
+    """timm's loss factory refuses --bce-target-thresh without --bce-loss (it used to be ignored silently)."""
+    args, _ = parse_train_args([])
+    args.bce_target_thresh = 0.2
+    with pytest.raises(ConfigError, match='BCE target threshold.*need --bce-loss'):
+        create_train_loss(args, True)

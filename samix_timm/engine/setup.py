@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from timm.data import AugMixDataset, create_dataset, create_loader
 from timm.data.readers.img_extensions import get_img_extensions
-from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import create_classification_loss
 from timm.models import safe_model_name
 from timm.utils import NativeScaler, get_outdir, init_distributed_device
 from torch.utils.data import IterableDataset
@@ -212,19 +212,17 @@ def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device:
 
 
 def create_train_loss(args, mixing: bool) -> nn.Module:
-    """timm's loss selection: JSD, soft-target CE/BCE when mixing, label smoothing, plain CE."""
-    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
-    if args.jsd_loss:
-        if args.aug_splits < 2:
-            raise ConfigError('--jsd-loss needs --aug-splits 2 or more')
-        return JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing)
-    if mixing:  # label smoothing is already inside the soft targets
-        return BinaryCrossEntropy(smoothing=0., **bce) if args.bce_loss else SoftTargetCrossEntropy()
-    if args.smoothing:
-        if args.bce_loss:
-            return BinaryCrossEntropy(smoothing=args.smoothing, **bce)
-        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    return BinaryCrossEntropy(smoothing=0., **bce) if args.bce_loss else nn.CrossEntropyLoss()
+    """timm's loss factory (`timm.loss.create_classification_loss`) on train.py's loss flags: JSD, BCE or CE, soft
+    targets when mixing (their label smoothing is already inside them)."""
+    if args.jsd_loss and args.aug_splits < 2:
+        raise ConfigError('--jsd-loss needs --aug-splits 2 or more')
+    loss_type = 'jsd' if args.jsd_loss else 'bce' if args.bce_loss else 'ce'
+    try:
+        return create_classification_loss(
+            loss_type, smoothing=args.smoothing, soft_targets=mixing, pos_weight=args.bce_pos_weight,
+            bce_target_thresh=args.bce_target_thresh, bce_sum=args.bce_sum, jsd_splits=args.aug_splits)
+    except ValueError as e:  # e.g. BCE options without --bce-loss
+        raise ConfigError(f'{e} (loss {loss_type}: the --bce-* options need --bce-loss)') from None
 
 
 def create_output_dir(args, data_config: dict) -> Path:
