@@ -241,3 +241,14 @@ def test_a_clean_term_of_one_image_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         check_train_args(args)
     assert 'clean-batch term sees' not in caplog.text
+
+
+def test_kwargs_are_parsed_as_timm_parses_them(tmp_path):
+    """--model-kwargs/--opt-kwargs use timm's ParseKwargs (Python literals, else strings), and an item without '='
+    is one usage line rather than a traceback."""
+    args, _ = parse_train_args(['--output', str(tmp_path), '--model-kwargs', 'img_size=32', 'act_layer=relu',
+                                'pretrained_strict=False', '--opt-kwargs', 'betas=(0.9,0.95)'])
+    assert args.model_kwargs == {'img_size': 32, 'act_layer': 'relu', 'pretrained_strict': False}
+    assert args.opt_kwargs == {'betas': (0.9, 0.95)}
+    with pytest.raises(SystemExit):
+        parse_train_args(['--model-kwargs', 'img_size'])

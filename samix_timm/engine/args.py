@@ -13,6 +13,7 @@ import logging
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
+from timm.utils import ParseKwargs as TimmParseKwargs
 
 from ..defaults import DEFAULT_PRESET
 from ..errors import ConfigError
@@ -39,17 +40,15 @@ def mixup_arg(value: Any) -> Any:
             f"({', '.join(('none', *MIXUP_METHODS))})") from None
 
 
-class ParseKwargs(argparse.Action):
-    """`--model-kwargs a=1 b=x` -> {'a': 1, 'b': 'x'} (values read as YAML scalars)."""
+class ParseKwargs(TimmParseKwargs):
+    """timm's `--model-kwargs a=1 b=x` -> {'a': 1, 'b': 'x'} (Python literals, else strings); an item without '='
+    is a usage error instead of a traceback."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        kw = {}
-        for item in values:
-            key, sep, val = item.partition('=')
-            if not sep:
-                raise argparse.ArgumentError(self, f"'{item}' is not key=value")
-            kw[key] = yaml.safe_load(val)
-        setattr(namespace, self.dest, kw)
+        bad = [item for item in values if item and '=' not in item]
+        if bad:
+            raise argparse.ArgumentError(self, f"'{bad[0]}' is not key=value")
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
