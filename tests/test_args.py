@@ -221,7 +221,8 @@ def test_options_with_effect_are_not_warned_about(tmp_path, caplog):
     for argv in (['--mixup', 'samix', '--samix-mixer-lr', '0.5', '--samix-clean-frac', '0.5'],
                  ['--mixup', '0.8', '--cutmix', '1.0', '--mixup-switch-prob', '0.3', '--samix-clean-weight', '1'],
                  ['--model-ema', '--model-ema-decay', '0.99'],
-                 ['--mixup', 'samix', '--samix-mask-area', 'lam', '--samix-mixer-norm', 'qk']):
+                 ['--mixup', 'samix', '--samix-mask-area', 'lam', '--samix-mixer-norm', 'qk'],
+                 ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-norm', 'none']):  # as the recipes
         args, _ = parse_train_args(['--output', str(tmp_path), *argv])
         with caplog.at_level(logging.WARNING):
             check_train_args(args)

@@ -213,6 +213,7 @@ PARITY = {
 LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='paper', samix_alpha=2.0,
                    samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999,
                    samix_mixer_init='reference', samix_mixer_norm='none', samix_mask_loss='batch')
+LEARNED_SAMIX = dict(samix_mask_area='free')  # the SAMix Mixer's own options (AutoMix's Mixer has none)
 for _family in PARITY.values():  # AutoMix upsamples nearest in every released config
     _family['automix'] = dict(_family.get('automix', {}), samix_mixer_upsample='nearest')
 PARITY_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[0] in PARITY]
@@ -284,6 +285,8 @@ def test_config_matches_its_openmixup_counterpart(path):
 @pytest.mark.parametrize('path', LEARNED_CONFIGS, ids=[p.stem for p in LEARNED_CONFIGS])
 def test_learned_mixer_config_runs_the_reference_step(path):
     _check_fields(path, LEARNED_ALL)
+    if reproduce.split_name(path.stem)[2] == 'samix':
+        _check_fields(path, LEARNED_SAMIX)
     cfg = yaml.safe_load(path.read_text())
     for key in ('samix_clean_weight', 'samix_mixer_loss', 'samix_mixer_opt', 'samix_mixer_weight_decay',
                 'samix_momentum_start', 'samix_momentum_end'):
@@ -311,7 +314,7 @@ def test_docs_parity_table_lists_every_checked_field():
     columns = {'pt100': 'pt100 / pt300', 'pt300': 'pt100 / pt300'}
     for recipe in PARITY:
         assert columns.get(recipe, recipe) in head, recipe
-    fields = {f for t in PARITY.values() for part in t.values() for f in part} | set(LEARNED_ALL)
+    fields = {f for t in PARITY.values() for part in t.values() for f in part} | set(LEARNED_ALL) | set(LEARNED_SAMIX)
     missing = sorted(fields - set(table))
     assert not missing, f'docs/reproduce.md "Recipe parity" has no row for {missing}'
     for field, cells in table.items():

@@ -255,7 +255,9 @@ _ONLINE_SAMIX_ONLY = (
     'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
     'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
     'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
-_SAMIX_MIXER_ONLY = ('samix_mixer_norm', 'samix_mask_area', 'samix_lam_rescale_k', 'samix_mixer_dropout')  # not AutoMix's
+# options of the SAMix Mixer only -> the value that is also AutoMix's (no warning when a recipe writes it out)
+_SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_lam_rescale_k=-1,
+                         samix_mixer_dropout=None)
 _CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac')  # also beside timm Mixup/SAMix^P
 
 
@@ -271,7 +273,8 @@ def warn_no_effect(args) -> List[str]:
             notes.append(f'{_arg(d)} has no effect without --mixup samix')
         elif samix and args.samix_pretrained and d in _ONLINE_SAMIX_ONLY:
             notes.append(f'{_arg(d)} has no effect with --samix-pretrained: a frozen Mixer is not trained')
-        elif samix and args.samix_mixer == 'automix' and d in _SAMIX_MIXER_ONLY:
+        elif samix and args.samix_mixer == 'automix' and d in _SAMIX_MIXER_ONLY and getattr(args, d) != \
+                _SAMIX_MIXER_ONLY[d]:
             notes.append(f'{_arg(d)} has no effect with --samix-mixer automix: it sets the SAMix Mixer')
         elif d in _CLEAN_TERM and not mixing:
             notes.append(f'{_arg(d)} has no effect without mixing: the clean-batch term goes beside a mixed batch')
