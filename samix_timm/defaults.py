@@ -38,13 +38,13 @@ SAMIX_PRESETS: Dict[str, StepPreset] = {
     'quarter': replace(_PAPER_STEP, mixer_every=2, clean_frac=0.25, clean_forward='joint'),
 }
 DEFAULT_PRESET = 'paper'
-# The Mixer: the authors' by default. The stable Mixer of method §2.6 (--samix-mixer-init fan_in --samix-mixer-norm
-# qk --samix-mask-loss image) is not the default: on the default preset it ended grey in 1 of 5 seeds against the
-# authors' 0 of 10 (bench/results/mixer_grey.md), so the numbers do not say so yet.
-DEFAULT_MIXER_INIT = 'reference'  # Q/K ~ N(0, 0.01^2) (§2.5); 'fan_in': N(0, 1/fan_in)
-DEFAULT_MIXER_NORM = 'none'  # 'qk': Q and K at unit RMS per position, logits bounded by sqrt(d)
-DEFAULT_MASK_AREA = 'free'  # 'lam': each mask keeps exactly lam of its image (a per-image logit offset)
-DEFAULT_MASK_LOSS = 'batch'  # 'image': ℓ_μ, ℓ_σ per image, so masks constant per image no longer meet them
+# The Mixer: the stable Mixer of method §2.6 by default (bench/results/mixer_grey.md: no grey Mixer where the authors'
+# went grey in 11 of 40 runs); the authors' is one set of flags away and every reproduction config pins it:
+# --samix-mixer-init reference --samix-mixer-norm none --samix-mask-loss batch --samix-mask-area free
+DEFAULT_MIXER_INIT = 'fan_in_all'  # every conv N(0, 1/fan_in); 'reference': N(0, 0.01^2) (§2.5)
+DEFAULT_MIXER_NORM = 'qk'  # Q and K at unit RMS per position, logits bounded by sqrt(d); 'none' the authors'
+DEFAULT_MASK_AREA = 'lam'  # each mask keeps exactly lam of its image (a per-image logit offset); 'free' the authors'
+DEFAULT_MASK_LOSS = 'image'  # ℓ_μ, ℓ_σ per image, so masks constant per image do not meet them; 'batch' the authors'
 
 
 def is_transformer(model_name: str) -> bool:
@@ -114,7 +114,8 @@ def samix_defaults(
 
     dropout = mixer_dropout if mixer_dropout is not None else (0.0 if small else 0.1)  # §2.3
     mixer_kwargs = dict(dropout=dropout, lam_rescale_k=lam_rescale_k) if mixer == 'samix' else {}
-    mixer_kwargs['init'] = mixer_init or DEFAULT_MIXER_INIT  # §2.6
+    stable = mixer == 'samix'  # §2.6: the stable Mixer is the SAMix Mixer's default; AutoMix keeps the authors'
+    mixer_kwargs['init'] = mixer_init or (DEFAULT_MIXER_INIT if stable else 'reference')
     if mixer == 'samix':
         mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
         mixer_kwargs['area'] = mask_area or DEFAULT_MASK_AREA  # §2.6
@@ -145,7 +146,7 @@ def samix_defaults(
         min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr, loss=mixer_loss,
         eta=eta if eta is not None else (0.5 if small else 0.1),  # §4
         beta=BetaSchedule(mask_beta, beta_schedule, total), mask_margin=mask_margin,
-        mask_loss=mask_loss or DEFAULT_MASK_LOSS, tap_index=tap_index)
+        mask_loss=mask_loss or (DEFAULT_MASK_LOSS if stable else 'batch'), tap_index=tap_index)
     return dict(mixer=settings, preset=step, momentum=momentum)
 
 
@@ -154,8 +155,8 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     m, p = kwargs['mixer'], kwargs['preset']
     opt, mk = m.optimizer.keywords, m.kwargs
     return (f"{m.mixer} Mixer, {opt['opt']} lr {opt['lr']:g} -> {m.min_lr:g} wd {opt['weight_decay']:g}, "
-            f"{m.loss} loss, eta {m.eta:g}, dropout {mk.get('dropout', 0):g}, {mk.get('init', 'reference')} Q/K init, "
-            f"input norm {mk.get('norm', 'none')}, {mk.get('upsample', 'nearest')} mask upsampling, mask losses per "
-            f"{m.mask_loss}, Mixer trained every {p.mixer_every} step(s) on {p.mixer_batch_frac:g} of the batch at "
+            f"{m.loss} loss, eta {m.eta:g}, dropout {mk.get('dropout', 0):g}, {mk.get('init', 'reference')} init, "
+            f"norm {mk.get('norm', 'none')}, mask area {mk.get('area', 'free')}, {mk.get('upsample', 'nearest')} mask "
+            f"upsampling, mask losses per {m.mask_loss}, Mixer trained every {p.mixer_every} step(s) on {p.mixer_batch_frac:g} of the batch at "
             f"{p.mixer_scale:g}x resolution, clean term W {p.clean_weight:g} on {p.clean_frac:g} of the batch "
             f"({p.clean_forward} forward)")
