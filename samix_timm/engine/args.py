@@ -263,13 +263,14 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
-                   help="Mixer normalisation: 'none' (the authors', default), 'qk' (Q and K at unit RMS) or 'rms' "
+                   help="Mixer normalisation: 'qk' (Q and K at unit RMS, default), 'none' (the authors') or 'rms' "
                         "(input at per-sample unit RMS); method §2.6")
     g.add_argument('--samix-mask-area', type=str, default=None,
-                   help="mask area: 'free' (learned under the mean loss, the authors', default) or 'lam' (each mask "
-                        "keeps exactly lam of its image); method §2.6")
+                   help="mask area: 'lam' (each mask keeps exactly lam of its image, default) or 'free' (learned "
+                        "under the mean loss, the authors'); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
-                   help="Q/K init of the Mixer: 'reference' (N(0, 0.01^2), the authors', default) or 'fan_in'; method §2.6")
+                   help="Mixer init: 'fan_in_all' (every conv N(0, 1/fan_in), default), 'fan_in' (Q/K only) or "
+                        "'reference' (N(0, 0.01^2), the authors'; AutoMix's default); method §2.6")
     g.add_argument('--samix-mixer-upsample', type=str, default=None,
                    help="mask upsampling: 'bilinear' or 'nearest' (default: as the released configs, SAMix bilinear "
                         "for CNNs and nearest for ViTs, AutoMix nearest)")
@@ -286,7 +287,7 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
     g.add_argument('--samix-mask-loss', type=str, default=None,
-                   help="mask losses over the 'batch' (the authors', default) or per 'image'; method §2.6")
+                   help="mask losses per 'image' (default) or over the 'batch' (the authors'; AutoMix's default); method §2.6")
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
