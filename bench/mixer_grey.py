@@ -162,7 +162,7 @@ def main() -> None:
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
-    p.add_argument('--stable', default='qk_fan_in_image', help='the variant the defaults give, for the comparison')
+    p.add_argument('--stable', default='all_qk_image_area', help='the variant the defaults give, for the comparison')
     args = p.parse_args()
     results = Path(args.results)
     path = results / 'mixer_grey_runs.jsonl'

@@ -243,3 +243,22 @@ def test_mixer_grey_table_counts_grey_and_healthy_seeds():
     line = grey_bench.compare_table(rows, before, 'stable').splitlines()[-1]
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == 'lean' and cells[1] == '1 of 2 [1]' and cells[5] == '1 of 3 [1]' and cells[6] == '1 of 3'
+
+
+def test_the_stable_variant_is_what_the_defaults_give():
+    """bench/mixer_grey.py's comparison names the stable Mixer by its flags: they must be the package defaults, and
+    the 'reference' variant the authors' Mixer of the reproduction configs."""
+    from samix_timm.defaults import samix_defaults
+    spec = importlib.util.spec_from_file_location('mixer_grey', REPO / 'bench' / 'mixer_grey.py')
+    grey_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grey_bench)
+    p = argparse.ArgumentParser()
+    p.add_argument('--samix-mixer-init'), p.add_argument('--samix-mask-loss'), p.add_argument('--samix-mixer-norm')
+    p.add_argument('--samix-mask-area')
+    for variant, given in (('all_qk_image_area', False), ('reference', True)):
+        flags = p.parse_args(grey_bench.VARIANTS[variant])
+        made = samix_defaults('resnet18', 100, **(dict(
+            mixer_init=flags.samix_mixer_init, mixer_norm=flags.samix_mixer_norm, mask_area=flags.samix_mask_area,
+            mask_loss=flags.samix_mask_loss) if given else {}))['mixer']
+        assert (made.kwargs['init'], made.kwargs['norm'], made.kwargs['area'], made.mask_loss) == (
+            flags.samix_mixer_init, flags.samix_mixer_norm, flags.samix_mask_area, flags.samix_mask_loss), variant
