@@ -25,7 +25,7 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
     try:
         return fn()
     except (ConfigError, EmbeddedDataError, MixerNumericsError, FeatureTapError, TrainingDivergedError) as e:
-        hint = ' (--samix-mixer-lr; AMP: --amp)' if isinstance(e, MixerNumericsError) else ''  # the library's words
+        hint = ' (train.py: lower --samix-mixer-lr, or leave out --amp)' if isinstance(e, MixerNumericsError) else ''
         print(f'error: {e}{hint}', file=sys.stderr)
         return 2
     except RuntimeError as e:
@@ -46,8 +46,10 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
                     break
             command = shlex.join(['python', script, *words, '--resume', str(checkpoint)])
             print(f'interrupted: the run is kept up to its last epoch; resume with: {command}', file=sys.stderr)
-        else:
+        elif script:  # a training run
             print('interrupted before the first checkpoint: nothing was kept', file=sys.stderr)
+        else:
+            print('interrupted', file=sys.stderr)
         return 130
 
 

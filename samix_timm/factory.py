@@ -92,7 +92,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
 
 _KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer='--samix-mixer',
                       index='--samix-feature-index', num_classes='--num-classes', prob='--mixup-prob',
-                      label_smoothing='--smoothing')
+                      label_smoothing='--smoothing', min_lr='--samix-mixer-min-lr')
 
 
 def _with_clean_term(args, mixer, num_classes: int):

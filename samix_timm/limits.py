@@ -2,7 +2,7 @@
 (naming flags, `engine.checks`) both check against, so a range and its wording exist once. """
 import math
 import numbers
-from typing import Any, Callable, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from .errors import ConfigError
 
@@ -58,7 +58,7 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
 )
 
 
-def check_keyword(name: str, value: Any, limit: Limit = None) -> None:
+def check_keyword(name: str, value: Any, limit: Optional[Limit] = None) -> None:
     """`ConfigError` (a `ValueError`) naming the keyword argument when `value` is not a finite number in range."""
     limit = limit or KEYWORD_LIMITS[name]
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):

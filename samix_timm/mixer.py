@@ -116,8 +116,12 @@ def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30) -> torch
         keep: Target mean of s per image, (N,) in (0, 1).
     """
     flat = m.flatten(1)
+    if not torch.isfinite(flat).all():  # a sigmoid would hide it as 0/1; the offset would turn it into NaN
+        raise MixerNumericsError(
+            f'Mixer mask logits are not finite in {int((~torch.isfinite(flat)).sum())} of {flat.numel()} values. '
+            f'Check the input features z for NaN/inf and the Mixer weights (diverged Mixer learning rate?).')
     with torch.no_grad():
-        target = keep.clamp(1e-3, 1. - 1e-3)
+        target = keep.to(flat.dtype).clamp(1e-3, 1. - 1e-3)
         lo = torch.logit(target) - flat.amax(1)
         hi = torch.logit(target) - flat.amin(1)
         for _ in range(steps):
@@ -312,7 +316,8 @@ class AutoMixer(nn.Module):
         in_channels: Channels C of the feature map z.
         reduction: Width of the shared Q/K conv is C // reduction.
         upsample: Mask upsampling, 'nearest' (AutoMix) or 'bilinear'.
-        init: 'reference' (every conv N(0, 0.01^2)) or 'fan_in' (the shared Q/K conv N(0, 1/fan_in), §2.6).
+        init: 'reference' (every conv N(0, 0.01^2)), 'fan_in' (the shared Q/K conv N(0, 1/fan_in)) or 'fan_in_all'
+            (every conv N(0, 1/fan_in)); §2.6.
     """
     variance_loss = False  # AutoMix trains its Mixer with ℓ_μ only (§2, last paragraph)
 

@@ -262,9 +262,26 @@ class SAMix:
         return dict(
             step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
             mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
-            encoder=self.encoder.module.state_dict(), **self.trainer.state_dict())
+            mask_loss=self.trainer.mask_loss, encoder=self.encoder.module.state_dict(), **self.trainer.state_dict())
+
+    def _check_same_mixer(self, state: Dict) -> None:
+        """A checkpoint continues only with the Mixer it trained: its settings add no weights, so a changed default
+        (the stable Mixer of §2.6) would otherwise load silently into another Mixer."""
+        if 'mixer_config' not in state:
+            return
+        implied = dict(init='reference', norm='none', area='free')  # what a checkpoint older than them holds
+        saved = {**implied, **state['mixer_config']}
+        now = {**implied, **self.mixer.config}
+        if 'mask_loss' in state:  # saved since the stable Mixer became the default
+            saved['mask_loss'], now['mask_loss'] = state['mask_loss'], self.trainer.mask_loss
+        differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if differ:
+            pairs = ', '.join(f'{k} {saved.get(k)!r} (now {now.get(k)!r})' for k in differ)
+            raise ConfigError(f'the checkpoint was trained with another Mixer: {pairs}; resume it with the Mixer '
+                              f'settings it was trained with')
 
     def load_state_dict(self, state: Dict) -> None:
+        self._check_same_mixer(state)
         self.step = state['step']
         self.fp32_features = state.get('fp32_features', False)
         self.mixer.load_state_dict(state['mixer'])

@@ -6,6 +6,7 @@ backticked text), that no run folder was left behind, and that nothing raised pa
 and `CASES` must list the same ids.
 """
 import logging
+import json
 import os
 import re
 import shutil
@@ -376,3 +377,12 @@ def test_a_real_full_disk_stops_training_in_one_line(files, full_disk, capsys, o
     assert code == 2 and 'Traceback' not in err, err[-2000:]
     assert line.startswith('error: cannot write the epoch 0 checkpoint'), line
     assert not list(full_disk.rglob('*.pth.tar')), list(full_disk.rglob('*'))
+
+
+def test_validate_results_file_in_a_new_folder(files, tmp_path, capsys, one_thread):
+    """--results-file in a folder that does not exist yet is made after the evaluation (it passed the check and
+    then failed with a traceback at the end)."""
+    out = tmp_path / 'new' / 'deeper' / 'r.json'
+    assert run_validate(['--data-dir', str(files['data']), '--checkpoint', str(files['ckpt']),
+                         '--results-file', str(out), '--workers', '0']) == 0
+    assert json.loads(out.read_text())['num_images'] > 0

@@ -288,3 +288,13 @@ def test_mixer_with_lam_area_keeps_lam_of_each_image():
     assert Mixer(**fitted.config).area == 'lam'
     with pytest.raises(ValueError, match='area must be one of'):
         Mixer(32, area='exact')
+
+
+def test_mask_area_fit_refuses_non_finite_logits():
+    """An inf logit (fp16 overflow in the value head) would become NaN masks through the offset; it is a
+    MixerNumericsError, as a non-finite attention is."""
+    from samix_timm.mixer import fit_mask_area
+    m = torch.zeros(2, 1, 4, 4)
+    m[1, 0, 0, 0] = float('inf')
+    with pytest.raises(MixerNumericsError, match='mask logits are not finite in 1 of 32'):
+        fit_mask_area(m, torch.tensor([0.5, 0.5]))

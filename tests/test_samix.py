@@ -484,3 +484,20 @@ def test_state_written_before_the_mixer_trainer_split_still_resumes(one_thread):
     assert samix.optimizer is samix.trainer.optimizer
     x_mix, target = samix(torch.randn(6, 3, 32, 32), torch.arange(6) % 4)  # and trains on from there
     assert samix.step == 3 and torch.isfinite(x_mix).all() and target.shape == (6, 4)
+
+
+def test_a_checkpoint_resumes_only_into_the_mixer_it_trained():
+    """The stable Mixer's settings add no weights: a checkpoint of the authors' Mixer used to load silently into a
+    run whose default had changed. It is refused, naming what differs; a checkpoint written before the area option
+    existed reads as area 'free'."""
+    stable = dict(init='fan_in_all', norm='qk', area='lam')
+    authors = _samix(_model(), mixer_kwargs=dict(dropout=0.))
+    state = authors.state_dict()
+    with pytest.raises(ConfigError, match=r"another Mixer: area 'free' \(now 'lam'\), init 'reference' \(now "
+                                          r"'fan_in_all'\).*mask_loss 'batch' \(now 'image'\), norm 'none'"):
+        _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').load_state_dict(state)
+    old = dict(state, mixer_config={k: v for k, v in state['mixer_config'].items() if k != 'area'})
+    del old['mask_loss']
+    again = _samix(_model(), mixer_kwargs=dict(dropout=0.))
+    again.load_state_dict(old)
+    assert again.step == authors.step

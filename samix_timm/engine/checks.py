@@ -24,44 +24,42 @@ from .args import TIMM_NOT_RUN, create_train_parser
 
 _logger = logging.getLogger(__name__)
 
-_at_least, _above, _closed, _half_open = at_least, above, closed, half_open
-_PROB, _RATE, _FRACTION = PROB, RATE, FRACTION
 K = KEYWORD_LIMITS  # the library's ranges: a --samix-* flag checks the keyword it sets
 
 # argument -> allowed values (None, the "unset" default, is always allowed)
 LIMITS: Dict[str, Limit] = {
-    'epochs': _at_least(1), 'batch_size': _at_least(1), 'validation_batch_size': _at_least(1),
-    'workers': _at_least(0), 'img_size': _at_least(1), 'num_classes': K['num_classes'], 'in_chans': _at_least(1),
-    'grad_accum_steps': _at_least(1), 'log_interval': _at_least(1), 'checkpoint_hist': _at_least(1),
-    'start_epoch': _at_least(0), 'lr': _above(0), 'lr_base': _above(0), 'lr_base_size': _at_least(1),
-    'min_lr': _at_least(0), 'warmup_lr': _at_least(0), 'warmup_epochs': _at_least(0),
-    'cooldown_epochs': _at_least(0), 'weight_decay': _at_least(0), 'momentum': _closed(0, 1),
-    'clip_grad': _above(0), 'smoothing': K['label_smoothing'], 'mixup_prob': K['prob'], 'mixup_switch_prob': _PROB,
-    'cutmix': _at_least(0), 'reprob': _PROB, 'hflip': _PROB, 'vflip': _PROB, 'color_jitter': _at_least(0),
-    'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB, 'drop': _RATE,
-    'drop_path': _RATE, 'drop_block': _RATE, 'drop_connect': _RATE, 'model_ema_decay': _closed(0, 1),
-    'crop_pct': _closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': _above(0),
-    'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': _closed(0, 1),
-    'samix_mixer_weight_decay': _at_least(0), 'samix_mixer_dropout': _RATE, 'samix_eta': K['eta'],
-    'samix_momentum_start': _closed(0, 1), 'samix_momentum_end': _closed(0, 1), 'samix_mask_beta': _at_least(0),
+    'epochs': at_least(1), 'batch_size': at_least(1), 'validation_batch_size': at_least(1),
+    'workers': at_least(0), 'img_size': at_least(1), 'num_classes': K['num_classes'], 'in_chans': at_least(1),
+    'grad_accum_steps': at_least(1), 'log_interval': at_least(1), 'checkpoint_hist': at_least(1),
+    'start_epoch': at_least(0), 'lr': above(0), 'lr_base': above(0), 'lr_base_size': at_least(1),
+    'min_lr': at_least(0), 'warmup_lr': at_least(0), 'warmup_epochs': at_least(0),
+    'cooldown_epochs': at_least(0), 'weight_decay': at_least(0), 'momentum': closed(0, 1),
+    'clip_grad': above(0), 'smoothing': K['label_smoothing'], 'mixup_prob': K['prob'], 'mixup_switch_prob': PROB,
+    'cutmix': at_least(0), 'reprob': PROB, 'hflip': PROB, 'vflip': PROB, 'color_jitter': at_least(0),
+    'color_jitter_prob': PROB, 'grayscale_prob': PROB, 'gaussian_blur_prob': PROB, 'drop': RATE,
+    'drop_path': RATE, 'drop_block': RATE, 'drop_connect': RATE, 'model_ema_decay': closed(0, 1),
+    'crop_pct': closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': above(0),
+    'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': closed(0, 1),
+    'samix_mixer_weight_decay': at_least(0), 'samix_mixer_dropout': RATE, 'samix_eta': K['eta'],
+    'samix_momentum_start': closed(0, 1), 'samix_momentum_end': closed(0, 1), 'samix_mask_beta': at_least(0),
     'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'],
     'samix_lam_adjust_prob': K['lam_adjust_prob'],
     'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'],
     'samix_mixer_every': K['mixer_every'],
-    'samix_mixer_scale': K['mixer_scale'], 'samix_clean_frac': K['clean_frac'], 'samix_vis_interval': _at_least(0),
-    'recount': _at_least(1), 'seed': _at_least(0), 'decay_rate': _above(0), 'decay_epochs': _above(0),
-    'aug_repeats': _at_least(0), 'aug_splits': _at_least(0), 'mixup_off_epoch': _at_least(0),
-    'bn_momentum': _closed(0, 1), 'bn_eps': _above(0), 'opt_eps': _above(0), 'layer_decay': _above(0),
-    'patience_epochs': _at_least(0), 'epoch_repeats': _at_least(0),
+    'samix_mixer_scale': K['mixer_scale'], 'samix_clean_frac': K['clean_frac'], 'samix_vis_interval': at_least(0),
+    'recount': at_least(1), 'seed': at_least(0), 'decay_rate': above(0), 'decay_epochs': above(0),
+    'aug_repeats': at_least(0), 'aug_splits': at_least(0), 'mixup_off_epoch': at_least(0),
+    'bn_momentum': closed(0, 1), 'bn_eps': above(0), 'opt_eps': above(0), 'layer_decay': above(0),
+    'patience_epochs': at_least(0), 'epoch_repeats': at_least(0),
     # train_ssl.py (MoCo v2 and its mixing, §6): the same ranges, in the same place
-    'queue_size': _at_least(1), 'temperature': _above(0), 'moco_momentum': K['moco_momentum'], 'proj_hidden': _at_least(1),
-    'proj_dim': _at_least(1), 'ssl_alpha': _above(0), 'mix_weight': _at_least(0), 'eta': _closed(0, 1),
-    'num_clusters': _at_least(2), 'cluster_interval': _at_least(1), 'cluster_pca_dim': _at_least(1),
-    'cluster_iters': _at_least(1), 'knn_interval': _at_least(0), 'knn_k': _at_least(1),
-    'linear_epochs': _at_least(0), 'linear_lr': _above(0),  # ssl.probe
+    'queue_size': at_least(1), 'temperature': above(0), 'moco_momentum': K['moco_momentum'], 'proj_hidden': at_least(1),
+    'proj_dim': at_least(1), 'ssl_alpha': above(0), 'mix_weight': at_least(0), 'eta': closed(0, 1),
+    'num_clusters': at_least(2), 'cluster_interval': at_least(1), 'cluster_pca_dim': at_least(1),
+    'cluster_iters': at_least(1), 'knn_interval': at_least(0), 'knn_k': at_least(1),
+    'linear_epochs': at_least(0), 'linear_lr': above(0),  # ssl.probe
     # python -m samix_timm.reproduce
-    'nproc': _at_least(1), 'cost_batch': _at_least(1), 'cost_steps': _at_least(1), 'cost_repeats': _at_least(1),
-    'color_jitter_prob': _PROB, 'grayscale_prob': _PROB, 'gaussian_blur_prob': _PROB,
+    'nproc': at_least(1), 'cost_batch': at_least(1), 'cost_steps': at_least(1), 'cost_repeats': at_least(1),
+    'color_jitter_prob': PROB, 'grayscale_prob': PROB, 'gaussian_blur_prob': PROB,
 }
 
 # argument -> the names it accepts

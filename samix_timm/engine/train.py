@@ -264,15 +264,24 @@ def train(args, args_text: str) -> TrainResult:
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
 
 
+# what torch's checkpoint writer says when a write fails (full disk, file gone); other RuntimeErrors are not ours
+_WRITER_FAILURES = ('unexpected pos', 'file write failed', 'PytorchStreamWriter', 'iostream error')
+
+
 def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, output_dir: Path):
     """timm's `save_checkpoint`; a write that fails (full disk, lost permission) leaves no partial file behind."""
     try:
         return saver.save_checkpoint(epoch, metric=metric)
     except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk ("unexpected pos ...")
+        if isinstance(e, RuntimeError) and not any(w in str(e) for w in _WRITER_FAILURES):
+            raise
         for partial in output_dir.glob('tmp*.pth.tar'):
-            partial.unlink()
+            partial.unlink(missing_ok=True)
         reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
-        free = shutil.disk_usage(output_dir).free / 2 ** 20
+        try:
+            free = shutil.disk_usage(output_dir).free / 2 ** 20
+        except OSError:
+            free = float('nan')
         raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({reason}; {free:.1f} MiB free '
                           f'there): free disk '
                           f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None

@@ -130,6 +130,7 @@ def validate(args) -> Dict[str, float]:
                    top1=round(metrics['top1'], 4), top5=round(metrics['top5'], 4), loss=round(metrics['loss'], 6),
                    img_per_s=round(metrics['img_per_s'], 2), input_size=list(data_config['input_size']))
     if args.results_file:
+        Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results_file, 'x') as f:
             f.write(json.dumps(results, indent=2))
     return results

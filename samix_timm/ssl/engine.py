@@ -203,7 +203,7 @@ class SSLCheckpointState:
 
 
 # keyword arguments of the SSL library whose flag is not `--` + the keyword with dashes
-_KEYWORD_FLAGS = dict(mode='--ssl-mix')
+_KEYWORD_FLAGS = dict(mode='--ssl-mix', index='--samix-feature-index')
 
 
 def train_ssl(args, args_text: str) -> SSLResult:

@@ -24,14 +24,12 @@ from torch.utils.data import DataLoader
 from ..cli import guarded
 from ..engine.checks import check_input_file, check_new_file, check_numbers
 from ..engine.setup import local_device, shared_class_index
-from ..errors import ConfigError
 from .data import eval_transform, extract_features
-
-_logger = logging.getLogger(__name__)
 from .encoder import backbone_state_dict
 
 __all__ = ['knn_probe', 'linear_probe', 'eval_features', 'backbone_features', 'probe_backbone', 'probe_checkpoint']
 
+_logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -177,7 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text = json.dumps(dict(checkpoint=args.checkpoint, **results), indent=2)
         print(text)
         if args.results_file:
-            with open(args.results_file, 'x') as f:
+            Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results_file, 'x') as f:
                 f.write(text)
         return 0
 
