@@ -52,10 +52,11 @@ def test_short_run_learns_and_validate_reproduces(embedded_data, tmp_path):
     res = json.loads(res_file.read_text())
     assert res['model'] == 'test_resnet' and res['num_images'] == 1000
     assert res['top1'] == pytest.approx(top1, abs=0.01)
+    ema_file = tmp_path / 'val_ema.json'  # a results file is never overwritten
     ema = run_validate(['--data-dir', str(embedded_data), '--checkpoint', str(run / 'last.pth.tar'),
-                        '--use-ema', '--workers', '0', '--device', 'cpu', '--results-file', str(res_file)])
+                        '--use-ema', '--workers', '0', '--device', 'cpu', '--results-file', str(ema_file)])
     assert ema == 0
-    assert json.loads(res_file.read_text())['top1'] == pytest.approx(result.ema_metrics['top1'], abs=0.01)
+    assert json.loads(ema_file.read_text())['top1'] == pytest.approx(result.ema_metrics['top1'], abs=0.01)
 
 
 @pytest.mark.parametrize('full_workers,resumed_workers', [('0', '0'), ('2', '1')])
@@ -124,7 +125,7 @@ def test_bad_inputs_give_one_line_errors(small_data, tmp_path, capsys):
         capsys, *base, '--data-dir', str(small_data), '--model', 'resnet_nope')
     assert 'even batch size' in _run_error(capsys, *base, '--data-dir', str(small_data), '--mixup', '0.5',
                                            '-b', '51')
-    assert 'is not a file' in _run_error(capsys, *base, '--data-dir', str(small_data), '--resume',
+    assert 'does not exist' in _run_error(capsys, *base, '--data-dir', str(small_data), '--resume',
                                          str(tmp_path / 'nothing.pth.tar'))
     assert 'is not a file' in (
         run_validate(['--data-dir', str(small_data), '--checkpoint', str(tmp_path / 'x.pth')]) == 2
@@ -242,13 +243,17 @@ def test_a_real_sigint_stops_train_py_in_one_line(small_data, tmp_path):
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
     last = tmp_path / 'run' / 'last.pth.tar'
-    deadline = time.time() + 240
+    deadline = time.time() + 600  # generous: CI machines may be busy
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert last.exists(), 'no checkpoint within 240 s'
+    assert last.exists(), "no checkpoint within 600 s"
     time.sleep(1.0)  # into the next epoch
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"train.py did not stop within 300 s of SIGINT: {proc.communicate()[1][-2000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert 'Traceback' not in err, err[-3000:]
     line = err.strip().splitlines()[-1]
