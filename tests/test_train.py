@@ -241,7 +241,10 @@ def test_a_real_sigint_stops_train_py_in_one_line(small_data, tmp_path):
     argv = [sys.executable, str(REPO / 'train.py'), '--data-dir', str(small_data), '--output', str(tmp_path),
             *FAST_ARGS, '--epochs', '200', '--experiment', 'run']
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True,
+                            # a shell's background job (`cmd &`) ignores SIGINT and children inherit that: a
+                            # terminal's Ctrl-C reaches a foreground run, which is what this test stands for
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / 'run' / 'last.pth.tar'
     deadline = time.time() + 600  # generous: CI machines may be busy
     while not last.exists() and proc.poll() is None and time.time() < deadline:
