@@ -104,7 +104,7 @@ class MixingAttention(nn.Module):
             return logits.softmax(dim=-1)
 
 
-def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30) -> torch.Tensor:
+def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30, check: bool = True) -> torch.Tensor:
     """ s = sigmoid(m + b_n) with the per-image offset b_n that makes mean(s_n) = keep_n (§2.6, mask area).
 
     b_n is found by bisection (mean(s_n) rises monotonically with b_n; b_n lies between logit(keep_n) - max(m_n)
@@ -114,9 +114,11 @@ def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30) -> torch
     Args:
         m: Mask logits, Nx1xHxW fp32.
         keep: Target mean of s per image, (N,) in (0, 1).
+        check: Refuse non-finite logits (a host sync: the Mixer skips it on CUDA unless the value head ran in fp16,
+            as for the attention logits).
     """
     flat = m.flatten(1)
-    if not torch.isfinite(flat).all():  # a sigmoid would hide it as 0/1; the offset would turn it into NaN
+    if check and not torch.isfinite(flat).all():  # a sigmoid would hide it as 0/1; the offset would make NaN
         raise MixerNumericsError(
             f'Mixer mask logits are not finite in {int((~torch.isfinite(flat)).sum())} of {flat.numel()} values. '
             f'Check the input features z for NaN/inf and the Mixer weights (diverged Mixer learning rate?).')
@@ -151,7 +153,7 @@ def _attention_mask(
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
         if keep is not None:
-            return fit_mask_area(m, keep)
+            return fit_mask_area(m, keep, check=v.device.type == 'cpu' or v.dtype == torch.float16)
         return m.sigmoid()  # Nx1xHxW
 
 
