@@ -27,7 +27,7 @@ SizeType = Union[int, Sequence[int]]
 
 MIXER_UPSAMPLES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in', 'fan_in_all')
-MIXER_NORMS = ('none', 'rms', 'qk')
+MIXER_NORMS = ('none', 'rms', 'qk', 'qk_gain')
 MIXER_AREAS = ('free', 'lam')  # mask area: learned under ℓ_μ (the authors') or 1 - lam per image by construction
 
 
@@ -79,11 +79,16 @@ class MixingAttention(nn.Module):
     Args:
         qk_norm: Scale each position's query and key to unit RMS over their d channels first (§2.6): the
             logits then lie in [-sqrt(d), sqrt(d)] whatever the weights' or the features' scale.
+        gain: With ``qk_norm``, multiply the logits by a learned exp(log_gain) (init 1), so the attention can
+            sharpen by one parameter instead of by aligning Q and K over all d channels (§2.6).
     """
 
-    def __init__(self, qk_norm: bool = False):
+    def __init__(self, qk_norm: bool = False, gain: bool = False):
         super().__init__()
+        if gain and not qk_norm:
+            raise ValueError('gain=True needs qk_norm=True (the gain scales the bounded logits).')
         self.qk_norm = qk_norm
+        self.log_gain = nn.Parameter(torch.zeros(())) if gain else None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         check = q.device.type == 'cpu' or q.dtype == torch.float16
@@ -94,6 +99,8 @@ class MixingAttention(nn.Module):
                 q = q * torch.rsqrt(q.pow(2).mean(dim=1, keepdim=True) + 1e-6)
                 k = k * torch.rsqrt(k.pow(2).mean(dim=1, keepdim=True) + 1e-6)
             logits = torch.bmm(q.transpose(1, 2), k) / math.sqrt(q.shape[1])  # Nxhwxhw
+            if self.log_gain is not None:  # §2.6, the learned attention gain
+                logits = logits * self.log_gain.float().exp()
             if check and not torch.isfinite(logits).all():
                 num_nan = int(torch.isnan(logits).sum())
                 num_inf = int(torch.isinf(logits).sum())
@@ -209,8 +216,9 @@ class Mixer(nn.Module):
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
         init: 'reference' (every conv N(0, 0.01^2), §2.5), 'fan_in' (Q and K N(0, 1/fan_in)) or 'fan_in_all'
             (every conv N(0, 1/fan_in)); §2.6.
-        norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first) or 'qk'
-            (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
+        norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first), 'qk'
+            (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)) or 'qk_gain' ('qk' with a
+            learned gain on the logits); §2.6.
         area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
             its partner, mean(1 - s_n) = lam_n, by a per-image logit offset); §2.6.
     """
@@ -251,7 +259,7 @@ class Mixer(nn.Module):
 
         self.query = nn.Conv2d(2 * in_channels, hidden, 1)
         self.key = nn.Conv2d(2 * in_channels, hidden, 1)
-        self.attention = MixingAttention(qk_norm=norm == 'qk')
+        self.attention = MixingAttention(qk_norm=norm in ('qk', 'qk_gain'), gain=norm == 'qk_gain')
         self.value = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
