@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
+    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'MIXER_SHARPNESS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
     'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
@@ -29,6 +29,7 @@ MIXER_UPSAMPLES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in', 'fan_in_all')
 MIXER_NORMS = ('none', 'rms', 'qk', 'qk_gain')
 MIXER_AREAS = ('free', 'lam')  # mask area: learned under ℓ_μ (the authors') or 1 - lam per image by construction
+MIXER_SHARPNESS = ('free', 'gain')  # mask logit scale: whatever P·v gives (the authors') or one learned gain
 
 
 class MixerNumericsError(RuntimeError):
@@ -148,15 +149,21 @@ def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30, check: b
 
 def _attention_mask(
         p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str, keep: Optional[torch.Tensor] = None,
+        log_gain: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride.
 
     With ``keep`` (N,), each image's mask logits are shifted so that mean(s_n) = keep_n (`fit_mask_area`).
+    With ``log_gain``, each image's logits are divided by their own std over positions and multiplied by
+    exp(log_gain): the mask's sharpness is one learned number, its shape the attention's and value's (§2.6).
     """
     n, _, h, w = v.shape
     with torch.autocast(device_type=v.device.type, enabled=False):
         m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
         m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
+        if log_gain is not None:  # §2.6, the learned mask gain
+            std = m.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1)
+            m = m * (log_gain.float().exp() / (std + 1e-6))
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
         if keep is not None:
@@ -221,6 +228,8 @@ class Mixer(nn.Module):
             learned gain on the logits); §2.6.
         area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
             its partner, mean(1 - s_n) = lam_n, by a per-image logit offset); §2.6.
+        sharpness: 'free' (the reference: the logits' scale is what P·v makes it) or 'gain' (each image's logits at
+            unit std over positions, times one learned gain exp(log_gain), init 1); §2.6.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -234,6 +243,7 @@ class Mixer(nn.Module):
             init: str = 'reference',
             norm: str = 'none',
             area: str = 'free',
+            sharpness: str = 'free',
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -247,11 +257,15 @@ class Mixer(nn.Module):
             raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
         if area not in MIXER_AREAS:
             raise ValueError(f'area must be one of {MIXER_AREAS}, got {area!r}.')
+        if sharpness not in MIXER_SHARPNESS:
+            raise ValueError(f'sharpness must be one of {MIXER_SHARPNESS}, got {sharpness!r}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
             dropout=dropout, upsample=upsample, init=init, norm=norm)
         if area != 'free':  # written only when set, so Mixers exported before the option rebuild unchanged
             self._config['area'] = area
+        if sharpness != 'free':
+            self._config['sharpness'] = sharpness
         self.area = area
         self.lam_rescale_k = lam_rescale_k
         self.norm = norm
@@ -267,6 +281,8 @@ class Mixer(nn.Module):
             nn.Conv2d(hidden, 1, 1, bias=False),
             nn.Dropout(dropout),
         )
+        # exp(log_gain) x the logits at unit std per image (§2.6); zeros_ after the init, which leaves it alone
+        self.log_gain = nn.Parameter(torch.zeros(())) if sharpness == 'gain' else None
         _init_weights(self, init, (self.query, self.key))
 
     @property
@@ -312,7 +328,7 @@ class Mixer(nn.Module):
         v = self.value(z_j)  # Nx1xhxw
         # §2.4 mask logits, upsample, sigmoid
         keep = 1. - lam_n.flatten() if self.area == 'lam' else None  # s weighs the partner: mean(s_n) = 1 - lam_n
-        return _attention_mask(p, v, out_size, self.upsample, keep)
+        return _attention_mask(p, v, out_size, self.upsample, keep, self.log_gain)
 
 
 class AutoMixer(nn.Module):
