@@ -46,17 +46,14 @@ VARIANTS: Dict[str, List[str]] = {
     'qk_fan_in_image_area': ['--samix-mixer-init', 'fan_in', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
                              '--samix-mask-area', 'lam'],
     'all_qk_image_area': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
-                          '--samix-mask-area', 'lam'],
-    'all_qk_image_area_gain': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm',
-                               'qk', '--samix-mask-area', 'lam', '--samix-mask-sharpness', 'gain'],
-    'all_qkgain_image_area_gain': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image',
-                                   '--samix-mixer-norm', 'qk_gain', '--samix-mask-area', 'lam', '--samix-mask-sharpness',
-                                   'gain'],
-    'all_qkgain_image_area': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm',
-                              'qk_gain', '--samix-mask-area', 'lam'],
+                          '--samix-mask-area', 'lam', '--samix-mask-gain', '0'],
+    'all_qk_image_area_g4': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm',
+                             'qk', '--samix-mask-area', 'lam', '--samix-mask-gain', '4'],
+    'all_qk_image_area_g8': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm',
+                             'qk', '--samix-mask-area', 'lam', '--samix-mask-gain', '8'],
 }
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
-              'mixer_attention_logit_std', 'mixer_attention_gain', 'mixer_mask_gain',
+              'mixer_attention_logit_std',
               'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
               'mixer_grad_query', 'mixer_grad_key', 'mixer_grad_value', 'mask_var', 'mask_mu')
 

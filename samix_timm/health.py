@@ -58,10 +58,6 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
     if entropies:  # not when the Mixer runs compiled (hooks do not fire inside a compiled graph)
         metrics['mixer_attention_entropy'] = float(torch.stack(entropies).mean())
         metrics['mixer_attention_logit_std'] = float(torch.stack(logit_stds).mean())  # the softmax's sharpness
-    if getattr(attention, 'log_gain', None) is not None:  # the learned attention gain (§2.6)
-        metrics['mixer_attention_gain'] = float(attention.log_gain.detach().float().exp())
-    if getattr(net, 'log_gain', None) is not None:  # the learned mask gain (§2.6)
-        metrics['mixer_mask_gain'] = float(net.log_gain.detach().float().exp())
     if isinstance(net, nn.Module):
         for name, part in net.named_children():
             weights = [m.weight.detach().float().flatten() for m in part.modules() if isinstance(m, nn.Conv2d)]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
-    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'MIXER_SHARPNESS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
+    'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
     'list_mixers', 'mixer_name', 'mixer_inference', 'set_inference_mode',
 ]
 
@@ -27,9 +27,8 @@ SizeType = Union[int, Sequence[int]]
 
 MIXER_UPSAMPLES = ('bilinear', 'nearest')
 MIXER_INITS = ('reference', 'fan_in', 'fan_in_all')
-MIXER_NORMS = ('none', 'rms', 'qk', 'qk_gain')
+MIXER_NORMS = ('none', 'rms', 'qk')
 MIXER_AREAS = ('free', 'lam')  # mask area: learned under ℓ_μ (the authors') or 1 - lam per image by construction
-MIXER_SHARPNESS = ('free', 'gain')  # mask logit scale: whatever P·v gives (the authors') or one learned gain
 
 
 class MixerNumericsError(RuntimeError):
@@ -80,16 +79,11 @@ class MixingAttention(nn.Module):
     Args:
         qk_norm: Scale each position's query and key to unit RMS over their d channels first (§2.6): the
             logits then lie in [-sqrt(d), sqrt(d)] whatever the weights' or the features' scale.
-        gain: With ``qk_norm``, multiply the logits by a learned exp(log_gain) (init 1), so the attention can
-            sharpen by one parameter instead of by aligning Q and K over all d channels (§2.6).
     """
 
-    def __init__(self, qk_norm: bool = False, gain: bool = False):
+    def __init__(self, qk_norm: bool = False):
         super().__init__()
-        if gain and not qk_norm:
-            raise ValueError('gain=True needs qk_norm=True (the gain scales the bounded logits).')
         self.qk_norm = qk_norm
-        self.log_gain = nn.Parameter(torch.zeros(())) if gain else None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         check = q.device.type == 'cpu' or q.dtype == torch.float16
@@ -100,8 +94,6 @@ class MixingAttention(nn.Module):
                 q = q * torch.rsqrt(q.pow(2).mean(dim=1, keepdim=True) + 1e-6)
                 k = k * torch.rsqrt(k.pow(2).mean(dim=1, keepdim=True) + 1e-6)
             logits = torch.bmm(q.transpose(1, 2), k) / math.sqrt(q.shape[1])  # Nxhwxhw
-            if self.log_gain is not None:  # §2.6, the learned attention gain
-                logits = logits * self.log_gain.float().exp()
             if check and not torch.isfinite(logits).all():
                 num_nan = int(torch.isnan(logits).sum())
                 num_inf = int(torch.isinf(logits).sum())
@@ -149,21 +141,20 @@ def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30, check: b
 
 def _attention_mask(
         p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str, keep: Optional[torch.Tensor] = None,
-        log_gain: Optional[torch.Tensor] = None,
+        gain: Optional[float] = None,
 ) -> torch.Tensor:
     """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride.
 
     With ``keep`` (N,), each image's mask logits are shifted so that mean(s_n) = keep_n (`fit_mask_area`).
-    With ``log_gain``, each image's logits are divided by their own std over positions and multiplied by
-    exp(log_gain): the mask's sharpness is one learned number, its shape the attention's and value's (§2.6).
+    With ``gain``, each image's logits are first divided by their std over positions and multiplied by ``gain``:
+    the mask's sharpness is set, the Mixer learns where its edges go (§2.6, mask sharpness).
     """
     n, _, h, w = v.shape
     with torch.autocast(device_type=v.device.type, enabled=False):
         m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
         m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
-        if log_gain is not None:  # §2.6, the learned mask gain
-            std = m.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1)
-            m = m * (log_gain.float().exp() / (std + 1e-6))
+        if gain is not None:  # §2.6, mask sharpness
+            m = m * (gain / (m.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1) + 1e-6))
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
         if keep is not None:
@@ -223,13 +214,12 @@ class Mixer(nn.Module):
         upsample: Mask upsampling, 'bilinear' or 'nearest'.
         init: 'reference' (every conv N(0, 0.01^2), §2.5), 'fan_in' (Q and K N(0, 1/fan_in)) or 'fan_in_all'
             (every conv N(0, 1/fan_in)); §2.6.
-        norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first), 'qk'
-            (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)) or 'qk_gain' ('qk' with a
-            learned gain on the logits); §2.6.
+        norm: 'none' (the reference), 'rms' (z and its partner divided by their per-sample RMS first) or 'qk'
+            (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
         area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
             its partner, mean(1 - s_n) = lam_n, by a per-image logit offset); §2.6.
-        sharpness: 'free' (the reference: the logits' scale is what P·v makes it) or 'gain' (each image's logits at
-            unit std over positions, times one learned gain exp(log_gain), init 1); §2.6.
+        mask_gain: None (the reference: the logits' scale is what P·v makes it) or g > 0: each image's logits at unit
+            std over positions, times g, so the mask's sharpness is set and only its shape is learned; §2.6.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -243,7 +233,7 @@ class Mixer(nn.Module):
             init: str = 'reference',
             norm: str = 'none',
             area: str = 'free',
-            sharpness: str = 'free',
+            mask_gain: Optional[float] = None,
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -257,15 +247,16 @@ class Mixer(nn.Module):
             raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
         if area not in MIXER_AREAS:
             raise ValueError(f'area must be one of {MIXER_AREAS}, got {area!r}.')
-        if sharpness not in MIXER_SHARPNESS:
-            raise ValueError(f'sharpness must be one of {MIXER_SHARPNESS}, got {sharpness!r}.')
+        if mask_gain is not None and not mask_gain > 0:
+            raise ValueError(f'mask_gain must be > 0 (or None: the logits as the Mixer makes them), got {mask_gain}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
             dropout=dropout, upsample=upsample, init=init, norm=norm)
         if area != 'free':  # written only when set, so Mixers exported before the option rebuild unchanged
             self._config['area'] = area
-        if sharpness != 'free':
-            self._config['sharpness'] = sharpness
+        if mask_gain is not None:
+            self._config['mask_gain'] = mask_gain
+        self.mask_gain = mask_gain
         self.area = area
         self.lam_rescale_k = lam_rescale_k
         self.norm = norm
@@ -273,7 +264,7 @@ class Mixer(nn.Module):
 
         self.query = nn.Conv2d(2 * in_channels, hidden, 1)
         self.key = nn.Conv2d(2 * in_channels, hidden, 1)
-        self.attention = MixingAttention(qk_norm=norm in ('qk', 'qk_gain'), gain=norm == 'qk_gain')
+        self.attention = MixingAttention(qk_norm=norm == 'qk')
         self.value = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
@@ -281,8 +272,6 @@ class Mixer(nn.Module):
             nn.Conv2d(hidden, 1, 1, bias=False),
             nn.Dropout(dropout),
         )
-        # exp(log_gain) x the logits at unit std per image (§2.6); zeros_ after the init, which leaves it alone
-        self.log_gain = nn.Parameter(torch.zeros(())) if sharpness == 'gain' else None
         _init_weights(self, init, (self.query, self.key))
 
     @property
@@ -328,7 +317,7 @@ class Mixer(nn.Module):
         v = self.value(z_j)  # Nx1xhxw
         # §2.4 mask logits, upsample, sigmoid
         keep = 1. - lam_n.flatten() if self.area == 'lam' else None  # s weighs the partner: mean(s_n) = 1 - lam_n
-        return _attention_mask(p, v, out_size, self.upsample, keep, self.log_gain)
+        return _attention_mask(p, v, out_size, self.upsample, keep, self.mask_gain)
 
 
 class AutoMixer(nn.Module):
