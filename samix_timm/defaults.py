@@ -44,7 +44,7 @@ DEFAULT_PRESET = 'paper'
 DEFAULT_MIXER_INIT = 'fan_in_all'  # every conv N(0, 1/fan_in); 'reference': N(0, 0.01^2) (§2.5)
 DEFAULT_MIXER_NORM = 'qk'  # Q and K at unit RMS per position, logits bounded by sqrt(d); 'none' the authors'
 DEFAULT_MASK_AREA = 'lam'  # each mask keeps exactly lam of its image (a per-image logit offset); 'free' the authors'
-DEFAULT_MASK_GAIN = 0.  # 0: mask logits as P·v makes them (the authors'); g: at unit std per image, times g
+DEFAULT_MASK_SHARPNESS = 0.  # 0: mask logits as P·v makes them (the authors'); g: std of each image's logits >= g
 DEFAULT_MASK_LOSS = 'image'  # ℓ_μ, ℓ_σ per image, so masks constant per image do not meet them; 'batch' the authors'
 
 
@@ -80,7 +80,7 @@ def samix_defaults(
         mixer_init: Optional[str] = None,
         mixer_norm: Optional[str] = None,
         mask_area: Optional[str] = None,
-        mask_gain: Optional[float] = None,
+        mask_sharpness: Optional[float] = None,
         mixer_upsample: Optional[str] = None,
         mask_loss: Optional[str] = None,
         lam_rescale_k: float = -1,
@@ -121,9 +121,9 @@ def samix_defaults(
     if mixer == 'samix':
         mixer_kwargs['norm'] = mixer_norm or DEFAULT_MIXER_NORM  # §2.6
         mixer_kwargs['area'] = mask_area or DEFAULT_MASK_AREA  # §2.6
-        gain = DEFAULT_MASK_GAIN if mask_gain is None else mask_gain  # §2.6; 0 = the logits as the Mixer makes them
-        if gain:
-            mixer_kwargs['mask_gain'] = gain
+        sharpness = DEFAULT_MASK_SHARPNESS if mask_sharpness is None else mask_sharpness  # §2.6; 0: the authors'
+        if sharpness:
+            mixer_kwargs['sharpness'] = sharpness
         # §5.7: the released SAMix configs upsample bilinearly for CNNs, nearest for DeiT/Swin (AutoMix: nearest)
         mixer_kwargs['upsample'] = mixer_upsample or ('nearest' if vit else 'bilinear')
     elif mixer_upsample:
@@ -161,7 +161,7 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     opt, mk = m.optimizer.keywords, m.kwargs
     return (f"{m.mixer} Mixer, {opt['opt']} lr {opt['lr']:g} -> {m.min_lr:g} wd {opt['weight_decay']:g}, "
             f"{m.loss} loss, eta {m.eta:g}, dropout {mk.get('dropout', 0):g}, {mk.get('init', 'reference')} init, "
-            f"norm {mk.get('norm', 'none')}, mask area {mk.get('area', 'free')}, mask gain {mk.get('mask_gain', 'free')}, {mk.get('upsample', 'nearest')} mask "
+            f"norm {mk.get('norm', 'none')}, mask area {mk.get('area', 'free')}, mask sharpness {mk.get('sharpness', 'free')}, {mk.get('upsample', 'nearest')} mask "
             f"upsampling, mask losses per {m.mask_loss}, Mixer trained every {p.mixer_every} step(s) on {p.mixer_batch_frac:g} of the batch at "
             f"{p.mixer_scale:g}x resolution, clean term W {p.clean_weight:g} on {p.clean_frac:g} of the batch "
             f"({p.clean_forward} forward)")

@@ -63,7 +63,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
             mixer_min_lr=args.samix_mixer_min_lr, mixer_momentum=args.samix_mixer_momentum,
             mixer_weight_decay=args.samix_mixer_weight_decay, mixer_dropout=args.samix_mixer_dropout,
             mixer_init=args.samix_mixer_init, mixer_norm=args.samix_mixer_norm, mask_loss=args.samix_mask_loss,
-            mask_area=args.samix_mask_area, mask_gain=args.samix_mask_gain,
+            mask_area=args.samix_mask_area, mask_sharpness=args.samix_mask_sharpness,
             mixer_upsample=args.samix_mixer_upsample, lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta,
             momentum_start=args.samix_momentum_start, momentum_end=args.samix_momentum_end,
             mask_beta=args.samix_mask_beta, mask_margin=args.samix_mask_margin, beta_schedule=args.samix_beta_schedule,

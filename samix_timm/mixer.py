@@ -141,20 +141,20 @@ def fit_mask_area(m: torch.Tensor, keep: torch.Tensor, steps: int = 30, check: b
 
 def _attention_mask(
         p: torch.Tensor, v: torch.Tensor, out_size: SizeType, mode: str, keep: Optional[torch.Tensor] = None,
-        gain: Optional[float] = None,
+        sharpness: Optional[float] = None,
 ) -> torch.Tensor:
     """ s = sigmoid(up(P . v)) in fp32 (§2.4); the scale is out_size / h, never a fixed stride.
 
     With ``keep`` (N,), each image's mask logits are shifted so that mean(s_n) = keep_n (`fit_mask_area`).
-    With ``gain``, each image's logits are first divided by their std over positions and multiplied by ``gain``:
-    the mask's sharpness is set, the Mixer learns where its edges go (§2.6, mask sharpness).
+    With ``sharpness`` g, each image's logits m_n become m_n (1 + g / std(m_n)): their std over positions is
+    g + std(m_n), so the mask is never softer than g allows and may grow sharper (§2.6, mask sharpness).
     """
     n, _, h, w = v.shape
     with torch.autocast(device_type=v.device.type, enabled=False):
         m = torch.bmm(p, v.flatten(2).transpose(1, 2).float())  # Nxhwx1
         m = m.transpose(1, 2).reshape(n, 1, h, w)  # Nx1xhxw
-        if gain is not None:  # §2.6, mask sharpness
-            m = m * (gain / (m.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1) + 1e-6))
+        if sharpness is not None:  # §2.6, mask sharpness
+            m = m * (1. + sharpness / (m.flatten(1).std(dim=1, unbiased=False).view(n, 1, 1, 1) + 1e-6))
         m = F.interpolate(
             m, size=_size_2d(out_size), mode=mode, align_corners=False if mode == 'bilinear' else None)
         if keep is not None:
@@ -218,8 +218,8 @@ class Mixer(nn.Module):
             (each position's Q and K at unit RMS, so the logits are bounded by sqrt(d)); §2.6.
         area: 'free' (the reference: the area is learned under ℓ_μ) or 'lam' (each mask keeps exactly 1 - lam of
             its partner, mean(1 - s_n) = lam_n, by a per-image logit offset); §2.6.
-        mask_gain: None (the reference: the logits' scale is what P·v makes it) or g > 0: each image's logits at unit
-            std over positions, times g, so the mask's sharpness is set and only its shape is learned; §2.6.
+        sharpness: None (the reference: the logits' scale is what P·v makes it) or g > 0: each image's logits m_n
+            scaled by 1 + g / std(m_n), so their std is at least g: masks never softer than that; §2.6.
     """
     variance_loss = True  # trained with ℓ_μ + ℓ_σ (§3)
 
@@ -233,7 +233,7 @@ class Mixer(nn.Module):
             init: str = 'reference',
             norm: str = 'none',
             area: str = 'free',
-            mask_gain: Optional[float] = None,
+            sharpness: Optional[float] = None,
     ):
         super().__init__()
         hidden = in_channels // reduction
@@ -247,16 +247,16 @@ class Mixer(nn.Module):
             raise ValueError(f'norm must be one of {MIXER_NORMS}, got {norm!r}.')
         if area not in MIXER_AREAS:
             raise ValueError(f'area must be one of {MIXER_AREAS}, got {area!r}.')
-        if mask_gain is not None and not mask_gain > 0:
-            raise ValueError(f'mask_gain must be > 0 (or None: the logits as the Mixer makes them), got {mask_gain}.')
+        if sharpness is not None and not sharpness > 0:
+            raise ValueError(f'sharpness must be > 0 (or None: the logits as the Mixer makes them), got {sharpness}.')
         self._config = dict(
             in_channels=in_channels, reduction=reduction, lam_rescale_k=lam_rescale_k,
             dropout=dropout, upsample=upsample, init=init, norm=norm)
         if area != 'free':  # written only when set, so Mixers exported before the option rebuild unchanged
             self._config['area'] = area
-        if mask_gain is not None:
-            self._config['mask_gain'] = mask_gain
-        self.mask_gain = mask_gain
+        if sharpness is not None:
+            self._config['sharpness'] = sharpness
+        self.sharpness = sharpness
         self.area = area
         self.lam_rescale_k = lam_rescale_k
         self.norm = norm
@@ -317,7 +317,7 @@ class Mixer(nn.Module):
         v = self.value(z_j)  # Nx1xhxw
         # §2.4 mask logits, upsample, sigmoid
         keep = 1. - lam_n.flatten() if self.area == 'lam' else None  # s weighs the partner: mean(s_n) = 1 - lam_n
-        return _attention_mask(p, v, out_size, self.upsample, keep, self.mask_gain)
+        return _attention_mask(p, v, out_size, self.upsample, keep, self.sharpness)
 
 
 class AutoMixer(nn.Module):

@@ -298,3 +298,34 @@ def test_mask_area_fit_refuses_non_finite_logits():
     m[1, 0, 0, 0] = float('inf')
     with pytest.raises(MixerNumericsError, match='mask logits are not finite in 1 of 32'):
         fit_mask_area(m, torch.tensor([0.5, 0.5]))
+
+
+def test_mixer_sharpness_sets_a_least_logit_std_per_image():
+    """sharpness=g makes each image's mask logits m_n (1 + g / std(m_n)), std g + std(m_n) (§2.6): a Mixer whose own
+    logits are nearly flat (the authors' N(0, 0.01^2) init) still makes spatial masks, a sharp Mixer stays as sharp,
+    the area constraint still holds, gradients still reach Q, K and the value head; config round-trips."""
+    z, index = batch(n=6)
+    torch.manual_seed(0)
+    flat = Mixer(32, area='lam', dropout=0.)
+    torch.manual_seed(0)
+    sharp = Mixer(32, area='lam', dropout=0., sharpness=6.)
+    s_flat, s_sharp = flat(z, 0.3, index, 16), sharp(z, 0.3, index, 16)
+    assert float(s_flat.detach().flatten(1).std(1).max()) < 0.05  # grey: the logits are ~1e-2
+    std = s_sharp.detach().flatten(1).std(1, unbiased=False)
+    assert float(std.min()) > 0.3  # near-binary: a binary mask keeping 0.3 has std 0.458
+    torch.testing.assert_close(1 - s_sharp.mean((1, 2, 3)), torch.full((6,), 0.3), rtol=0, atol=1e-4)
+    # the logits themselves (nearest upsampling: each position repeated alike): std over positions = g + the own
+    torch.manual_seed(0)
+    own = Mixer(32, dropout=0., upsample='nearest', init='fan_in_all')
+    near = Mixer(32, dropout=0., upsample='nearest', init='fan_in_all', sharpness=2.)  # logits fp32 sigmoid keeps
+    near.load_state_dict(own.state_dict())
+    logit_std = [torch.logit(mixer(z, 0.5, index, 8).detach().double()).flatten(1).std(1, unbiased=False)
+                 for mixer in (own, near)]
+    torch.testing.assert_close(logit_std[1], logit_std[0] + 2., rtol=0, atol=1e-3)
+    s_sharp.pow(2).mean().backward()
+    for part in (sharp.query, sharp.key, sharp.value[0]):
+        assert part.weight.grad is not None and float(part.weight.grad.abs().sum()) > 0
+    assert sharp.config['sharpness'] == 6. and 'sharpness' not in flat.config
+    assert Mixer(**sharp.config).sharpness == 6.
+    with pytest.raises(ValueError, match='sharpness must be > 0'):
+        Mixer(32, sharpness=0.)

@@ -40,7 +40,7 @@ LIMITS: Dict[str, Limit] = {
     'drop_path': RATE, 'drop_block': RATE, 'drop_connect': RATE, 'model_ema_decay': closed(0, 1),
     'crop_pct': closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': above(0),
     'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': closed(0, 1),
-    'samix_mixer_weight_decay': at_least(0), 'samix_mixer_dropout': RATE, 'samix_mask_gain': at_least(0),
+    'samix_mixer_weight_decay': at_least(0), 'samix_mixer_dropout': RATE, 'samix_mask_sharpness': at_least(0),
     'samix_eta': K['eta'],
     'samix_momentum_start': closed(0, 1), 'samix_momentum_end': closed(0, 1), 'samix_mask_beta': at_least(0),
     'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'],
@@ -250,12 +250,12 @@ def check_paths(args) -> None:
 _ONLINE_SAMIX_ONLY = (
     'samix_mixer', 'samix_feature_index', 'samix_mixer_opt', 'samix_mixer_lr', 'samix_mixer_min_lr',
     'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mask_area',
-    'samix_mask_gain', 'samix_mixer_init',
+    'samix_mask_sharpness', 'samix_mixer_init',
     'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
     'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
     'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
 # options of the SAMix Mixer only -> the value that is also AutoMix's (no warning when a recipe writes it out)
-_SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_mask_gain=0, samix_lam_rescale_k=-1,
+_SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_mask_sharpness=0, samix_lam_rescale_k=-1,
                          samix_mixer_dropout=None)
 _CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac')  # also beside timm Mixup/SAMix^P
 
