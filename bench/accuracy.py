@@ -51,7 +51,7 @@ EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
 # the default): the online SAMix methods keep it, so that a rerun measures what the rows measured
 AUTHORS_MIXER = ['--samix-mixer-init', 'reference', '--samix-mixer-norm', 'none', '--samix-mask-loss', 'batch',
-                 '--samix-mask-area', 'free']
+                 '--samix-mask-area', 'free', '--samix-mask-sharpness', '0']
 
 # in the order a sweep runs them: the comparisons that choose the defaults first
 METHODS: Dict[str, List[str]] = {

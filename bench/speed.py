@@ -80,7 +80,7 @@ METHODS: Dict[str, Callable] = {
 
 
 # the rows in bench/results were timed with the authors' Mixer; `samix_paper_stable` times the default Mixer (§2.6)
-AUTHORS_MIXER = dict(mixer_init='reference', mixer_norm='none', mask_area='free', mask_loss='batch')
+AUTHORS_MIXER = dict(mixer_init='reference', mixer_norm='none', mask_area='free', mask_loss='batch', mask_sharpness=0)
 
 
 def _preset(name: str, **explicit) -> Callable:
@@ -92,7 +92,8 @@ def _preset(name: str, **explicit) -> Callable:
 
 
 METHODS.update({f'samix_{p}': _preset(p) for p in SAMIX_PRESETS})  # the presets, clean-batch term (§5.6) on
-METHODS['samix_paper_stable'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None)
+METHODS['samix_paper_stable'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None,
+                                      mask_sharpness=None)
 METHODS.update({
     'samix_paper_noclean': _preset('paper', clean_weight=0.0),
     'samix_paper_joint': _preset('paper', clean_forward='joint'),

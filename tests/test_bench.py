@@ -254,11 +254,13 @@ def test_the_stable_variant_is_what_the_defaults_give():
     spec.loader.exec_module(grey_bench)
     p = argparse.ArgumentParser()
     p.add_argument('--samix-mixer-init'), p.add_argument('--samix-mask-loss'), p.add_argument('--samix-mixer-norm')
-    p.add_argument('--samix-mask-area')
-    for variant, given in (('all_qk_image_area', False), ('reference', True)):
+    p.add_argument('--samix-mask-area'), p.add_argument('--samix-mask-sharpness', type=float)
+    for variant, given in ((grey_bench.STABLE, False), ('reference', True)):
         flags = p.parse_args(grey_bench.VARIANTS[variant])
         made = samix_defaults('resnet18', 100, **(dict(
             mixer_init=flags.samix_mixer_init, mixer_norm=flags.samix_mixer_norm, mask_area=flags.samix_mask_area,
-            mask_loss=flags.samix_mask_loss) if given else {}))['mixer']
-        assert (made.kwargs['init'], made.kwargs['norm'], made.kwargs['area'], made.mask_loss) == (
-            flags.samix_mixer_init, flags.samix_mixer_norm, flags.samix_mask_area, flags.samix_mask_loss), variant
+            mask_loss=flags.samix_mask_loss, mask_sharpness=flags.samix_mask_sharpness) if given else {}))['mixer']
+        assert (made.kwargs['init'], made.kwargs['norm'], made.kwargs['area'], made.mask_loss,
+                made.kwargs.get('sharpness', 0.)) == (flags.samix_mixer_init, flags.samix_mixer_norm,
+                                                      flags.samix_mask_area, flags.samix_mask_loss,
+                                                      flags.samix_mask_sharpness), variant

@@ -213,7 +213,7 @@ PARITY = {
 LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='paper', samix_alpha=2.0,
                    samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999,
                    samix_mixer_init='reference', samix_mixer_norm='none', samix_mask_loss='batch')
-LEARNED_SAMIX = dict(samix_mask_area='free')  # the SAMix Mixer's own options (AutoMix's Mixer has none)
+LEARNED_SAMIX = dict(samix_mask_area='free', samix_mask_sharpness=0)  # the SAMix Mixer's own options (AutoMix's Mixer has none)
 for _family in PARITY.values():  # AutoMix upsamples nearest in every released config
     _family['automix'] = dict(_family.get('automix', {}), samix_mixer_upsample='nearest')
 PARITY_CONFIGS = [p for p in CONFIGS if reproduce.split_name(p.stem)[0] in PARITY]
