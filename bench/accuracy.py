@@ -47,6 +47,12 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
 # (epochs x its step-time ratio to the baseline, from the --speed JSON); method -> baseline method
 EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
+# matched baselines: each baseline at these multiples of the budget's epochs, so every SAMix row has a baseline
+# that got at least its compute; `<base>_x<factor>` trains `<base>` for round(factor x epochs) epochs
+COMPUTE_FACTORS = (1.25, 1.5, 2, 3.2)
+MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
+# the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
+COST_SPEED = {('test_resnet', 32): 'speed_bench_1k.json', ('test_resnet', 64): 'speed_accuracy_recipe.json'}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
 # the default): the online SAMix methods keep it, so that a rerun measures what the rows measured
@@ -75,6 +81,12 @@ METHODS: Dict[str, List[str]] = {
     'samix_lean': ['--mixup', 'samix', '--samix-preset', 'lean', *AUTHORS_MIXER],
     'samix_quarter': ['--mixup', 'samix', '--samix-preset', 'quarter', *AUTHORS_MIXER],
 }
+EPOCH_FACTOR: Dict[str, float] = {}
+for _base in MATCHED_BASES:
+    for _factor in COMPUTE_FACTORS:
+        METHODS[f'{_base}_x{_factor:g}'] = METHODS[_base]
+        SPEED_OF[f'{_base}_x{_factor:g}'] = SPEED_OF[_base]
+        EPOCH_FACTOR[f'{_base}_x{_factor:g}'] = _factor
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
@@ -96,6 +108,8 @@ def train_images(data_dir: str) -> int:
 
 def run_epochs(method: str, args) -> int:
     """Epochs a method trains: the budget's, or for an equal-compute row as many as fit in samix_paper's cost."""
+    if method in EPOCH_FACTOR:
+        return int(round(args.epochs * EPOCH_FACTOR[method]))
     if method not in EQUAL_COMPUTE:
         return args.epochs
     ratios, source = speed_ratios(Path(args.speed), args.speed_model)
@@ -121,10 +135,49 @@ def run_one(method: str, seed: int, args) -> Dict:
     with open(run_dir / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
     health = {k[len('train_'):]: float(v) for k, v in last.items() if k.startswith('train_health_')}
-    return dict(method=method, seed=seed, model=args.model, epochs=args.epochs, run_epochs=epochs, img_size=args.img_size,
-                train_images=train_images(args.data_dir), top1=float(last['eval_top1']),
-                ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
-                jobs=args.jobs, threads=args.threads, **health)
+    record = dict(method=method, seed=seed, model=args.model, epochs=args.epochs, run_epochs=epochs,
+                  img_size=args.img_size, train_images=train_images(args.data_dir), top1=float(last['eval_top1']),
+                  ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
+                  jobs=args.jobs, threads=args.threads, **health)
+    return {**record, **row_cost(record, Path(args.results))}
+
+
+def row_cost(record: Dict, results: Path) -> Dict:
+    """{'run_cost': the run's compute in units of one timm-Mixup run of its budget's epochs (run epochs / budget
+    epochs x step time / timm Mixup step time), 'cost_from': the speed.py run (file, model, resolution, batch,
+    method) that ratio comes from}; run_cost None, with the reason, where no speed run of that model and resolution
+    (`COST_SPEED`) timed the method. SAMix^P rows add 'pretrain_cost': the run that made its Mixer, once per Mixer
+    and reusable, so it is never folded into run_cost."""
+    model, epochs, img_size, _ = budget(record)
+    name = COST_SPEED.get((model, img_size))
+    if name is None:
+        return dict(run_cost=None, cost_from=f'no speed.py run of {model} at {img_size} px in COST_SPEED')
+    ratios, source = speed_ratios(results / name, model)
+    method = SPEED_OF.get(record['method'])
+    if method not in ratios:
+        return dict(run_cost=None, cost_from=f'{source}: no {method} timing')
+    cost = dict(run_cost=round(ratios[method] * record.get('run_epochs', epochs) / epochs, 3),
+                cost_from=f'{source}, method {method}')
+    if record['method'] == 'samix_p':
+        cost['pretrain_cost'] = None  # the shipped Mixer came from a resnet18 run on another build: not timed here
+        cost['pretrain_from'] = ('configs/embedded_resnet18_samix.yaml (resnet18, 4,000 images): another model, '
+                                 'not in one speed run with this budget')
+    return cost
+
+
+def add_costs(results: Path) -> int:
+    """Write `row_cost` into every row of accuracy_runs.jsonl that lacks it (rows from before the field); returns
+    how many rows changed. The file is rewritten through a temporary file, so an interruption loses nothing."""
+    path = results / 'accuracy_runs.jsonl'
+    rows, changed = _done(results), 0
+    for r in rows:
+        if 'run_cost' not in r:
+            r.update(row_cost(r, results))
+            changed += 1
+    tmp = path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    tmp.replace(path)
+    return changed
 
 
 def speed_ratios(path: Path, model: str) -> Tuple[Dict[str, float], str]:
@@ -215,32 +268,58 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
             continue
         t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
         ratio = ratios.get(SPEED_OF[m], np.nan)
-        stats[m] = (t1.mean(), t1.std(ddof=1) if len(t1) > 1 else 0.0, ratio)
         run_epochs = by[m][0].get('run_epochs', epochs)
+        run_cost = ratio * run_epochs / epochs
+        spread = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
+        stats[m] = (t1.mean(), spread(t1), ema.mean(), spread(ema), run_cost)
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
-                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {ratio * run_epochs / epochs:.2f} | '
+                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {run_cost:.2f} | '
                      f'{_health(by[m])} |')
     presets = {PRESET_OF[m]: dict({k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')},
                                   grey=grey_seeds(by[m])) for m in PRESET_OF if m in by}
     if 'paper' in presets and len(presets) > 1:
         cost = {PRESET_OF[m]: ratios.get(SPEED_OF[m], np.nan) for m in PRESET_OF}
         lines += ['', preset_verdict(presets, cost)]
-    stats = {m: v for m, v in stats.items() if np.isfinite(v[2])}
+    stats = {m: v for m, v in stats.items() if np.isfinite(v[4])}
     if stats:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m, (acc, std, cost) in stats.items():
-            ax.errorbar(cost, acc, yerr=std, fmt='o', capsize=3)
-            ax.annotate(m, (cost, acc), xytext=(4, 4), textcoords='offset points', fontsize=8)
-        ax.set_xlim(0.8, max(c for _, _, c in stats.values()) + 0.3)
-        ax.set_xlabel(f'step time relative to timm Mixup ({source})', fontsize=8)
-        ax.set_ylabel('top-1 (%), mean ± std over seeds')
-        ax.set_title(f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs} epochs', fontsize=9)
-        fig.tight_layout()
-        fig.savefig(results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png', dpi=120)
+        plot_cost(stats, results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png',
+                  f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs}-epoch budget', source)
     return '\n'.join(lines)
+
+
+def pareto_front(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    """The (cost, top-1) points no cheaper-or-equal point beats: what the best method buys at each compute."""
+    front, best = [], -np.inf
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
+
+
+def plot_cost(stats: Dict[str, Tuple[float, float, float, float, float]], path: Path, title: str, source: str) -> None:
+    """Top-1 (online and EMA, mean ± std over seeds) against the compute of the whole run, in timm-Mixup runs of
+    the budget, with the Pareto front of each; `stats`: method -> (top-1, std, EMA top-1, std, run cost)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (col, name) in zip(axes, ((0, 'top-1'), (2, 'EMA top-1'))):
+        for m, v in stats.items():
+            samix = m.startswith(('samix', 'automix'))
+            ax.errorbar(v[4], v[col], yerr=v[col + 1], fmt='o' if samix else 's', capsize=3,
+                        color='tab:red' if samix else 'tab:blue', ms=4)
+            ax.annotate(m, (v[4], v[col]), xytext=(3, 3), textcoords='offset points', fontsize=6)
+        front = pareto_front([(v[4], v[col]) for v in stats.values()])
+        ax.step([c for c, _ in front], [a for _, a in front], where='post', color='grey', lw=1, ls='--',
+                label='Pareto front')
+        ax.set_xlabel(f'run cost (x one timm Mixup run of the budget; {source})', fontsize=7)
+        ax.set_ylabel(f'{name} (%), mean ± std over seeds')
+        ax.legend(fontsize=7, loc='lower right')
+        ax.set_title(f'{name}: {title}', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -260,6 +339,7 @@ def main() -> None:
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
+    p.add_argument('--add-costs', action='store_true', help='write run_cost into the rows that lack it, then exit')
     p.add_argument('--train-images', type=int, default=None,
                    help='budget of the table (default: the --data-dir build, the recipe\'s when none is there)')
     args = p.parse_args()
@@ -268,6 +348,9 @@ def main() -> None:
     if args.threads is None and args.jobs > 1:
         args.threads = 1
     images = args.train_images if args.train_images is not None else train_images(args.data_dir)
+    if args.add_costs:
+        print(f'run_cost written into {add_costs(results)} rows of {results / "accuracy_runs.jsonl"}')
+        return
     if not args.table:
         done = {(r['method'], r['seed'], *budget(r)) for r in _done(results)}
         todo = [(m, s) for s in args.seeds for m in args.methods

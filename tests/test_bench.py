@@ -264,3 +264,38 @@ def test_the_stable_variant_is_what_the_defaults_give():
                 made.kwargs.get('sharpness', 0.)) == (flags.samix_mixer_init, flags.samix_mixer_norm,
                                                       flags.samix_mask_area, flags.samix_mask_loss,
                                                       flags.samix_mask_sharpness), variant
+
+
+def test_pareto_front_keeps_what_no_cheaper_run_beats(accuracy):
+    points = [(1.0, 80.0), (1.25, 79.0), (1.5, 83.0), (3.2, 82.0), (3.6, 90.0), (1.5, 81.0)]
+    assert accuracy.pareto_front(points) == [(1.0, 80.0), (1.5, 83.0), (3.6, 90.0)]
+
+
+def test_matched_baselines_train_their_multiple_of_the_epochs(accuracy):
+    args = argparse.Namespace(epochs=60)
+    assert [accuracy.run_epochs(f'mixup_a1_x{f:g}', args) for f in accuracy.COMPUTE_FACTORS] == [75, 90, 120, 192]
+    assert accuracy.run_epochs('vanilla_x2', args) == 120 and accuracy.run_epochs('samix_paper', args) == 60
+    assert accuracy.METHODS['mixup_a0.2_x1.5'] == ['--mixup', '0.2']  # timm's α grid kept: 0.2 and 1
+    assert accuracy.SPEED_OF['vanilla_x3.2'] == 'none'
+
+
+def test_every_row_gets_its_run_cost(accuracy, tmp_path):
+    """run_cost = run epochs / budget epochs x step time / timm Mixup step time from the speed run of the budget's
+    model and resolution, named in the row; None with the reason where no such speed run timed it; add_costs fills
+    the rows that lack it and leaves the others as they are."""
+    speed = dict(batch_size=50, models=dict(test_resnet=dict(img_size=32, time=dict(
+        mixup=dict(median_s=0.1), none=dict(median_s=0.09), samix_paper=dict(median_s=0.32)))))
+    (tmp_path / 'speed_bench_1k.json').write_text(json.dumps(speed))
+    base = dict(seed=0, model='test_resnet', epochs=60, img_size=32, train_images=1000, top1=80., ema_top1=78.)
+    rows = [dict(base, method='samix_paper', run_epochs=60), dict(base, method='vanilla_x2', run_epochs=120),
+            dict(base, method='cutmix_a1', run_epochs=60), dict(base, method='vanilla', model='resnet18', run_epochs=60),
+            dict(base, method='mixup_a1', run_epochs=60, run_cost=7.0, cost_from='kept')]
+    (tmp_path / 'accuracy_runs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    assert accuracy.add_costs(tmp_path) == 4
+    out = [json.loads(line) for line in (tmp_path / 'accuracy_runs.jsonl').read_text().splitlines()]
+    assert out[0]['run_cost'] == pytest.approx(3.2) and 'test_resnet 32 px, batch 50' in out[0]['cost_from']
+    assert out[1]['run_cost'] == pytest.approx(1.8)  # 2 x 0.9
+    assert out[2]['run_cost'] is None and 'no cutmix timing' in out[2]['cost_from']
+    assert out[3]['run_cost'] is None and 'no speed.py run of resnet18' in out[3]['cost_from']
+    assert out[4]['run_cost'] == 7.0 and out[4]['cost_from'] == 'kept'
+    assert [r['method'] for r in out] == [r['method'] for r in rows]
