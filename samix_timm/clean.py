@@ -1,9 +1,10 @@
 """ The clean-batch term of the reference SAMix step (method §5.6), for any batch mixer.
 
-The reference trains the classifier on W·CE(f_θ(x), y) + the mixup loss on the mixed batch. To keep
-the `(x, target) -> (x_out, target_out)` call of `timm.data.Mixup` and the training loop's own
-forward/backward, a mixer with a clean term returns the clean batch followed by the mixed one
-(2N rows, targets alike), and `CleanMixLoss` weighs the two halves:
+The reference trains the classifier on W·CE(f_θ(x), y) + the mixup loss on the mixed batch. train.py's step
+(`samix_timm.task.MixTask`) takes the clean rows with `CleanTerm.batch` and weighs the two losses itself. For a
+training loop of one's own that keeps the `(x, target) -> (x_out, target_out)` call of `timm.data.Mixup`, a mixer
+with a clean term returns the clean batch followed by the mixed one (2N rows, targets alike), and `CleanMixLoss`
+weighs the two halves:
 
     x, y = mixer(x, y)                       # 2N: [clean; mixed]
     loss = loss_fn(forward_batch(model, x, mixer), y)   # loss_fn = mixer.loss(SoftTargetCrossEntropy())
@@ -47,17 +48,24 @@ class CleanTerm:
         self.split: Optional[int] = None  # clean rows at the head of the last returned batch, None = not joined
         self.rows: Optional[int] = None  # rows of the last joined batch (clean + mixed)
 
+    def batch(self, x: torch.Tensor, target: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """(x_clean, y_clean): the rows the term sees (all, or the first `frac` of them) and their one-hot targets
+        with the recipe's smoothing; None when the term is off. Keeps no state (what `MixTask` uses)."""
+        if self.weight == 0:
+            return None
+        n = max(1, round(self.frac * x.shape[0]))
+        return x[:n], soft_target(target[:n], None, 1., self.num_classes, self.smoothing)  # nxK, one-hot (smoothed)
+
     def join(self, x: torch.Tensor, target: torch.Tensor, x_mix: torch.Tensor, y_mix: torch.Tensor
              ) -> Tuple[torch.Tensor, torch.Tensor]:
         """[x; x_mix] and [onehot(y); ỹ] (2N rows, fewer clean ones when `frac` < 1), or the mixed batch
-        alone when the term is off."""
-        if self.weight == 0:
+        alone when the term is off; remembers the split for `CleanMixLoss` (the Mixup-shaped call for own loops)."""
+        clean = self.batch(x, target)
+        if clean is None:
             self.split = None
             return x_mix, y_mix
-        n = max(1, round(self.frac * x.shape[0]))
-        y_clean = soft_target(target[:n], None, 1., self.num_classes, self.smoothing)  # nxK, one-hot (smoothed)
-        self.split, self.rows = n, n + x_mix.shape[0]
-        return torch.cat([x[:n], x_mix]), torch.cat([y_clean, y_mix])
+        self.split, self.rows = clean[0].shape[0], clean[0].shape[0] + x_mix.shape[0]
+        return torch.cat([clean[0], x_mix]), torch.cat([clean[1], y_mix])
 
     def skip(self) -> None:
         """The mixer handed back an unmixed batch (mixing off): no clean half to weigh."""
@@ -107,11 +115,12 @@ class CleanBatch:
         self.mixer.mixup_enabled = value
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x_mix, y_mix = self.mixer(x, target)
         if not self.mixer.mixup_enabled:
             self.clean.skip()
-            return x_mix, y_mix
-        return self.clean.join(x, target, x_mix, y_mix)
+            return self.mixer(x, target)
+        clean = x.clone()  # timm's Mixup mixes in place: the clean half must be taken before
+        x_mix, y_mix = self.mixer(x, target)
+        return self.clean.join(clean, target, x_mix, y_mix)
 
     def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
         return CleanMixLoss(loss_fn, self.clean)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
 
-from .clean import CleanBatch, CleanTerm
+from .clean import CleanTerm
 from .defaults import SMALL_DATA_IMAGES, describe_defaults, samix_defaults
 from .errors import ConfigError, keyword_as_flag
 from .hub import create_pretrained_mixer
@@ -51,7 +51,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
             input_mean=data_config['mean'], input_std=data_config['std'], amp_autocast=amp_autocast)
         _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
                      f'extractor at {mixer.input_size}), frozen')
-        return _with_clean_term(args, mixer, num_classes)
+        return mixer
     total = max(1, args.epochs * steps_per_epoch)
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')
@@ -85,8 +85,6 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         if message is None:
             raise
         raise ConfigError(message) from None
-    if getattr(args, 'torchcompile', None):
-        samix.compile(args.torchcompile, args.torchcompile_mode)  # θ̄ follows the classifier's compile setting
     return samix
 
 
@@ -95,15 +93,20 @@ _KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer=
                       label_smoothing='--smoothing', min_lr='--samix-mixer-min-lr')
 
 
-def _with_clean_term(args, mixer, num_classes: int):
-    """A fixed mixer (timm Mixup, SAMix^P) with the clean-batch term of §5.6 when `--samix-clean-weight` > 0
-    (off unless asked: it is the online SAMix reference step, and the fair control for it)."""
+def create_clean_term(args, mixer, num_classes: int) -> Optional[CleanTerm]:
+    """The clean-batch term of §5.6 for a run: online SAMix's comes with its preset (`SAMix.clean`); a fixed mixer
+    (timm Mixup, SAMix^P) gets one only when `--samix-clean-weight` > 0 (it is the online SAMix reference step, and
+    the fair control for it); None without mixing."""
+    if mixer is None:
+        return None
+    if isinstance(mixer, SAMix):
+        return mixer.clean
     if not args.samix_clean_weight:
-        return mixer
+        return None
     clean = CleanTerm(args.samix_clean_weight, num_classes, args.smoothing, args.samix_clean_forward or 'separate',
                       args.samix_clean_frac or 1.0)
     _logger.info(f'Clean-batch term: W {clean.weight:g} x CE on the clean batch ({clean.forward} forward)')
-    return CleanBatch(mixer, clean)
+    return clean
 
 
 # method name -> builder(args, model, num_classes, **run_info); the one list `--mixup NAME` accepts
@@ -141,7 +144,7 @@ def create_mixup(
     if not mixing_active(args):
         return None
     if not isinstance(args.mixup, str):
-        return _with_clean_term(args, _create_timm_mixup(args, model, num_classes), num_classes)
+        return _create_timm_mixup(args, model, num_classes)
     if steps_per_epoch is None:
         raise ValueError(f'--mixup {args.mixup} needs steps_per_epoch (batches per epoch) to set its schedules')
     if data_config is None:

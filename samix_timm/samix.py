@@ -9,7 +9,7 @@ classifier stay untouched.
 """
 import logging
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -101,8 +101,18 @@ class SAMix:
     # -- the call of timm.data.Mixup -------------------------------------------------------------
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK), or with the
-        clean term ([x; x_mixed], [onehot(y); soft_target]), 2N rows, to be weighed by `loss(...)`."""
+        """timm Mixup's call, for a training loop of your own: `mix_batch`, then with the clean term ([x; x_mixed],
+        [onehot(y); soft_target]), 2N rows, to be weighed by `loss(...)`. train.py's `MixTask` calls `mix_batch` and
+        owns the clean term itself."""
+        x_mix, y_mix = self.mix_batch(x, target)
+        if not self.mixup_enabled:
+            self.clean.skip()
+            return x_mix, y_mix
+        return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
+
+    def mix_batch(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK); (x, one-hot) when mixing
+        is off or this step draws no mixing (as timm's Mixup)."""
         if target.ndim != 1:
             raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine it with '
                               'collate-time mixing (timm FastCollateMixup)')
@@ -112,12 +122,10 @@ class SAMix:
             broadcast_module_(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
         if not self.mixup_enabled:
-            self.clean.skip()
             return x, soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
         draw = self.draw()
         if draw is None:  # an unmixed batch in the mixed half (as timm's Mixup)
-            y = soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
-            return self.clean.join(x, target, x, y)
+            return x, soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
         lam_q, lam_k, adjust = draw
         index_q = torch.randperm(x.shape[0], device=x.device)  # the pairing may differ per rank
         try:
@@ -131,8 +139,7 @@ class SAMix:
             self.fp32_features = True
             x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
         self.last_metrics.update(momentum=m, lam=lam_q)
-        y_mix = soft_target(target, index_q, lam_q, self.num_classes, self.mix.label_smoothing)
-        return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
+        return x_mix, soft_target(target, index_q, lam_q, self.num_classes, self.mix.label_smoothing)
 
     def draw(self) -> Optional[Tuple[float, float, bool]]:
         """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch: numpy's global RNG (as timm's Mixup),

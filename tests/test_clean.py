@@ -123,8 +123,10 @@ def test_clean_batch_wraps_timm_mixup():
     mixup = Mixup(mixup_alpha=1.0, num_classes=K, label_smoothing=0.0)
     wrapped = CleanBatch(mixup, CleanTerm(1.0, K))
     x, y = _batch()
+    x_in = x.clone()  # timm's Mixup overwrites x with the mixed batch: the clean half is what came in
     x_out, y_out = wrapped(x, y)
-    assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x) and wrapped.clean.split == 6
+    assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x_in) and wrapped.clean.split == 6
+    assert not torch.equal(x_out[6:], x_in)
     torch.testing.assert_close(y_out[:6], F.one_hot(y, K).float())
     wrapped.mixup_enabled = False
     assert mixup.mixup_enabled is False

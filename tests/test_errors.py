@@ -284,16 +284,18 @@ def test_bad_input_gets_one_line(case, samix_checkpoint, capsys, one_thread):
 
 def test_non_finite_loss_stops_before_saving(files, capsys, one_thread, monkeypatch):
     """A loss that turns NaN mid-run stops it with the epoch and update, and writes no checkpoint of it."""
-    import samix_timm.engine.loop as loop
+    from samix_timm.task import MixTask
     calls = {'n': 0}
-    real = loop.forward_batch
+    real = MixTask.forward
 
-    def poisoned(model, x, mixup_fn):
+    def poisoned(self, x, target):
         calls['n'] += 1
-        out = real(model, x, mixup_fn)
-        return out * float('nan') if calls['n'] > 2 else out  # epoch 0 is fine, epoch 1 diverges
+        result = real(self, x, target)
+        if calls['n'] > 2:  # epoch 0 is fine, epoch 1 diverges
+            result['loss'] = result['loss'] * float('nan')
+        return result
 
-    monkeypatch.setattr(loop, 'forward_batch', poisoned)
+    monkeypatch.setattr(MixTask, 'forward', poisoned)
     out = files['root'] / 'nan_out'
     code = run_train([*TRAIN, '--data-dir', str(files['data']), '--epochs', '2', '--output', str(out),
                       '--experiment', 'nan'])

@@ -307,14 +307,20 @@ def test_compiled_mixer_is_not_recompiled_for_a_new_lam():
 
 
 def test_train_args_torchcompile_compiles_the_momentum_encoder():
+    """--torchcompile compiles the classifier and, through its task (`SAMixTask.compile`), θ̄'s passes and the Mixer."""
     from samix_timm.engine.args import parse_train_args
+    from samix_timm.engine.train import build_task
     from samix_timm.factory import create_mixup
     argv = ['--model', 'test_resnet', '--num-classes', str(K), '--img-size', '32', '--mixup', 'samix']
     for extra, compiled in (([], False), (['--torchcompile', 'eager'], True)):
         args, _ = parse_train_args(argv + extra)
-        samix = create_mixup(args, _model(), K, steps_per_epoch=2, train_size=100)
+        args.distributed = False
+        model = _model()
+        samix = create_mixup(args, model, K, steps_per_epoch=2, train_size=100)
+        task = build_task(args, model, nn.CrossEntropyLoss(), samix, samix.clean, torch.device('cpu'))
         assert (samix.tap_forward is not samix.tap) == compiled
         assert (samix.mixer_forward is not samix.mixer) == compiled
+        assert (task.trainable_module is not model) == compiled
 
 
 def test_per_step_draws_come_from_numpys_global_rng():

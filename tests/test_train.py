@@ -165,18 +165,23 @@ def test_two_process_gloo_run_agrees(small_data, tmp_path):
     assert len(list((tmp_path / 'out').iterdir())) == 1  # only rank 0 writes
 
 
-def test_create_mixing_gives_samix_its_clean_term_loss():
-    # what train() and reproduce.measure_cost both build: SAMix's loss adds the clean-batch term (§5.6)
-    from samix_timm.clean import CleanMixLoss
-    from samix_timm.engine.train import build_model, create_mixing
-    for extra, loss_type in ((['--mixup', 'samix'], CleanMixLoss), (['--mixup', '0.8'], SoftTargetCrossEntropy)):
+def test_create_mixing_gives_samix_its_clean_term():
+    # what train() and reproduce.measure_cost both build: SAMix's task adds its preset's clean-batch term (§5.6),
+    # timm Mixup's only with --samix-clean-weight; the loss is the recipe's either way
+    from samix_timm.engine.train import build_model, build_task, create_mixing
+    from samix_timm.task import MixTask, SAMixTask
+    for extra, task_type, has_clean in ((['--mixup', 'samix'], SAMixTask, True), (['--mixup', '0.8'], MixTask, False),
+                                        (['--mixup', '0.8', '--samix-clean-weight', '1'], MixTask, True)):
         args, _ = parse_train_args(['--model', 'test_resnet', '--num-classes', '4', '--img-size', '32', *extra])
+        args.distributed = False
         model = build_model(args, 4)
-        mixup_fn, loss = create_mixing(args, model, dict(input_size=(3, 32, 32)), 10, 100, None, None,
-                                       torch.device('cpu'))
-        assert type(loss) is loss_type
-        if loss_type is CleanMixLoss:
-            assert loss.clean is mixup_fn.clean
+        mixup_fn, clean, loss = create_mixing(args, model, dict(input_size=(3, 32, 32)), 10, 100, None, None,
+                                              torch.device('cpu'))
+        assert type(loss) is SoftTargetCrossEntropy
+        task = build_task(args, model, loss, mixup_fn, clean, torch.device('cpu'))
+        assert type(task) is task_type and task.trainable_module is model and (task.clean is not None) == has_clean
+        if task_type is SAMixTask:
+            assert task.clean is mixup_fn.clean
 
 
 def test_resuming_a_finished_run_says_so_and_writes_nothing(small_data, tmp_path):

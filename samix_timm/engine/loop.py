@@ -1,7 +1,8 @@
 """ One training epoch and one evaluation pass (the inner loops of train.py / validate.py).
 
-Mixing always happens here, on the device, after the loader — whether or not timm's prefetcher
-is on — so a learned mixer (SAMix) sees the same normalised batch a collate-time mixer would.
+The step is a `timm.task.TrainingTask` (`samix_timm.task`): mixing happens inside it, on the device, after the
+loader — whether or not timm's prefetcher is on — so a learned mixer (SAMix) sees the same normalised batch a
+collate-time mixer would, and the loop does not know which mixer it runs.
 """
 import logging
 import math
@@ -15,10 +16,10 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 from timm.models import model_parameters
+from timm.task import TrainingTask
 from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
 from torchvision.utils import save_image
 
-from ..clean import forward_batch
 from ..errors import TrainingDivergedError
 
 _logger = logging.getLogger(__name__)
@@ -72,17 +73,17 @@ def _format_eta(seconds: float) -> str:
 
 def train_one_epoch(
         epoch: int,
-        model: nn.Module,
+        task: TrainingTask,
         loader,
         optimizer: torch.optim.Optimizer,
-        loss_fn: nn.Module,
         ctx: StepContext,
         lr_scheduler=None,
         model_ema: Optional[nn.Module] = None,
-        mixup_fn: Optional[Callable] = None,
         num_epochs: Optional[int] = None,
 ) -> Dict[str, float]:
-    """Train for one epoch; returns the mean training loss (and mixer metrics, if any)."""
+    """Train for one epoch; returns the mean training loss and the means of the task's other metrics (the
+    Mixer's, for SAMix)."""
+    model = task.trainable_module
     model.train()
     accum = ctx.grad_accum_steps
     num_batches = len(loader)
@@ -98,18 +99,14 @@ def train_one_epoch(
         last_batch = batch_idx == num_batches - 1
         need_update = last_batch or (batch_idx + 1) % accum == 0
         x, target = _to_device(x, target, ctx)
-        if mixup_fn is not None:
-            x, target = mixup_fn(x, target)
-            for k, v in getattr(mixup_fn, 'last_metrics', {}).items():
-                mixer_m.setdefault(k, AverageMeter()).update(v, x.size(0))
-        if ctx.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-
-        sync = nullcontext() if need_update or not hasattr(model, 'no_sync') else model.no_sync()
+        sync = nullcontext() if need_update else task.no_sync()
         with sync:
             with ctx.amp_autocast():
-                output = forward_batch(model, x, mixup_fn)  # two forwards for a separate clean half (§5.6)
-                loss = loss_fn(output, target)
+                result = task(x, target)  # mix, forward, loss (+ the clean term, §5.6)
+            loss, rows = result['loss'], result['output'].shape[0]
+            for k, v in result.items():
+                if k not in ('loss', 'output', 'input'):
+                    mixer_m.setdefault(k, AverageMeter()).update(v, rows)
             if accum > 1:
                 loss = loss / accum
             params = model_parameters(model, exclude_head='agc' in ctx.clip_mode)
@@ -122,8 +119,8 @@ def train_one_epoch(
                     if ctx.clip_grad is not None:
                         dispatch_clip_grad(params, value=ctx.clip_grad, mode=ctx.clip_mode)
                     optimizer.step()
-        losses_m.update(loss.detach() * accum, x.size(0))
-        samples_in_update += x.size(0)
+        losses_m.update(loss.detach() * accum, rows)
+        samples_in_update += rows
         if ctx.synchronize_step and ctx.device.type == 'cuda':
             torch.cuda.synchronize()
         if not need_update:
@@ -143,7 +140,8 @@ def train_one_epoch(
             _log_progress(epoch, update_idx, updates_per_epoch, optimizer, loss_now, update_time_m,
                           samples_in_update, start, num_epochs, mixer_m, num_updates, ctx)
             if ctx.image_dir is not None and ctx.is_primary:
-                save_image(x.float(), ctx.image_dir / f'train-batch-{batch_idx}.jpg', padding=0, normalize=True)
+                save_image(result['input'].float(), ctx.image_dir / f'train-batch-{batch_idx}.jpg', padding=0,
+                           normalize=True)
         samples_in_update = 0
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates)

@@ -23,8 +23,9 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..errors import ConfigError
-from ..factory import create_mixup, mixing_active
+from ..factory import create_clean_term, create_mixup, mixing_active
 from ..health import format_health, is_grey, mixer_health
+from ..task import create_task
 from .args import ConfigError
 from .checkpoint import (
     CheckpointState, load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
@@ -105,14 +106,24 @@ def resolve_lr(args) -> None:
 
 def create_mixing(args, model: nn.Module, data_config: dict, steps_per_epoch: int, train_size: int,
                   amp_autocast, loss_scaler, device: torch.device):
-    """(mixing component or None, training loss) as `train` builds them; with SAMix the loss adds its
-    clean-batch term (W·loss(clean) + loss(mixed), §5.6). Also what `reproduce.measure_cost` times."""
+    """(mixing component or None, its clean-batch term or None, the recipe's training loss) as `train` builds them
+    for `build_task`. Also what `reproduce.measure_cost` times."""
     mixup_fn = create_mixup(args, model, args.num_classes, data_config=data_config, steps_per_epoch=steps_per_epoch,
                             train_size=train_size, amp_autocast=amp_autocast, fp16_scaler=loss_scaler is not None)
     loss_fn = create_train_loss(args, mixing_active(args)).to(device)
-    if hasattr(mixup_fn, 'loss'):
-        loss_fn = mixup_fn.loss(loss_fn)
-    return mixup_fn, loss_fn
+    return mixup_fn, create_clean_term(args, mixup_fn, args.num_classes), loss_fn
+
+
+def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, device: torch.device):
+    """The training step (`samix_timm.task`) around the model as the loop runs it: DDP-wrapped when distributed,
+    then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it)."""
+    if args.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
+    task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device)
+    if args.torchcompile:
+        task.compile(args.torchcompile, args.torchcompile_mode)
+    return task
 
 
 def train(args, args_text: str) -> TrainResult:
@@ -174,15 +185,12 @@ def train(args, args_text: str) -> TrainResult:
         if resumed is not None and 'state_dict_ema' in resumed:
             model_ema.module.load_state_dict(model_state(resumed, args.resume, '--resume', use_ema=True))
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
-    mixup_fn, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
-                                            amp_autocast, loss_scaler, device)
+    mixup_fn, clean, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
+                                                   amp_autocast, loss_scaler, device)
     if args.resume and mixup_fn is not None:
         restore_mixer_state(mixup_fn, resumed, args.resume)
-    if args.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
-    if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
+    task = build_task(args, model, train_loss_fn, mixup_fn, clean, device)
+    model = task.trainable_module
 
     health_x = health = None
     if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
@@ -231,8 +239,8 @@ def train(args, args_text: str) -> TrainResult:
             if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
                 mixup_fn.mixup_enabled = False
             train_metrics = train_one_epoch(
-                epoch, model, loader_train, optimizer, train_loss_fn, ctx, lr_scheduler=lr_scheduler,
-                model_ema=model_ema, mixup_fn=mixup_fn, num_epochs=num_epochs)
+                epoch, task, loader_train, optimizer, ctx, lr_scheduler=lr_scheduler, model_ema=model_ema,
+                num_epochs=num_epochs)
             if health_x is not None:
                 health = mixer_health(mixup_fn, health_x)
                 train_metrics.update(health)

@@ -10,7 +10,7 @@ from .runner import smoke_overrides
 def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = None, steps: int = 3,
                  img_size: Optional[int] = None, amp: Optional[bool] = None, repeats: int = 1) -> float:
     """Training images/s of one process for a config: model, loss, optimizer, mixing (SAMix trains its
-    Mixer and adds its clean-batch term) and EMA as train.py wires them (`engine.train.create_mixing`), on random tensors (no data loading, no evaluation).
+    Mixer and adds its clean-batch term) and EMA as train.py wires them (`engine.train.create_mixing`, `build_task`), on random tensors (no data loading, no evaluation).
     One warm-up step is not timed; of `repeats` timings of `steps` steps the fastest counts (the least
     disturbed by other load). `amp` None keeps the recipe's setting on CUDA and turns it off on CPU
     (no fp16 there; bfloat16 autocast is slower than fp32 on most CPUs)."""
@@ -22,7 +22,7 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
     from ..engine.args import parse_train_args
     from ..engine.loop import StepContext, train_one_epoch
     from ..engine.setup import create_amp, resolve_device
-    from ..engine.train import build_model, create_mixing, resolve_lr
+    from ..engine.train import build_model, build_task, create_mixing, resolve_lr
 
     cfg = read_config(path)
     argv = ['--config', str(path), '--device', device, *smoke_overrides(cfg, img_size)]
@@ -40,9 +40,10 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
     recipe = RECIPES.get(split_name(path.stem)[0], Recipe(1, 10_000, ''))
     data_config = resolve_data_config(vars(args), model=model)
     size = data_config['input_size'][-1]
-    mixup_fn, loss_fn = create_mixing(args, model, data_config,
-                                      max(1, recipe.train_images // (args.batch_size * recipe.gpus)),
-                                      recipe.train_images, amp_autocast, scaler, dev)
+    mixup_fn, clean, loss_fn = create_mixing(args, model, data_config,
+                                             max(1, recipe.train_images // (args.batch_size * recipe.gpus)),
+                                             recipe.train_images, amp_autocast, scaler, dev)
+    task = build_task(args, model, loss_fn, mixup_fn, clean, dev)
     ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
     ctx = StepContext(device=dev, amp_autocast=amp_autocast, loss_scaler=scaler, clip_grad=args.clip_grad,
                       clip_mode=args.clip_mode, log_interval=10 ** 9, is_primary=False)
@@ -53,7 +54,7 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
         if dev.type == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_one_epoch(0, model, [batch] * n, optimizer, loss_fn, ctx, model_ema=ema, mixup_fn=mixup_fn)
+        train_one_epoch(0, task, [batch] * n, optimizer, ctx, model_ema=ema)
         if dev.type == 'cuda':
             torch.cuda.synchronize()
         return time.perf_counter() - start

@@ -1,0 +1,121 @@
+""" The training step as a timm TrainingTask (samix_timm/task.py): the loss against hand-computed values, the clean
+term with no state passed through the mixer, and the loop's step unchanged by the move. """
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.task import TrainingTask
+
+from samix_timm.clean import CleanTerm
+from samix_timm.mixing import soft_target
+from samix_timm.samix import SAMix
+from samix_timm.settings import StepPreset
+from samix_timm.task import MixTask, SAMixTask, create_task
+
+K = 5
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, K))
+
+
+def _batch(n=8):
+    torch.manual_seed(1)
+    return torch.randn(n, 3, 16, 16), torch.randint(0, K, (n,))
+
+
+def test_mix_task_is_a_timm_training_task_with_the_recipe_loss():
+    model, (x, y) = _model(), _batch()
+    task = MixTask(model, SoftTargetCrossEntropy())
+    assert isinstance(task, TrainingTask) and task.trainable_module is model
+    result = task(x, soft_target(y, None, 1., K, 0.))
+    expected = SoftTargetCrossEntropy()(model(x), soft_target(y, None, 1., K, 0.))
+    torch.testing.assert_close(result['loss'], expected)
+    assert result['output'].shape == (8, K)
+
+
+def test_clean_term_by_hand_for_both_forwards_and_a_fraction():
+    """W·CE(f(x[:n]), onehot(y[:n])) + CE(f(x_mix), ỹ) on timm Mixup's batch, the two forwards separate (BN per half)
+    or joint; value and gradient by hand."""
+    x, y = _batch()
+    for forward, frac in (('separate', 1.0), ('joint', 1.0), ('separate', 0.25)):
+        model = _model()
+        mixup = Mixup(mixup_alpha=1.0, num_classes=K)
+        task = MixTask(model, SoftTargetCrossEntropy(), mixup, CleanTerm(0.7, K, 0.1, forward, frac))
+        np.random.seed(3)
+        result = task(x.clone(), y)
+        np.random.seed(3)
+        x_mix, y_mix = Mixup(mixup_alpha=1.0, num_classes=K)(x.clone(), y)
+        n = max(1, round(frac * 8))
+        y_clean = soft_target(y[:n], None, 1., K, 0.1)  # the clean rows are the images before mixing (x is intact)
+        ce = SoftTargetCrossEntropy()
+        if forward == 'separate':
+            out_clean, out_mix = model(x[:n]), model(x_mix)
+        else:
+            out_clean, out_mix = model(torch.cat([x[:n], x_mix])).split([n, 8])
+        by_hand = 0.7 * ce(out_clean, y_clean) + ce(out_mix, y_mix)
+        torch.testing.assert_close(result['loss'], by_hand)
+        assert result['output'].shape[0] == n + 8 and result['input'].shape[0] == n + 8
+        g_task = torch.autograd.grad(result['loss'], model[0].weight)[0]
+        g_hand = torch.autograd.grad(by_hand, model[0].weight)[0]
+        torch.testing.assert_close(g_task, g_hand)
+
+
+def test_no_clean_half_when_mixing_is_off():
+    model, (x, y) = _model(), _batch()
+    mixup = Mixup(mixup_alpha=1.0, num_classes=K)
+    mixup.mixup_enabled = False
+    result = MixTask(model, SoftTargetCrossEntropy(), mixup, CleanTerm(1.0, K))(x, y)
+    assert result['output'].shape[0] == 8
+
+
+def test_samix_task_owns_the_clean_term_and_reports_the_mixer():
+    """The SAMix task gives the same loss as the Mixup-shaped call with `SAMix.loss`, from the same RNG state, but
+    leaves nothing in the mixer for the loss to read (`clean.split` stays unset), and returns the Mixer's metrics."""
+    torch.manual_seed(1)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, K, (16,))
+    results = []
+    for shaped in (False, True):
+        torch.manual_seed(0)
+        model = timm.create_model('test_resnet', num_classes=K)
+        samix = SAMix(model, K, 10, preset=StepPreset(clean_weight=1.0, clean_forward='separate'),
+                      input_size=(3, 32, 32))
+        torch.manual_seed(5), np.random.seed(5)
+        if shaped:
+            from samix_timm.clean import forward_batch
+            xo, yo = samix(x, y)
+            results.append(float(samix.loss(SoftTargetCrossEntropy())(forward_batch(model, xo, samix), yo).detach()))
+        else:
+            task = create_task(model, SoftTargetCrossEntropy(), samix)
+            assert isinstance(task, SAMixTask)
+            result = task(x, y)
+            assert samix.clean.split is None  # nothing passed through the mixer
+            assert 'mixer_loss' in result and 'momentum' in result
+            results.append(float(result["loss"].detach()))
+    assert results[0] == results[1]
+
+
+def test_clean_half_is_the_unmixed_batch_although_timm_mixup_mixes_in_place():
+    """timm's Mixup overwrites its input with the mixed batch; the clean term must still see the images as they came
+    from the loader (it used to see the mixed ones with one-hot labels: `mixup_clean`, the fair control of §5.6)."""
+    from samix_timm.clean import CleanBatch
+    x, y = _batch()
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, inp):
+            seen.append(inp.detach().clone())
+            return inp.mean((2, 3)).repeat(1, 2)[:, :K]
+
+    np.random.seed(0)
+    MixTask(Spy(), SoftTargetCrossEntropy(), Mixup(mixup_alpha=1.0, num_classes=K),
+            CleanTerm(1.0, K, forward='separate'))(x.clone(), y)
+    torch.testing.assert_close(seen[0], x)  # separate forward: the clean half first
+    assert not torch.equal(seen[1], x)
+    np.random.seed(0)
+    joined, _ = CleanBatch(Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K))(x.clone(), y)
+    torch.testing.assert_close(joined[:8], x)
