@@ -299,3 +299,20 @@ def test_every_row_gets_its_run_cost(accuracy, tmp_path):
     assert out[3]['run_cost'] is None and 'no speed.py run of resnet18' in out[3]['cost_from']
     assert out[4]['run_cost'] == 7.0 and out[4]['cost_from'] == 'kept'
     assert [r['method'] for r in out] == [r['method'] for r in rows]
+
+
+def test_void_rows_leave_the_tables_and_run_again(accuracy, tmp_path):
+    """A row measured with a bug stays in the file with the reason, but no table counts it and a sweep reruns it;
+    rows finished after the fix are kept."""
+    base = dict(seed=0, model='test_resnet', epochs=60, img_size=32, train_images=1000, top1=70., ema_top1=60.,
+                wall_s=60., run_epochs=60)
+    rows = [dict(base, method='mixup_clean'), dict(base, method='mixup_clean', seed=1, finished=200.),
+            dict(base, method='mixup_a1')]
+    (tmp_path / 'accuracy_runs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    assert accuracy.void_rows(tmp_path, before=100.) == 1
+    kept = accuracy._done(tmp_path)
+    assert [(r['method'], r['seed']) for r in kept] == [('mixup_clean', 1), ('mixup_a1', 0)]
+    assert 'mixes in place' in accuracy._rows(tmp_path)[0]['void']
+    text = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 60, 32,
+                          ['mixup_clean'], 1000)
+    assert '| mixup_clean | 1 | 70.00 (1 run) |' in text
