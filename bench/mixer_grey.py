@@ -154,6 +154,26 @@ def compare_table(records: List[Dict], accuracy_rows: List[Dict], variant: str) 
     return '\n'.join(lines)
 
 
+def sharpness_table(gains=(1, 2, 3, 4, 6, 8), sizes=(4, 8), out: int = 32, images: int = 256) -> str:
+    """What a sharpness floor g gives a Mixer with nothing learned (method §2.6): per-image std of s at λ 0.3/0.5/0.7
+    for logits of unit-Gaussian noise at unit std per image times g on an hxh map, upsampled bilinearly to out x out,
+    area fitted to λ; a binary mask has 0.46/0.50/0.46. Data-free: the floor acts on standardised logits."""
+    import torch
+    import torch.nn.functional as F
+    from samix_timm.mixer import fit_mask_area
+    lines = ['| g | map | per-image std at λ 0.3 / 0.5 / 0.7 |', '|---|---|---|']
+    for g in gains:
+        for h in sizes:
+            torch.manual_seed(0)
+            z = torch.randn(images, 1, h, h)
+            z = z / z.flatten(1).std(1).view(-1, 1, 1, 1)
+            m = F.interpolate(g * z, size=(out, out), mode='bilinear', align_corners=False)
+            stds = [float(fit_mask_area(m, torch.full((images,), 1 - lam)).flatten(1).std(1).mean())
+                    for lam in (0.3, 0.5, 0.7)]
+            lines.append(f'| {g:g} | {h}x{h} | ' + ' / '.join(f'{v:.3f}' for v in stds) + ' |')
+    return '\n'.join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default='data/cluttered_mnist_1k')
@@ -169,7 +189,11 @@ def main() -> None:
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
     p.add_argument('--stable', default=STABLE, help='the variant the defaults give, for the comparison')
+    p.add_argument('--sharpness-table', action='store_true', help='only print what each mask sharpness floor gives')
     args = p.parse_args()
+    if args.sharpness_table:
+        print(sharpness_table())
+        return
     results = Path(args.results)
     path = results / 'mixer_grey_runs.jsonl'
     if not args.table:

@@ -1,3 +1,4 @@
+import argparse
 import logging
 
 import pytest
@@ -253,3 +254,23 @@ def test_kwargs_are_parsed_as_timm_parses_them(tmp_path):
     assert args.opt_kwargs == {'betas': (0.9, 0.95)}
     with pytest.raises(SystemExit):
         parse_train_args(['--model-kwargs', 'img_size'])
+
+
+def test_mixer_options_are_declared_once_for_both_scripts():
+    """train.py and train_ssl.py share their Mixer options through one declaration (`add_mixer_args`): same flags,
+    types and help; train_ssl.py only fixes the defaults train.py chooses per run."""
+    from samix_timm.engine.args import create_train_parser
+    from samix_timm.ssl.args import create_ssl_parser
+    from samix_timm.ssl.engine import _beta_schedule
+    train = {a.dest: a for a in create_train_parser()._actions}
+    ssl = {a.dest: a for a in create_ssl_parser()._actions}
+    shared = {d for d in ssl if d.startswith('samix_')}
+    assert shared == {'samix_mixer', 'samix_feature_index', 'samix_mixer_lr', 'samix_mixer_min_lr',
+                      'samix_mixer_dropout', 'samix_mask_beta', 'samix_beta_schedule', 'samix_lam_margin'}
+    for dest in shared:
+        assert (train[dest].option_strings, train[dest].type, train[dest].help) == (
+            ssl[dest].option_strings, ssl[dest].type, ssl[dest].help), dest
+    assert (train['samix_mixer_lr'].default, ssl['samix_mixer_lr'].default) == (None, 0.1)
+    assert ssl['samix_beta_schedule'].default == 'constant'
+    args = argparse.Namespace(samix_beta_schedule='auto')
+    assert (_beta_schedule(args, 50_000), _beta_schedule(args, 1_281_167)) == ('constant', 'linear')

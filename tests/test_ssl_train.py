@@ -187,7 +187,7 @@ def test_amp_and_channels_last_run(small_data, tmp_path, one_thread):
     (['--queue-size', '20'], 'smaller than the global batch'),
     (['--ssl-mix', 'samix_c', '--num-clusters', '1000'], '--num-clusters 1000 must be between 2 and the 400'),
     (['--model', 'resnet_nope'], "unknown timm model 'resnet_nope'"),
-    (['--amp', '--amp-dtype', 'float32'], '--amp-dtype float32 is not supported: use float16 or bfloat16'),
+    (['--amp', '--amp-dtype', 'float32'], "--amp-dtype 'float32' is not known: use one of 'float16', 'bfloat16'"),
     (['--reprob', '1.5'], '--reprob 1.5'),
     (['--recount', '0'], '--recount 0'),
     (['--queue-init', 'zeros'], "invalid choice: 'zeros'"),

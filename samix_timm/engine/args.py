@@ -248,20 +248,12 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-pretrained', type=str, default=None,
                    help='SAMix^P: a frozen pre-trained Mixer (hub name or artifact path) instead of online training')
     g.add_argument('--samix-alpha', type=float, default=2.0, help='lam ~ Beta(alpha, alpha) (default: 2)')
-    g.add_argument('--samix-mixer', type=str, default='samix', help="Mixer: 'samix' or the 'automix' ablation")
-    g.add_argument('--samix-feature-index', type=int, default=None,
-                   help='forward_intermediates index the Mixer reads (default: stride 16, >= 8x8 on small inputs)')
+    add_mixer_args(g)
     g.add_argument('--samix-mixer-opt', type=str, default=None,
                    help='Mixer optimizer (default: momentum (plain SGD) for CNNs, adamw for transformers)')
-    g.add_argument('--samix-mixer-lr', type=float, default=None,
-                   help='Mixer lr (default: 0.1 for sgd, the backbone lr for adamw)')
-    g.add_argument('--samix-mixer-min-lr', type=float, default=None,
-                   help='Mixer lr at the end of the cosine (default: lr / 100)')
     g.add_argument('--samix-mixer-momentum', type=float, default=0.9, help='Mixer SGD momentum')
     g.add_argument('--samix-mixer-weight-decay', type=float, default=None,
                    help='Mixer weight decay, on every Mixer parameter (default: --weight-decay, as the reference)')
-    g.add_argument('--samix-mixer-dropout', type=float, default=None,
-                   help='Mixer dropout (default: 0.1 ImageNet-scale, 0 small data)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
                    help="Mixer normalisation: 'qk' (Q and K at unit RMS, default), 'none' (the authors') or 'rms' "
                         "(input at per-sample unit RMS); method §2.6")
@@ -286,13 +278,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='momentum-encoder start (default: min(0.999, 1 - 10/T), T = total steps)')
     g.add_argument('--samix-momentum-end', type=float, default=None,
                    help='momentum-encoder end (default: min(paper value, 1 - 1/T))')
-    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight beta of the mask losses')
-    g.add_argument('--samix-beta-schedule', type=str, default='auto',
-                   help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images)")
     g.add_argument('--samix-mask-loss', type=str, default=None,
                    help="mask losses per 'image' (default) or over the 'batch' (the authors'; AutoMix's default); method §2.6")
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
-    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
     g.add_argument('--samix-preset', type=str, default=DEFAULT_PRESET,
                    help="how the step runs: 'paper' (the reference: Mixer on the whole batch every step, clean "
@@ -377,6 +365,28 @@ ARGUMENT_GROUPS = [
     _add_data_args, _add_model_args, _add_optimizer_args, _add_schedule_args,
     _add_augmentation_args, _add_samix_args, _add_norm_ema_args, _add_misc_args, _add_not_run_args,
 ]
+
+
+def add_mixer_args(g, **defaults) -> None:
+    """The Mixer options train.py and train_ssl.py share, declared once; `defaults` overrides a script's own
+    (train_ssl.py fixes what train.py chooses per run, None there)."""
+    g.add_argument('--samix-mixer', type=str, default='samix', help="Mixer: 'samix' or the 'automix' ablation")
+    g.add_argument('--samix-feature-index', type=int, default=None,
+                   help='forward_intermediates index of the momentum encoder the Mixer reads (default: stride 16, '
+                        '>= 8x8 on small inputs)')
+    g.add_argument('--samix-mixer-lr', type=float, default=None,
+                   help='Mixer lr (train.py default: 0.1 for sgd, the backbone lr for adamw)')
+    g.add_argument('--samix-mixer-min-lr', type=float, default=None,
+                   help='Mixer lr at the end of the cosine (train.py default: lr / 100)')
+    g.add_argument('--samix-mixer-dropout', type=float, default=None,
+                   help='Mixer dropout (train.py default: 0.1 ImageNet-scale, 0 small data)')
+    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight beta of the mask losses (§3)')
+    g.add_argument('--samix-beta-schedule', type=str, default='auto',
+                   help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images), §3")
+    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
+    for action in g._group_actions:
+        if action.dest in defaults:
+            action.default = defaults[action.dest]
 
 
 def create_train_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ Two-stage parsing as train.py: ``--config FILE.yaml`` keys become defaults, the 
 import argparse
 from typing import Optional, Sequence, Tuple
 
-from ..engine.args import ParseKwargs, parse_with_config
+from ..engine.args import ParseKwargs, add_mixer_args, parse_with_config
 from .mixing import list_ssl_modes
 
 __all__ = ['create_ssl_parser', 'parse_ssl_args']
@@ -72,15 +72,9 @@ def create_ssl_parser() -> argparse.ArgumentParser:
     g.add_argument('--cluster-interval', type=int, default=10, help='epochs between k-means refreshes (samix_c)')
     g.add_argument('--cluster-pca-dim', type=int, default=256, help='PCA dimension before k-means')
     g.add_argument('--cluster-iters', type=int, default=20, help='k-means iterations')
-    g.add_argument('--samix-mixer', default='samix', help="Mixer: 'samix' or 'automix'")
-    g.add_argument('--samix-feature-index', type=int, default=None, help='stage of the momentum encoder the Mixer reads')
-    g.add_argument('--samix-mixer-lr', type=float, default=0.1, help='Mixer SGD lr')
-    g.add_argument('--samix-mixer-min-lr', type=float, default=1e-3, help='Mixer lr at the end of the cosine')
-    g.add_argument('--samix-mixer-dropout', type=float, default=0.0, help='Mixer dropout (0.1 ImageNet)')
-    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight of the mask losses (§3)')
-    g.add_argument('--samix-beta-schedule', default='constant', choices=('constant', 'linear'),
-                   help='constant (small data) or linear to 0 (ImageNet-scale), §3')
-    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
+    # the Mixer options of train.py, with the fixed values of the SAMix-I/-C recipes (§6)
+    add_mixer_args(g, samix_mixer_lr=0.1, samix_mixer_min_lr=1e-3, samix_mixer_dropout=0.0,
+                   samix_beta_schedule='constant')
     g = p.add_argument_group('Monitoring, output, devices')
     g.add_argument('--knn-interval', type=int, default=1, help='epochs between kNN monitors on the val split (0 = off)')
     g.add_argument('--knn-k', type=int, default=20, help='neighbours of the kNN monitor')

@@ -22,12 +22,13 @@ from timm.utils import NativeScaler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..engine.checkpoint import read_checkpoint
-from ..engine.checks import check_numbers
+from ..engine.checks import check_names, check_numbers
 from ..engine.loop import check_finite_loss
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
                             shared_class_index, split_folder)
 from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
+from ..defaults import SMALL_DATA_IMAGES
 from ..errors import ConfigError, keyword_as_flag
 from ..health import format_health, is_grey, mixer_health
 from ..momentum import BetaSchedule
@@ -60,6 +61,7 @@ class SSLResult:
 
 def _check_args(args, mode) -> None:
     check_numbers(args)
+    check_names(args)  # --samix-mixer, --samix-beta-schedule, --opt, --sched: one line for an unknown name
     if args.knn_interval > 0 and not args.dataset and Path(args.data_dir).is_dir():
         split_folder(Path(args.data_dir), args.val_split, 'validation (the kNN probe)', '--val-split')
         shared_class_index(Path(args.data_dir), args.train_split, args.val_split)  # a val/ class train/ lacks: refused
@@ -72,6 +74,14 @@ def _check_args(args, mode) -> None:
         require_faiss()
         if args.cluster_interval < 1:
             raise ConfigError(f'--cluster-interval {args.cluster_interval} must be 1 or more epochs')
+
+
+def _beta_schedule(args, train_size: int) -> str:
+    """--samix-beta-schedule, with 'auto' resolved as train.py does (§3: constant on small data, linear to 0 at
+    ImageNet scale)."""
+    if args.samix_beta_schedule == 'auto':
+        return 'constant' if train_size < SMALL_DATA_IMAGES else 'linear'
+    return args.samix_beta_schedule
 
 
 def _train_loader(args, dataset, collate_fn=None) -> DataLoader:
@@ -244,7 +254,7 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         step_on_epochs=False, updates_per_epoch=len(loader))
     mixer_kwargs = dict(mixer=args.samix_mixer, mixer_kwargs=dict(dropout=args.samix_mixer_dropout),
                         lr=args.samix_mixer_lr, min_lr=args.samix_mixer_min_lr, lam_margin=args.samix_lam_margin,
-                        beta=BetaSchedule(args.samix_mask_beta, args.samix_beta_schedule, total_steps))
+                        beta=BetaSchedule(args.samix_mask_beta, _beta_schedule(args, len(base)), total_steps))
     moco = MoCoSAMix(online, args.ssl_mix, total_steps, queue_size=args.queue_size, temperature=args.temperature,
                      moco_momentum=args.moco_momentum, alpha=args.ssl_alpha, mix_weight=args.mix_weight,
                      eta=args.eta, tap_index=args.samix_feature_index, input_size=args.img_size,
