@@ -1,4 +1,5 @@
-""" train.py's training step as a `timm.task.TrainingTask`: mix, forward, loss (and the clean-batch term of §5.6).
+""" The training steps of train.py and train_ssl.py as `timm.task.TrainingTask`s, for the one loop both run
+(`engine.loop.train_one_epoch`): mix, forward, loss (and the clean-batch term of §5.6); MoCo v2 + SAMix-I/-C (§6).
 
     task = create_task(model, loss_fn, mixer, clean)        # mixer: timm Mixup, SAMix, SAMix^P or None
     result = task(x, target)                                # {'loss', 'output', 'input', + the mixer's metrics}
@@ -8,22 +9,39 @@ The training loop knows only the task. The clean term, W·loss(f(x), y) + loss(f
 both halves directly, so nothing passes between the mixer's call and the loss (the Mixup-shaped `SAMix.__call__`
 with `SAMix.loss` stays for loops of one's own).
 """
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 from timm.task import TrainingTask
+from timm.utils import get_state_dict, unwrap_model
 
 from .clean import CleanTerm
 from .samix import SAMix
 
-__all__ = ['MixTask', 'SAMixTask', 'create_task']
+__all__ = ['Task', 'MixTask', 'SAMixTask', 'MoCoTask', 'create_task']
 
 
-class MixTask(TrainingTask):
+MIXER_STATE_KEY = 'samix'  # online SAMix's state in a train.py checkpoint
+CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
+
+
+class Task(TrainingTask):
+    """A timm TrainingTask with the one hook our loop calls after every optimizer step (`after_step`: MoCo enqueues
+    its keys there); nothing to do for the supervised steps. timm's `CheckpointSaver(task=...)` asks it what a
+    checkpoint holds besides timm's own entries (`get_checkpoint_state`)."""
+
+    def after_step(self) -> None:
+        pass
+
+
+class MixTask(Task):
     """One training step: the batch mixed by `mixer` (after the loader, outside autocast: mixers keep their own
     precision), the classifier's forward under the loop's autocast, the recipe's loss on the mixed batch, plus
     W·loss on the clean batch when `clean` is on (§5.6).
+
+    The checkpoint keeps the classifier's `state_dict` / `state_dict_ema` where timm puts them (timm's own
+    validate.py reads our checkpoints) and the training class index.
 
     Args:
         model: the classifier (DDP-wrapped or compiled as the loop runs it).
@@ -31,17 +49,31 @@ class MixTask(TrainingTask):
         mixer: a `(x, target) -> (x_mix, soft_target)` mixer with `mixup_enabled` (timm Mixup, SAMix^P), or None.
         clean: the clean-batch term, or None.
         channels_last: hand the classifier channels_last input.
+        model_ema: timm EMA of the classifier, or None (`trainable_module_ema`, as timm's tasks name it).
+        class_to_idx: the training class index (ImageFolder), or None.
     """
 
     def __init__(self, model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,
                  clean: Optional[CleanTerm] = None, channels_last: bool = False,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
+                 class_to_idx: Optional[Dict[str, int]] = None):
         super().__init__(device=device, verbose=False)
         self.trainable_module = model
+        self.trainable_module_ema = model_ema
         self.criterion = criterion
         self.mixer = mixer
         self.clean = clean if clean is not None and clean.weight > 0 else None
         self.channels_last = channels_last
+        self.class_to_idx = class_to_idx
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
+        if ema:
+            ema_module = self.trainable_module_ema
+            return {'state_dict_ema': get_state_dict(ema_module, unwrap_fn)} if ema_module is not None else {}
+        state = {'state_dict': get_state_dict(self.trainable_module, unwrap_fn)}
+        if self.class_to_idx:
+            state[CLASSES_KEY] = dict(self.class_to_idx)
+        return state
 
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer(x, target)
@@ -87,8 +119,16 @@ class SAMixTask(MixTask):
     `compile()` also compiles θ̄'s passes and the Mixer."""
 
     def __init__(self, model: nn.Module, criterion: Callable, samix: SAMix, channels_last: bool = False,
-                 device: Optional[torch.device] = None):
-        super().__init__(model, criterion, samix, samix.clean, channels_last, device)
+                 device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
+                 class_to_idx: Optional[Dict[str, int]] = None):
+        super().__init__(model, criterion, samix, samix.clean, channels_last, device, model_ema, class_to_idx)
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
+        """timm's entries, and the state to continue or export the Mixer (`SAMix.state_dict`, under 'samix')."""
+        state = super().get_checkpoint_state(ema, unwrap_fn)
+        if not ema:
+            state[MIXER_STATE_KEY] = self.mixer.state_dict()
+        return state
 
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer.mix_batch(x, target)
@@ -102,10 +142,51 @@ class SAMixTask(MixTask):
         return super().compile(backend, mode, **compile_kwargs)
 
 
+class MoCoTask(Task):
+    """train_ssl.py's step: MoCo v2 with its `--ssl-mix` mode (§6) on a batch of two views; the input is (x1, x2),
+    the target each sample's index. The Mixer of SAMix-I/-C trains inside `MoCoSAMix`.
+
+    A checkpoint holds, besides timm's epoch/optimizer/args/scaler entries, the backbone+projector for export, the
+    whole online module, MoCo's key encoder, queue and Mixer, and the `config` the probes rebuild the backbone from.
+
+    Args:
+        model: `MoCoOnline` (DDP-wrapped when distributed).
+        moco: the `MoCoSAMix` of the run (key encoder, queue, Mixer).
+        channels_last: hand the encoder channels_last views.
+        config: the run's settings a checkpoint carries for the probes and the export.
+    """
+
+    def __init__(self, model: nn.Module, moco, channels_last: bool = False, device: Optional[torch.device] = None,
+                 config: Optional[Dict[str, Any]] = None):
+        super().__init__(device=device, verbose=False)
+        self.trainable_module = model
+        self.moco = moco
+        self.channels_last = channels_last
+        self.config = dict(config or {})
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
+        if ema:
+            return {}
+        online = unwrap_model(self.trainable_module)
+        return dict(config=self.config, encoder=online.encoder.state_dict(), online=online.state_dict(),
+                    moco=self.moco.state_dict())
+
+    def forward(self, input, target: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x1, x2 = input
+        if self.channels_last:
+            x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+        loss, metrics = self.moco(self.trainable_module, x1, x2, target)
+        return dict(loss=loss, **metrics)
+
+    def after_step(self) -> None:
+        self.moco.after_step()  # enqueue this step's keys, advance the step
+
+
 def create_task(model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,
                 clean: Optional[CleanTerm] = None, channels_last: bool = False,
-                device: Optional[torch.device] = None) -> MixTask:
+                device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
+                class_to_idx: Optional[Dict[str, int]] = None) -> MixTask:
     """The task of a run: `SAMixTask` for online SAMix (its clean term is its preset's), else `MixTask`."""
     if isinstance(mixer, SAMix):
-        return SAMixTask(model, criterion, mixer, channels_last, device)
-    return MixTask(model, criterion, mixer, clean, channels_last, device)
+        return SAMixTask(model, criterion, mixer, channels_last, device, model_ema, class_to_idx)
+    return MixTask(model, criterion, mixer, clean, channels_last, device, model_ema, class_to_idx)

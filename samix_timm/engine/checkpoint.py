@@ -1,7 +1,7 @@
-""" What checkpoints hold besides timm's entries, through timm's `CheckpointSaver(task=...)` hook.
-
-The classifier's `state_dict` / `state_dict_ema` stay exactly where timm puts them (timm's own
-validate.py reads our checkpoints); a learned mixer adds its state under `samix`.
+""" Reading checkpoints safely and resuming from them. What a checkpoint holds besides timm's entries is the
+training task's (`samix_timm.task`, through timm's `CheckpointSaver(task=...)` hook): the classifier's
+`state_dict` / `state_dict_ema` exactly where timm puts them (timm's own validate.py reads our checkpoints), a learned
+mixer's state under `samix`.
 """
 import argparse
 import logging
@@ -15,11 +15,10 @@ from timm.utils import get_state_dict, unwrap_model
 
 from ..errors import ConfigError
 from ..files import read_torch_file
+from ..task import CLASSES_KEY, MIXER_STATE_KEY
 
 _logger = logging.getLogger(__name__)
 
-MIXER_STATE_KEY = 'samix'
-CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
 
 
 def read_checkpoint(path: Union[str, Path], flag: str, kind: str = 'checkpoint written by train.py') -> Dict:
@@ -68,32 +67,6 @@ def load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Uni
     raise ConfigError(f"{flag} '{path}' holds weights of another model than this {name} ({len(missing)} missing, "
                       f"{len(unexpected)} unexpected, {len(reshaped)} of another shape{': ' + detail if detail else ''}"
                       f"): {hint}")
-
-
-class CheckpointState:
-    """The `task` object timm's CheckpointSaver asks for the entries of a checkpoint.
-
-    Args:
-        model: the classifier (possibly DDP-wrapped).
-        model_ema: timm EMA of the classifier, or None.
-        mixup_fn: the batch mixer; saved when it has a `state_dict` (SAMix), ignored otherwise.
-        class_to_idx: the training class index (ImageFolder), or None.
-    """
-
-    def __init__(self, model: nn.Module, model_ema: Optional[nn.Module] = None, mixup_fn: Optional[Any] = None,
-                 class_to_idx: Optional[Dict[str, int]] = None):
-        self.model, self.model_ema, self.mixup_fn = model, model_ema, mixup_fn
-        self.class_to_idx = class_to_idx
-
-    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
-        if ema:
-            return {'state_dict_ema': get_state_dict(self.model_ema, unwrap_fn)} if self.model_ema else {}
-        state = {'state_dict': get_state_dict(self.model, unwrap_fn)}
-        if self.class_to_idx:
-            state[CLASSES_KEY] = dict(self.class_to_idx)
-        if hasattr(self.mixup_fn, 'state_dict'):
-            state[MIXER_STATE_KEY] = self.mixup_fn.state_dict()
-        return state
 
 
 def resume_state(checkpoint: Dict, path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],

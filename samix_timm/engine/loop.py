@@ -16,11 +16,11 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn as nn
 from timm.models import model_parameters
-from timm.task import TrainingTask
 from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
 from torchvision.utils import save_image
 
 from ..errors import TrainingDivergedError
+from ..task import Task
 
 _logger = logging.getLogger(__name__)
 
@@ -61,9 +61,20 @@ class StepContext:
     image_dir: Optional[Path] = None
 
 
-def _to_device(x: torch.Tensor, target: torch.Tensor, ctx: StepContext):
-    x, target = x.to(ctx.device, non_blocking=True), target.to(ctx.device, non_blocking=True)
-    return x, target
+def _to_device(x, target: torch.Tensor, ctx: StepContext):
+    """The batch on the device: one image tensor, or a tuple of views (train_ssl.py)."""
+    if isinstance(x, (tuple, list)):
+        x = tuple(v.to(ctx.device, non_blocking=True) for v in x)
+    else:
+        x = x.to(ctx.device, non_blocking=True)
+    return x, target.to(ctx.device, non_blocking=True)
+
+
+def _rows(result: Dict, x) -> int:
+    """Samples the step's loss averages over: the rows the model saw (2N with a clean half), else the batch."""
+    if 'output' in result:
+        return result['output'].shape[0]
+    return (x[0] if isinstance(x, tuple) else x).shape[0]
 
 
 def _format_eta(seconds: float) -> str:
@@ -73,7 +84,7 @@ def _format_eta(seconds: float) -> str:
 
 def train_one_epoch(
         epoch: int,
-        task: TrainingTask,
+        task: Task,
         loader,
         optimizer: torch.optim.Optimizer,
         ctx: StepContext,
@@ -103,7 +114,7 @@ def train_one_epoch(
         with sync:
             with ctx.amp_autocast():
                 result = task(x, target)  # mix, forward, loss (+ the clean term, §5.6)
-            loss, rows = result['loss'], result['output'].shape[0]
+            loss, rows = result['loss'], _rows(result, x)
             for k, v in result.items():
                 if k not in ('loss', 'output', 'input'):
                     mixer_m.setdefault(k, AverageMeter()).update(v, rows)
@@ -127,6 +138,7 @@ def train_one_epoch(
             continue
 
         num_updates += 1
+        task.after_step()
         optimizer.zero_grad()
         if model_ema is not None:
             model_ema.update(model, step=num_updates)
@@ -139,7 +151,7 @@ def train_one_epoch(
             check_finite_loss(loss_now, epoch, update_idx, optimizer)
             _log_progress(epoch, update_idx, updates_per_epoch, optimizer, loss_now, update_time_m,
                           samples_in_update, start, num_epochs, mixer_m, num_updates, ctx)
-            if ctx.image_dir is not None and ctx.is_primary:
+            if ctx.image_dir is not None and ctx.is_primary and 'input' in result:
                 save_image(result['input'].float(), ctx.image_dir / f'train-batch-{batch_idx}.jpg', padding=0,
                            normalize=True)
         samples_in_update = 0

@@ -28,7 +28,7 @@ from ..health import format_health, is_grey, mixer_health
 from ..task import create_task
 from .args import ConfigError
 from .checkpoint import (
-    CheckpointState, load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
+    load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
 from .checks import check_train_args
 from .loop import StepContext, evaluate, train_one_epoch
 from .seeding import set_loader_epoch
@@ -114,13 +114,16 @@ def create_mixing(args, model: nn.Module, data_config: dict, steps_per_epoch: in
     return mixup_fn, create_clean_term(args, mixup_fn, args.num_classes), loss_fn
 
 
-def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, device: torch.device):
+def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, device: torch.device,
+               model_ema: Optional[nn.Module] = None, class_to_idx: Optional[Dict[str, int]] = None):
     """The training step (`samix_timm.task`) around the model as the loop runs it: DDP-wrapped when distributed,
-    then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it)."""
+    then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it); it also says what a checkpoint
+    holds (the EMA, the class index, SAMix's state)."""
     if args.distributed:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
-    task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device)
+    task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device,
+                       model_ema=model_ema, class_to_idx=class_to_idx)
     if args.torchcompile:
         task.compile(args.torchcompile, args.torchcompile_mode)
     return task
@@ -189,7 +192,8 @@ def train(args, args_text: str) -> TrainResult:
                                                    amp_autocast, loss_scaler, device)
     if args.resume and mixup_fn is not None:
         restore_mixer_state(mixup_fn, resumed, args.resume)
-    task = build_task(args, model, train_loss_fn, mixup_fn, clean, device)
+    task = build_task(args, model, train_loss_fn, mixup_fn, clean, device, model_ema,
+                      dataset_class_to_idx(dataset_train))
     model = task.trainable_module
 
     health_x = health = None
@@ -210,7 +214,7 @@ def train(args, args_text: str) -> TrainResult:
             model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
             checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
             decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist,
-            task=CheckpointState(model, model_ema, mixup_fn, dataset_class_to_idx(dataset_train)))
+            task=task)
         from torch.utils.tensorboard import SummaryWriter
         tb_writer = SummaryWriter(log_dir=str(output_dir))
 

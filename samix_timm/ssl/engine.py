@@ -7,10 +7,9 @@ encoder is DDP-wrapped, keys use shuffled BN, and the queue and the mixing permu
 the gathered batch (see ``moco``, ``distributed``).
 """
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -18,20 +17,20 @@ from timm import utils
 from timm.data import create_dataset
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import NativeScaler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..engine.checkpoint import read_checkpoint
 from ..engine.checks import check_names, check_numbers
-from ..engine.loop import check_finite_loss
+from ..engine.loop import StepContext, train_one_epoch
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
                             shared_class_index, split_folder)
-from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
 from ..defaults import SMALL_DATA_IMAGES
+from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
 from ..errors import ConfigError, keyword_as_flag
 from ..health import format_health, is_grey, mixer_health
 from ..momentum import BetaSchedule
+from ..task import MoCoTask
 from .cluster import kmeans_labels, require_faiss
 from .data import MoCoV2Views, TwoViewDataset, eval_transform, extract_features, moco_v2_transform
 from .device_aug import DeviceTwoViewLoader, DeviceViewAugment, IndexedImages, stack_images
@@ -138,80 +137,6 @@ def refresh_pseudo_labels(args, moco: MoCoSAMix, loader: DataLoader, epoch: int,
     return moco.pseudo_labels
 
 
-def _host_means(sums: Dict[str, Union[float, torch.Tensor]], count: int) -> Dict[str, float]:
-    """Means of accumulated step metrics as floats; the device ones are read in one synchronisation."""
-    on_device = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
-    means = {k: float(v) / count for k, v in sums.items() if k not in on_device}
-    if on_device:
-        values = torch.stack([sums[k].float() for k in on_device]).cpu() / count
-        means.update(zip(on_device, values.tolist()))
-    return means
-
-
-def train_one_epoch(epoch: int, model: nn.Module, moco: MoCoSAMix, loader, optimizer, lr_scheduler, args,
-                    tb_writer=None, loss_scaler: Optional[NativeScaler] = None) -> Dict[str, float]:
-    """One pass over the two-view loader; returns the epoch mean of each logged quantity.
-
-    ``loss_scaler`` (fp16 on CUDA) does the encoder's backward and step; the forwards run under
-    ``moco.amp_autocast``. Step metrics are summed on the device and read once per log interval
-    (log line, tensorboard means of the interval, and the finite-loss check).
-    """
-    model.train()
-    epoch_sums: Dict[str, torch.Tensor] = {}
-    window: Dict[str, torch.Tensor] = {}
-    window_start, start = 0, time.time()
-    for i, ((x1, x2), index) in enumerate(loader):
-        x1, x2 = x1.to(args.device, non_blocking=True), x2.to(args.device, non_blocking=True)
-        if args.channels_last:
-            x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
-        loss, metrics = moco(model, x1, x2, index)
-        optimizer.zero_grad(set_to_none=True)
-        if loss_scaler is not None:
-            loss_scaler(loss, optimizer)
-        else:
-            loss.backward()
-            optimizer.step()
-        moco.after_step()
-        step = epoch * len(loader) + i + 1
-        if lr_scheduler is not None:
-            lr_scheduler.step_update(step)
-        metrics['loss'] = loss.detach()
-        for k, v in metrics.items():
-            window[k] = window.get(k, 0.) + v
-        last = i == len(loader) - 1
-        if (i + 1) % args.log_interval == 0 or last:
-            means = _host_means(window, i + 1 - window_start)
-            check_finite_loss(means['loss'], epoch, i, optimizer)
-            for k, v in window.items():
-                epoch_sums[k] = epoch_sums.get(k, 0.) + v
-            if tb_writer is not None:
-                for k, v in means.items():
-                    tb_writer.add_scalar(f'train/{k}', v, step)
-                tb_writer.add_scalar('train/lr', optimizer.param_groups[0]['lr'], step)
-            if utils.is_primary(args):
-                _logger.info(f'epoch {epoch} [{i + 1}/{len(loader)}] loss {means["loss"]:.4f} '
-                             f'key-cos {means["key_cosine"]:.3f} inst-top1 {means["instance_top1"]:.1f}% '
-                             f'lr {optimizer.param_groups[0]["lr"]:.4g} {(time.time() - start) / (i + 1):.3f}s/step')
-            window, window_start = {}, i + 1
-    return _host_means(epoch_sums, len(loader))
-
-
-class SSLCheckpointState:
-    """The ``task`` of timm's CheckpointSaver for a train_ssl.py run: what a checkpoint holds besides
-    timm's epoch/optimizer/args/scaler entries (the backbone+projector for export, the whole online
-    module, MoCo's key encoder, queue and Mixer, and the config the probes rebuild the backbone from).
-    """
-
-    def __init__(self, online: MoCoOnline, moco: MoCoSAMix, config: Dict):
-        self.online, self.moco, self.config = online, moco, config
-
-    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=None) -> Dict:
-        if ema:
-            return {}
-        return dict(config=self.config, encoder=self.online.encoder.state_dict(), online=self.online.state_dict(),
-                    moco=self.moco.state_dict())
-
-
 # keyword arguments of the SSL library whose flag is not `--` + the keyword with dashes
 _KEYWORD_FLAGS = dict(mode='--ssl-mix', index='--samix-feature-index')
 
@@ -295,6 +220,7 @@ def _train_ssl(args, args_text: str) -> SSLResult:
     model = online
     if args.distributed:
         model = nn.parallel.DistributedDataParallel(online, device_ids=[device] if device.type == 'cuda' else None)
+    task = MoCoTask(model, moco, args.channels_last, device, config={k: getattr(args, k) for k in CONFIG_KEYS})
 
     output_dir = tb_writer = saver = None
     if primary:
@@ -305,7 +231,7 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         saver = utils.CheckpointSaver(
             model=online, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=str(output_dir),
             recovery_dir=str(output_dir), max_history=args.checkpoint_hist,
-            task=SSLCheckpointState(online, moco, {k: getattr(args, k) for k in CONFIG_KEYS}))
+            task=task)
         mixer_info = f'Mixer on stage {moco.tap_index}, ' if moco.mixer is not None else ''
         _logger.info(f'MoCo v2 + {args.ssl_mix} on {args.model}: {num_epochs} epochs x {len(loader)} steps, '
                      f'{mixer_info}output in {output_dir}')
@@ -313,6 +239,10 @@ def _train_ssl(args, args_text: str) -> SSLResult:
     cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
     knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
         if primary and args.knn_interval > 0 else None
+    # MoCo runs its forwards under its own autocast (moco.amp_autocast): the loop adds none
+    ctx = StepContext(device=device, loss_scaler=loss_scaler, distributed=args.distributed,
+                      world_size=args.world_size, log_interval=args.log_interval, is_primary=primary,
+                      tb_writer=tb_writer)
     health_x = health = None
     if primary and moco.mixer is not None:  # a fixed batch (first training images, eval transform) for the health
         health_x = next(iter(_eval_loader(args, args.train_split)))[0][:HEALTH_IMAGES].to(device)
@@ -323,8 +253,8 @@ def _train_ssl(args, args_text: str) -> SSLResult:
             set_loader_epoch(loader, epoch)
             if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
                 refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
-            train_metrics = train_one_epoch(epoch, model, moco, loader, optimizer, lr_scheduler, args, tb_writer,
-                                            loss_scaler)
+            train_metrics = train_one_epoch(epoch, task, loader, optimizer, ctx, lr_scheduler=lr_scheduler,
+                                            num_epochs=num_epochs)
             if args.distributed:  # each rank's last forwards moved its BN statistics: average them (timm's dist_bn)
                 utils.distribute_bn(online, args.world_size, reduce=True)
                 utils.distribute_bn(moco.momentum.module, args.world_size, reduce=True)
