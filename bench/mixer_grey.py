@@ -53,7 +53,7 @@ VARIANTS: Dict[str, List[str]] = {
 for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it
     if '--samix-mask-sharpness' not in _flags:
         _flags += ['--samix-mask-sharpness', '0']
-STABLE = 'all_qk_image_area'  # the variant the package defaults give (tests/test_bench.py checks it)
+STABLE = 'all_qk_image_area_sharp'  # the variant the package defaults give (tests/test_bench.py checks it)
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',
               'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
@@ -131,9 +131,9 @@ def _summary(rs: List[Dict]) -> str:
             f'{spread(ema)}')
 
 
-def compare_table(records: List[Dict], accuracy_rows: List[Dict], variant: str) -> str:
+def compare_table(records: List[Dict], accuracy_rows: List[Dict], variants: List[str]) -> str:
     """Per preset: the authors' Mixer (accuracy benchmark rows, then this sweep's `reference` runs of the seeds those
-    lack) against `variant` — grey seeds, healthy seeds, top-1 and EMA top-1."""
+    lack) against each of `variants` — grey seeds, healthy seeds, top-1 and EMA top-1."""
     before = {}
     for r in accuracy_rows:
         if r.get('img_size') == 32 and r.get('epochs') == 60 and r['method'].startswith('samix_'):
@@ -142,15 +142,17 @@ def compare_table(records: List[Dict], accuracy_rows: List[Dict], variant: str) 
         if r['variant'] == 'reference' and not r['extra'] and r['preset'] in SAMIX_PRESETS:
             if r['seed'] not in {b['seed'] for b in before.get(r['preset'], [])}:
                 before.setdefault(r['preset'], []).append(r)
-    after = {}
+    after = {v: {} for v in variants}
     for r in records:
-        if r['variant'] == variant:
-            after.setdefault(r['preset'], []).append(r)
-    lines = ["| preset | authors' Mixer: grey | healthy | top-1 | EMA top-1 | stable Mixer: grey | healthy | top-1 | "
-             "EMA top-1 |", '|---|---|---|---|---|---|---|---|---|']
+        if r['variant'] in after:
+            after[r['variant']].setdefault(r['preset'], []).append(r)
+    lines = ["| preset | authors' Mixer: grey | healthy | top-1 | EMA top-1 | "
+             + ' | '.join(f'`{v}`: grey | healthy | top-1 | EMA top-1' for v in variants) + ' |',
+             '|---|' + '---|---|---|---|' * (1 + len(variants))]
     for preset in SAMIX_PRESETS:
-        if preset in before or preset in after:
-            lines.append(f'| {preset} | {_summary(before.get(preset, []))} | {_summary(after.get(preset, []))} |')
+        if preset in before or any(preset in a for a in after.values()):
+            lines.append(f'| {preset} | {_summary(before.get(preset, []))} | '
+                         + ' | '.join(_summary(after[v].get(preset, [])) for v in variants) + ' |')
     return '\n'.join(lines)
 
 
@@ -189,6 +191,8 @@ def main() -> None:
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
     p.add_argument('--stable', default=STABLE, help='the variant the defaults give, for the comparison')
+    p.add_argument('--compare', nargs='*', default=['all_qk_image_area'],
+                   help='earlier stable variants shown beside it (all_qk_image_area: without the sharpness floor)')
     p.add_argument('--sharpness-table', action='store_true', help='only print what each mask sharpness floor gives')
     args = p.parse_args()
     if args.sharpness_table:
@@ -212,8 +216,9 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
     records = [r for r in _read(path) if not r['extra']]
-    text = (compare_table(records, _read(results / 'accuracy_runs.jsonl'), args.stable) + '\n\nEvery variant '
-            '(the stable Mixer is `' + args.stable + '`):\n\n' + table(records)
+    compared = [v for v in (*args.compare, args.stable) if v != args.stable] + [args.stable]
+    text = (compare_table(records, _read(results / 'accuracy_runs.jsonl'), compared) + '\n\nEvery variant '
+            '(the stable Mixer, the default, is `' + args.stable + '`):\n\n' + table(records)
             + '\n\nThe authors\' Mixer in the accuracy benchmark '
             '(bench/accuracy.py, same recipe; no per-epoch trajectory was recorded there):\n\n'
             + reference_table(results / 'accuracy_runs.jsonl'))

@@ -240,7 +240,7 @@ def test_mixer_grey_table_counts_grey_and_healthy_seeds():
     assert cells[8] == '81.00 ± 1.00'
     # the before/after table: the authors' Mixer from accuracy rows of the recipe, the stable one from these rows
     before = [dict(r, method='samix_lean', img_size=32, epochs=60) for r in rows[:2]]
-    line = grey_bench.compare_table(rows, before, 'stable').splitlines()[-1]
+    line = grey_bench.compare_table(rows, before, ['stable']).splitlines()[-1]
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == 'lean' and cells[1] == '1 of 2 [1]' and cells[5] == '1 of 3 [1]' and cells[6] == '1 of 3'
 
