@@ -53,7 +53,7 @@ VARIANTS: Dict[str, List[str]] = {
 for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it
     if '--samix-mask-sharpness' not in _flags:
         _flags += ['--samix-mask-sharpness', '0']
-STABLE = 'all_qk_image_area_sharp'  # the variant the package defaults give (tests/test_bench.py checks it)
+STABLE = 'all_qk_image_area'  # the variant the package defaults give (tests/test_bench.py checks it)
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',
               'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
@@ -191,8 +191,8 @@ def main() -> None:
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
     p.add_argument('--stable', default=STABLE, help='the variant the defaults give, for the comparison')
-    p.add_argument('--compare', nargs='*', default=['all_qk_image_area'],
-                   help='earlier stable variants shown beside it (all_qk_image_area: without the sharpness floor)')
+    p.add_argument('--compare', nargs='*', default=['all_qk_image_area_sharp'],
+                   help='other stable variants shown beside it (all_qk_image_area_sharp: with the sharpness floor)')
     p.add_argument('--sharpness-table', action='store_true', help='only print what each mask sharpness floor gives')
     args = p.parse_args()
     if args.sharpness_table:

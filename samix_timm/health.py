@@ -54,6 +54,15 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
     finally:
         if handle is not None:
             handle.remove()
+    sharpness = getattr(net, 'sharpness', None)
+    if sharpness is not None:  # the Mixer's own masks, before the sharpness floor (§2.6): what says it learned
+        net.sharpness = None
+        try:
+            for lam in lams:
+                s = mixer.preview(x, lam)['mask'].float().flatten(1)
+                metrics[f'health_own_std_{lam:g}'] = float(s.std(dim=1, unbiased=False).mean())
+        finally:
+            net.sharpness = sharpness
     metrics['health_grey'] = float(is_grey(metrics))
     if entropies:  # not when the Mixer runs compiled (hooks do not fire inside a compiled graph)
         metrics['mixer_attention_entropy'] = float(torch.stack(entropies).mean())
@@ -72,8 +81,10 @@ def mixer_health(mixer, x: torch.Tensor, lams: Sequence[float] = HEALTH_LAMS, ne
 
 def is_grey(metrics: Dict[str, float], min_std: float = GREY_STD) -> bool:
     """True when the per-image mask std is below `min_std` at some λ of a health reading: a λ-blind, constant
-    mask, i.e. mixup with the wrong λ in its labels, not a learned Mixer."""
-    return any(v < min_std for k, v in metrics.items() if k.startswith('health_std_'))
+    mask, i.e. mixup with the wrong λ in its labels, not a learned Mixer. With a sharpness floor (§2.6) it reads
+    the Mixer's own masks, before the floor (`health_own_std_*`): the floor makes even an untrained Mixer's sharp."""
+    own = [v for k, v in metrics.items() if k.startswith('health_own_std_')]
+    return any(v < min_std for v in own or [v for k, v in metrics.items() if k.startswith('health_std_')])
 
 
 def health_failures(metrics: Dict[str, float], keep_tol: float = 0.1, min_std: float = 0.3) -> Dict[str, str]:
@@ -87,6 +98,9 @@ def health_failures(metrics: Dict[str, float], keep_tol: float = 0.1, min_std: f
             failures[key] = f'keeps {value:.3f} of the image at lam {lam} (should be within {keep_tol:g} of {lam})'
         elif kind == 'health_std' and value < min_std:
             failures[key] = f'per-image mask std {value:.3f} at lam {lam} (< {min_std:g}: not spatial)'
+    if is_grey(metrics) and not failures:  # sharp masks from the floor alone (§2.6)
+        failures['health_grey'] = (f"the Mixer's own masks are constant (per-image std < {GREY_STD:g} before the "
+                                   f"sharpness floor): nothing learned")
     return failures
 
 
@@ -97,6 +111,9 @@ def format_health(metrics: Dict[str, float]) -> str:
     keep = '/'.join(f"{metrics[f'health_keep_{lam}']:.2f}" for lam in lams)
     std = '/'.join(f"{metrics[f'health_std_{lam}']:.2f}" for lam in lams)
     line = f"mean(1 - s) {keep} at lam {'/'.join(lams)}, per-image std {std}"
+    if any(k.startswith('health_own_std_') for k in metrics):
+        own = '/'.join(f"{metrics[f'health_own_std_{lam}']:.2f}" for lam in lams)
+        line += f" ({own} before the sharpness floor)"
     if 'mixer_attention_entropy' in metrics:
         line += f", attention entropy {metrics['mixer_attention_entropy']:.3f} of uniform"
     if is_grey(metrics):

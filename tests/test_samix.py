@@ -503,7 +503,7 @@ def test_a_checkpoint_resumes_only_into_the_mixer_it_trained():
                                           r"'fan_in_all'\).*mask_loss 'batch' \(now 'image'\), norm 'none'"):
         _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').load_state_dict(state)
     soft = _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').state_dict()
-    with pytest.raises(ConfigError, match=r"another Mixer: sharpness None \(now 6.0\)"):  # the first stable Mixer's
+    with pytest.raises(ConfigError, match=r"another Mixer: sharpness None \(now 6.0\)"):  # a run without the floor
         _samix(_model(), mixer_kwargs=dict(dropout=0., sharpness=6., **stable), mask_loss='image').load_state_dict(soft)
     old = dict(state, mixer_config={k: v for k, v in state['mixer_config'].items() if k != 'area'})
     del old['mask_loss']

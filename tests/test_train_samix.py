@@ -122,14 +122,16 @@ def test_fp16_overflow_on_one_rank_skips_the_mixer_step_on_all(tmp_path):
     assert not torch.equal(start['weight'], r0['state']['weight'])  # the second step was applied
 
 
-def test_grey_mixer_is_never_silent(small_data, tmp_path):
+@pytest.mark.parametrize('floor', [[], ['--samix-mask-sharpness', '6']])
+def test_grey_mixer_is_never_silent(small_data, tmp_path, floor):
     """§2.6: a Mixer left at its init (lr ~0: s ≈ 0.5 everywhere) is called grey in the epoch's log line (a
-    warning), in summary.csv (health_grey 1) and in the final line."""
+    warning), in summary.csv (health_grey 1) and in the final line; with the sharpness floor too, whose masks
+    are sharp whatever the Mixer learned: the verdict reads the Mixer's own masks, before the floor."""
     proc = subprocess.run(
         [sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs' / 'embedded_quickstart.yaml'),
          '--data-dir', str(small_data), '--output', str(tmp_path), '--epochs', '1', '--mixup', 'samix',
          '--samix-mixer-lr', '1e-9', '--samix-mixer-min-lr', '0', '--samix-mixer-init', 'reference', '--workers', '0',
-         '--device', 'cpu', '--samix-vis-interval', '0', '--experiment', 'grey'],
+         '--device', 'cpu', '--samix-vis-interval', '0', '--experiment', 'grey', *floor],
         capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'GREY' in proc.stdout.strip().splitlines()[-1]
@@ -137,4 +139,8 @@ def test_grey_mixer_is_never_silent(small_data, tmp_path):
     assert warned and 'GREY' in warned[0] and 'WARNING' in warned[0], proc.stderr[-2000:]
     with open(tmp_path / 'grey' / 'summary.csv') as f:
         row = next(csv.DictReader(f))
-    assert float(row['train_health_grey']) == 1. and float(row['train_health_std_0.5']) < 0.05
+    assert float(row['train_health_grey']) == 1.
+    if floor:  # the training masks are sharp, the Mixer's own are constant
+        assert float(row['train_health_std_0.5']) > 0.3 and float(row['train_health_own_std_0.5']) < 0.05
+    else:
+        assert float(row['train_health_std_0.5']) < 0.05

@@ -261,8 +261,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help="mask area: 'lam' (each mask keeps exactly lam of its image, default) or 'free' (learned "
                         "under the mean loss, the authors'); method §2.6")
     g.add_argument('--samix-mask-sharpness', type=float, default=None,
-                   help="least std of each image's mask logits, g: m -> m (1 + g / std(m)) (default 6; 0: as the "
-                        "Mixer makes them, the authors'); method §2.6")
+                   help="least std of each image's mask logits, g: m -> m (1 + g / std(m)) (default 0: as the Mixer "
+                        "makes them, the authors'); method §2.6")
     g.add_argument('--samix-mixer-init', type=str, default=None,
                    help="Mixer init: 'fan_in_all' (every conv N(0, 1/fan_in), default), 'fan_in' (Q/K only) or "
                         "'reference' (N(0, 0.01^2), the authors'; AutoMix's default); method §2.6")
