@@ -274,3 +274,11 @@ def test_mixer_options_are_declared_once_for_both_scripts():
     assert ssl['samix_beta_schedule'].default == 'constant'
     args = argparse.Namespace(samix_beta_schedule='auto')
     assert (_beta_schedule(args, 50_000), _beta_schedule(args, 1_281_167)) == ('constant', 'linear')
+
+
+def test_a_negative_mask_sharpness_is_one_line():
+    """--samix-mask-sharpness -1 is refused before anything is built, naming the flag and the range."""
+    from samix_timm.engine.checks import check_numbers
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mask-sharpness', '-1'])
+    with pytest.raises(ConfigError, match=r'--samix-mask-sharpness -1 is out of range'):
+        check_numbers(args)
