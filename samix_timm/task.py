@@ -53,6 +53,8 @@ class MixTask(Task):
         class_to_idx: the training class index (ImageFolder), or None.
     """
 
+    mixes_in_place = True  # what timm's Mixup does to its input
+
     def __init__(self, model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,
                  clean: Optional[CleanTerm] = None, channels_last: bool = False,
                  device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
@@ -98,7 +100,8 @@ class MixTask(Task):
         if self.mixer is not None:
             if self.clean is not None and self.mixer.mixup_enabled:
                 x_clean, y_clean = self.clean.batch(input, target)
-                clean = x_clean.clone(), y_clean  # before mixing: timm's Mixup mixes the batch in place
+                # before mixing: timm's Mixup mixes the batch in place (SAMix makes a new tensor: no copy)
+                clean = (x_clean.clone() if self.mixes_in_place else x_clean), y_clean
             with torch.autocast(device_type=input.device.type, enabled=False):
                 x, y = self.mix(input, target)
         if clean is None:
@@ -117,6 +120,7 @@ class MixTask(Task):
 class SAMixTask(MixTask):
     """`MixTask` with online SAMix: the step trains the Mixer (through `SAMix.mix_batch`) and reports its metrics;
     `compile()` also compiles θ̄'s passes and the Mixer."""
+    mixes_in_place = False  # `mix_images` returns a new tensor
 
     def __init__(self, model: nn.Module, criterion: Callable, samix: SAMix, channels_last: bool = False,
                  device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
