@@ -25,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
@@ -43,7 +43,8 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'samix_lowres': 'samix_lowres', 'samix_lean': 'samix_lean',
             'samix_quarter': 'samix_quarter',
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
-            'vanilla_long': 'none', 'mixup_long': 'mixup'}
+            'vanilla_long': 'none', 'mixup_long': 'mixup', 'samix_default': 'samix_paper_stable',
+            'samix_p_own': 'samix_p_self'}
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
 # (epochs x its step-time ratio to the baseline, from the --speed JSON); method -> baseline method
 EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
@@ -52,7 +53,9 @@ EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
 COMPUTE_FACTORS = (1.25, 1.5, 2, 3.2)
 MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
-COST_SPEED = {('test_resnet', 32): 'speed_bench_1k.json', ('test_resnet', 64): 'speed_accuracy_recipe.json'}
+# (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
+COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json'),
+              ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
 # the default): the online SAMix methods keep it, so that a rerun measures what the rows measured
@@ -80,7 +83,14 @@ METHODS: Dict[str, List[str]] = {
     'samix_lowres': ['--mixup', 'samix', '--samix-preset', 'lowres', *AUTHORS_MIXER],
     'samix_lean': ['--mixup', 'samix', '--samix-preset', 'lean', *AUTHORS_MIXER],
     'samix_quarter': ['--mixup', 'samix', '--samix-preset', 'quarter', *AUTHORS_MIXER],
+    'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper'],  # what `--mixup samix` trains today
+    'samix_p_own': ['--mixup', 'samix'],  # + --samix-pretrained: the Mixer of a run in PRETRAIN_SOURCE
 }
+# SAMix^P methods whose Mixer is exported from a finished run of this benchmark: method -> (method, seed) of that
+# run (a seed no table row uses); the export is written once under --output and reused, its cost is the source
+# row's run_cost, reported as `pretrain_cost`
+PRETRAIN_SOURCE = {'samix_p_own': ('samix_default', 100)}
+_EXPORT_LOCK = threading.Lock()
 EPOCH_FACTOR: Dict[str, float] = {}
 for _base in MATCHED_BASES:
     for _factor in COMPUTE_FACTORS:
@@ -135,7 +145,11 @@ def run_one(method: str, seed: int, args) -> Dict:
     out = Path(args.output)
     exp = f'{method}-s{seed}'
     epochs = run_epochs(method, args)
-    cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], '--seed', str(seed),
+    extra, pretrain_from = [], None
+    if method in PRETRAIN_SOURCE:
+        artifact, pretrain_from = pretrained_mixer(method, args)
+        extra = ['--samix-pretrained', str(artifact)]
+    cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], *extra, '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
            '--epochs', str(epochs), '--img-size', str(args.img_size), '--model', args.model]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
@@ -151,6 +165,8 @@ def run_one(method: str, seed: int, args) -> Dict:
                   img_size=args.img_size, train_images=train_images(args.data_dir), top1=float(last['eval_top1']),
                   ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                   jobs=args.jobs, threads=args.threads, finished=time.time(), **health)
+    if pretrain_from is not None:
+        record['pretrain_from'] = pretrain_from
     return {**record, **row_cost(record, Path(args.results))}
 
 
@@ -161,12 +177,15 @@ def row_cost(record: Dict, results: Path) -> Dict:
     (`COST_SPEED`) timed the method. SAMix^P rows add 'pretrain_cost': the run that made its Mixer, once per Mixer
     and reusable, so it is never folded into run_cost."""
     model, epochs, img_size, _ = budget(record)
-    name = COST_SPEED.get((model, img_size))
-    if name is None:
+    names = COST_SPEED.get((model, img_size))
+    if names is None:
         return dict(run_cost=None, cost_from=f'no speed.py run of {model} at {img_size} px in COST_SPEED')
-    ratios, source = speed_ratios(results / name, model)
     method = SPEED_OF.get(record['method'])
-    if method not in ratios:
+    for name in names:
+        ratios, source = speed_ratios(results / name, model)
+        if method in ratios:
+            break
+    else:
         return dict(run_cost=None, cost_from=f'{source}: no {method} timing')
     cost = dict(run_cost=round(ratios[method] * record.get('run_epochs', epochs) / epochs, 3),
                 cost_from=f'{source}, method {method}')
@@ -174,7 +193,43 @@ def row_cost(record: Dict, results: Path) -> Dict:
         cost['pretrain_cost'] = None  # the shipped Mixer came from a resnet18 run on another build: not timed here
         cost['pretrain_from'] = ('configs/embedded_resnet18_samix.yaml (resnet18, 4,000 images): another model, '
                                  'not in one speed run with this budget')
+    elif record['method'] in PRETRAIN_SOURCE:
+        source_row = pretrain_row(record['method'], record, results)
+        cost['pretrain_cost'] = source_row.get('run_cost') if source_row else None
+        cost['pretrain_from'] = record.get('pretrain_from', 'no finished source run')
     return cost
+
+
+def pretrain_row(method: str, record: Dict, results: Path) -> Optional[Dict]:
+    """The finished row (same budget) whose run made the Mixer of SAMix^P method `method` (`PRETRAIN_SOURCE`)."""
+    src, seed = PRETRAIN_SOURCE[method]
+    rows = [r for r in _done(results) if r['method'] == src and r['seed'] == seed and budget(r) == budget(record)]
+    return rows[-1] if rows else None
+
+
+def pretrained_mixer(method: str, args) -> Tuple[Path, str]:
+    """The artifact of SAMix^P method `method`: exported once (`python -m samix_timm.export`) from the last
+    checkpoint of its source run, which must be finished; returns (artifact path, where it came from)."""
+    src, seed = PRETRAIN_SOURCE[method]
+    probe = dict(method=method, model=args.model, epochs=args.epochs, img_size=args.img_size,
+                 train_images=train_images(args.data_dir))
+    row = pretrain_row(method, probe, Path(args.results))
+    if row is None:
+        raise SystemExit(f'{method} needs the Mixer of a finished {src} run, seed {seed}, of this budget: run '
+                         f'`python bench/accuracy.py --methods {src} --seeds {seed}` (same budget flags) first')
+    checkpoint = (Path(row['run_dir']) / 'last.pth.tar').resolve()
+    out = Path(args.output) / 'mixers' / f'{src}-s{seed}'
+    with _EXPORT_LOCK:  # runs side by side export it once
+        found = sorted(out.parent.glob(f'{out.name}-*.pth'))
+        if not found:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, '-m', 'samix_timm.export', '--checkpoint', str(checkpoint), '--out',
+                            str(out.resolve()), '--description', f'bench/accuracy.py {src} seed {seed}'],
+                           check=True, cwd=REPO)
+            found = sorted(out.parent.glob(f'{out.name}-*.pth'))
+    health = '/'.join(f"{row.get(f'health_keep_{lam}', float('nan')):.2f}" for lam in ('0.3', '0.5', '0.7'))
+    return found[-1], (f'{src} seed {seed} ({row["run_dir"]}, top-1 {row["top1"]:.1f}, Mixer keeps {health} at '
+                       f'lam 0.3/0.5/0.7), artifact {found[-1].name}')
 
 
 def void_rows(results: Path, before: float) -> int:

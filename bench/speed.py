@@ -76,6 +76,9 @@ METHODS: Dict[str, Callable] = {
     # the shipped cluttered-MNIST Mixer (its extractor sees the batch resized to 32 px), as in bench/accuracy.py
     'samix_p_shipped': lambda model, size, steps: create_pretrained_mixer(
         'samix_r18_cluttered_mnist', NUM_CLASSES, data_config=BATCH_NORMALIZATION),
+    # a Mixer exported from an online run of the classifier's own architecture (its θ̄ is the extractor)
+    'samix_p_self': lambda model, size, steps: SAMixPretrained(
+        random_artifact(model.pretrained_cfg['architecture'], size), NUM_CLASSES, data_config=BATCH_NORMALIZATION),
 }
 
 
@@ -110,8 +113,9 @@ METHODS.update({
     'mixup_clean0.25_joint': lambda model, size, steps: CleanBatch(Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES),
                                                                    CleanTerm(1.0, NUM_CLASSES, frac=0.25)),
 })
-# methods a plain `--methods` default leaves out (only meaningful for the embedded benchmark)
-OPTIONAL_METHODS = ('samix_p_shipped',)
+# methods a plain `--methods` default leaves out: the shipped Mixer is only meaningful for the embedded benchmark,
+# and samix_p_self builds its extractor like a CNN's (no img_size for a ViT)
+OPTIONAL_METHODS = ('samix_p_shipped', 'samix_p_self')
 
 
 class Runner:

@@ -316,3 +316,26 @@ def test_void_rows_leave_the_tables_and_run_again(accuracy, tmp_path):
     text = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 60, 32,
                           ['mixup_clean'], 1000)
     assert '| mixup_clean | 1 | 70.00 (1 run) |' in text
+
+
+def test_samix_p_rows_carry_the_cost_of_the_run_that_made_their_mixer(accuracy, tmp_path):
+    """A SAMix^P row made from a run of the benchmark reports that run's cost as pretrain_cost, never in run_cost;
+    the step ratio comes from the first speed file (COST_SPEED) that timed the method."""
+    speed = dict(batch_size=50, models={'test_resnet': dict(img_size=32, time={
+        'mixup': {'median_s': 0.1}, 'samix_paper_stable': {'median_s': 0.3}})})
+    extra = dict(batch_size=50, models={'test_resnet': dict(img_size=32, time={
+        'mixup': {'median_s': 0.2}, 'samix_p_self': {'median_s': 0.22}})})
+    (tmp_path / 'speed_bench_1k.json').write_text(json.dumps(speed))
+    (tmp_path / 'speed_bench_1k_p.json').write_text(json.dumps(extra))
+    budget = dict(model='test_resnet', epochs=60, img_size=32, train_images=1000)
+    source = dict(method='samix_default', seed=100, run_epochs=60, top1=80.0, run_dir='x', **budget)
+    source.update(accuracy.row_cost(source, tmp_path))
+    assert source['run_cost'] == pytest.approx(3.0)
+    row = dict(method='samix_p_own', seed=0, run_epochs=60, **budget)
+    assert accuracy.row_cost(row, tmp_path)['pretrain_cost'] is None  # no finished source run yet
+    (tmp_path / 'accuracy_runs.jsonl').write_text(json.dumps(source) + '\n')
+    cost = accuracy.row_cost(row, tmp_path)
+    assert cost['run_cost'] == pytest.approx(1.1) and cost['pretrain_cost'] == pytest.approx(3.0)
+    assert 'speed_bench_1k_p.json' in cost['cost_from']
+    other_budget = dict(row, epochs=30)
+    assert accuracy.row_cost(other_budget, tmp_path).get('pretrain_cost') is None
