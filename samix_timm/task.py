@@ -9,7 +9,8 @@ The training loop knows only the task. The clean term, W·loss(f(x), y) + loss(f
 both halves directly, so nothing passes between the mixer's call and the loss (the Mixup-shaped `SAMix.__call__`
 with `SAMix.loss` stays for loops of one's own).
 """
-from typing import Any, Callable, Dict, Optional
+import logging
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,8 @@ from .samix import SAMix
 
 __all__ = ['Task', 'MixTask', 'SAMixTask', 'MoCoTask', 'create_task']
 
+_logger = logging.getLogger(__name__)
+
 
 MIXER_STATE_KEY = 'samix'  # online SAMix's state in a train.py checkpoint
 CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
@@ -31,8 +34,15 @@ class Task(TrainingTask):
     its keys there); nothing to do for the supervised steps. timm's `CheckpointSaver(task=...)` asks it what a
     checkpoint holds besides timm's own entries (`get_checkpoint_state`)."""
 
+    resume_keys: Tuple[str, ...] = ()  # entries a checkpoint must hold for this task to continue from it
+
     def after_step(self) -> None:
         pass
+
+    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
+        """Continue from a checkpoint `get_checkpoint_state` wrote: `load(obj, key)` puts entry `key` into `obj`
+        (the caller's strict loader, which words the errors)."""
+        raise NotImplementedError
 
 
 class MixTask(Task):
@@ -76,6 +86,16 @@ class MixTask(Task):
         if self.class_to_idx:
             state[CLASSES_KEY] = dict(self.class_to_idx)
         return state
+
+    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
+        """The classifier, and its EMA (a copy of the resumed classifier when the checkpoint has none)."""
+        model = unwrap_model(self.trainable_module)
+        load(model, 'state_dict')
+        if self.trainable_module_ema is not None:
+            if 'state_dict_ema' in checkpoint:
+                load(self.trainable_module_ema.module, 'state_dict_ema')
+            else:
+                self.trainable_module_ema.set(model)
 
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer(x, target)
@@ -134,6 +154,17 @@ class SAMixTask(MixTask):
             state[MIXER_STATE_KEY] = self.mixer.state_dict()
         return state
 
+    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
+        """The classifier and its EMA, then the Mixer, its optimizer and θ̄; a checkpoint without them (another
+        mixer's run) starts a fresh Mixer on θ̄ = the resumed classifier."""
+        super().load_checkpoint_state(checkpoint, load)
+        if MIXER_STATE_KEY in checkpoint:
+            load(self.mixer, MIXER_STATE_KEY)
+            _logger.info(f'Restored SAMix state (step {self.mixer.step})')
+        else:
+            _logger.warning('the checkpoint holds no SAMix state: the Mixer starts fresh, θ̄ from the resumed weights')
+            self.mixer.encoder.set(unwrap_model(self.trainable_module))
+
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer.mix_batch(x, target)
 
@@ -174,6 +205,13 @@ class MoCoTask(Task):
         online = unwrap_model(self.trainable_module)
         return dict(config=self.config, encoder=online.encoder.state_dict(), online=online.state_dict(),
                     moco=self.moco.state_dict())
+
+    resume_keys = ('online', 'optimizer', 'moco', 'epoch')
+
+    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
+        """The online encoder, then MoCo's key encoder, queue and Mixer."""
+        load(unwrap_model(self.trainable_module), 'online')
+        load(self.moco, 'moco')
 
     def forward(self, input, target: torch.Tensor) -> Dict[str, torch.Tensor]:
         x1, x2 = input

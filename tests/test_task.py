@@ -119,3 +119,36 @@ def test_clean_half_is_the_unmixed_batch_although_timm_mixup_mixes_in_place():
     np.random.seed(0)
     joined, _ = CleanBatch(Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K))(x.clone(), y)
     torch.testing.assert_close(joined[:8], x)
+
+
+def test_one_resume_restores_what_each_task_saved(tmp_path):
+    """`resume_task` (train.py and train_ssl.py alike) puts back what `get_checkpoint_state` wrote; from a checkpoint
+    of a run without a Mixer or an EMA, θ̄ and the EMA start from the resumed classifier, not from its fresh init."""
+    import argparse
+    from timm.utils import ModelEmaV3
+    from samix_timm.engine.checkpoint import resume_task
+    torch.manual_seed(3)
+    trained = timm.create_model('test_resnet', num_classes=K)
+    path = tmp_path / 'plain.pth.tar'
+    torch.save({'state_dict': trained.state_dict(), 'epoch': 4, 'version': 2}, path)
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=K)
+    ema = ModelEmaV3(model)
+    samix = SAMix(model, K, 10, input_size=(3, 32, 32))
+    task = create_task(model, SoftTargetCrossEntropy(), samix, model_ema=ema)
+    assert resume_task(task, str(path), None, None, argparse.Namespace(opt='sgd')) == 5
+    for module in (model, ema.module, samix.encoder.module):
+        for k, v in trained.state_dict().items():
+            torch.testing.assert_close(module.state_dict()[k], v, msg=k)
+    # a checkpoint of that task resumes its Mixer too
+    samix.step = 7
+    torch.save({**task.get_checkpoint_state(), **task.get_checkpoint_state(ema=True), 'epoch': 1, 'version': 2},
+               tmp_path / 'samix.pth.tar')
+    torch.manual_seed(1)
+    other = timm.create_model('test_resnet', num_classes=K)
+    other_samix = SAMix(other, K, 10, input_size=(3, 32, 32))
+    resume_task(create_task(other, SoftTargetCrossEntropy(), other_samix), str(tmp_path / 'samix.pth.tar'), None,
+                None, argparse.Namespace(opt='sgd'))
+    assert other_samix.step == 7
+    for a, b in zip(other_samix.mixer.state_dict().values(), samix.mixer.state_dict().values()):
+        torch.testing.assert_close(a, b)

@@ -15,7 +15,7 @@ from timm.utils import get_state_dict, unwrap_model
 
 from ..errors import ConfigError
 from ..files import read_torch_file
-from ..task import CLASSES_KEY, MIXER_STATE_KEY
+from ..task import CLASSES_KEY
 
 _logger = logging.getLogger(__name__)
 
@@ -69,12 +69,36 @@ def load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Uni
                       f"): {hint}")
 
 
-def resume_state(checkpoint: Dict, path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                 loss_scaler: Optional[Any], args: argparse.Namespace) -> Optional[int]:
-    """timm's `resume_checkpoint` on an already read checkpoint, with one-line errors; returns the next epoch
-    (None for a bare state_dict)."""
+# how a resume names the state behind each checkpoint entry a task loads, when it does not fit
+_STATE_NAMES = {'samix': 'SAMix state', 'online': 'an online encoder', 'moco': 'MoCo state'}
+
+
+def resume_task(task: Any, path: str, optimizer: Optional[torch.optim.Optimizer], loss_scaler: Optional[Any],
+                args: argparse.Namespace, script: str = 'train.py') -> Optional[int]:
+    """The one resume of train.py and train_ssl.py: the task's own state (`Task.load_checkpoint_state`: the
+    classifier, its EMA and the Mixer, or MoCo's encoders, queue and Mixer), then timm's optimizer and scaler
+    entries. Returns the next epoch (None for a bare state_dict, which train.py takes). Every mismatch is one line."""
+    checkpoint = read_checkpoint(path, '--resume', f'checkpoint written by {script}')
+    missing = [k for k in task.resume_keys if k not in checkpoint]
+    if missing:
+        raise ConfigError(f"--resume '{path}' is not a {script} checkpoint (no {', '.join(missing)}): pass the "
+                          f"last.pth.tar of a {script} run")
     saved = checkpoint.get('args')
-    load_model_state(model, model_state(checkpoint, path, '--resume'), path, '--resume', saved)
+
+    def load(obj: Any, key: str) -> None:
+        if key in ('state_dict', 'state_dict_ema'):  # the classifier: another model or class count in one line
+            load_model_state(obj, model_state(checkpoint, path, '--resume', use_ema=key == 'state_dict_ema'), path,
+                             '--resume', saved)
+            return
+        try:
+            obj.load_state_dict(checkpoint[key])
+        except (RuntimeError, KeyError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:160]
+            raise ConfigError(f"--resume '{path}' holds {_STATE_NAMES.get(key, key)} of another Mixer or model "
+                              f"({first}): pass the --model, --samix-* or --ssl-mix settings and sizes it was "
+                              f"trained with") from None
+
+    task.load_checkpoint_state(checkpoint, load)
     if optimizer is not None and 'optimizer' in checkpoint:
         saved_opt = getattr(saved, 'opt', args.opt)
         if saved_opt.lower() != args.opt.lower():
@@ -91,20 +115,3 @@ def resume_state(checkpoint: Dict, path: str, model: nn.Module, optimizer: Optio
         return None
     epoch = checkpoint['epoch']
     return epoch + 1 if checkpoint.get('version', 1) > 1 else epoch
-
-
-def restore_mixer_state(mixup_fn: Any, checkpoint: Dict, path: str) -> bool:
-    """Load a learned mixer's state from a read checkpoint; returns False (and warns) when it has none."""
-    if not hasattr(mixup_fn, 'load_state_dict'):
-        return False
-    if MIXER_STATE_KEY not in checkpoint:
-        _logger.warning(f'{path} holds no SAMix state: the Mixer and momentum encoder start fresh')
-        return False
-    try:
-        mixup_fn.load_state_dict(checkpoint[MIXER_STATE_KEY])
-    except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise ConfigError(f"--resume '{path}' holds SAMix state of another Mixer or model ({first}): pass the "
-                          f"--model and --samix-* settings it was trained with") from None
-    _logger.info(f'Restored SAMix state (step {mixup_fn.step}) from {path}')
-    return True

@@ -27,8 +27,7 @@ from ..factory import create_clean_term, create_mixup, mixing_active
 from ..health import format_health, is_grey, mixer_health
 from ..task import create_task
 from .args import ConfigError
-from .checkpoint import (
-    load_model_state, model_state, read_checkpoint, restore_mixer_state, resume_state)
+from .checkpoint import load_model_state, model_state, read_checkpoint, resume_task
 from .checks import check_train_args
 from .loop import StepContext, evaluate, train_one_epoch
 from .seeding import set_loader_epoch
@@ -174,26 +173,21 @@ def train(args, args_text: str) -> TrainResult:
 
     resolve_lr(args)
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
-    resume_epoch = resumed = None
-    if args.resume:
-        resumed = read_checkpoint(args.resume, '--resume')
-        resume_epoch = resume_state(resumed, args.resume, model, None if args.no_resume_opt else optimizer,
-                                    None if args.no_resume_opt else loss_scaler, args)
-        if primary:
-            _logger.info(f'Resumed {args.resume}: epoch {resume_epoch} next')
     model_ema = None
     if args.model_ema:
         model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                                      device='cpu' if args.model_ema_force_cpu else None)
-        if resumed is not None and 'state_dict_ema' in resumed:
-            model_ema.module.load_state_dict(model_state(resumed, args.resume, '--resume', use_ema=True))
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
     mixup_fn, clean, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
                                                    amp_autocast, loss_scaler, device)
-    if args.resume and mixup_fn is not None:
-        restore_mixer_state(mixup_fn, resumed, args.resume)
     task = build_task(args, model, train_loss_fn, mixup_fn, clean, device, model_ema,
                       dataset_class_to_idx(dataset_train))
+    resume_epoch = None
+    if args.resume:  # the task's state (classifier, EMA, Mixer), the optimizer and the scaler
+        resume_epoch = resume_task(task, args.resume, None if args.no_resume_opt else optimizer,
+                                   None if args.no_resume_opt else loss_scaler, args)
+        if primary:
+            _logger.info(f'Resumed {args.resume}: epoch {resume_epoch} next')
     model = task.trainable_module
 
     health_x = health = None

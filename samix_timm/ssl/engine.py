@@ -19,7 +19,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..engine.checkpoint import read_checkpoint
+from ..engine.checkpoint import resume_task
 from ..engine.checks import check_names, check_numbers
 from ..engine.loop import StepContext, train_one_epoch
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
@@ -186,24 +186,13 @@ def _train_ssl(args, args_text: str) -> SSLResult:
                      mixer_kwargs=mixer_kwargs, amp_autocast=amp_autocast,
                      grad_scaler=torch.amp.GradScaler(device.type) if loss_scaler is not None else None)
 
+    model = online
+    if args.distributed:
+        model = nn.parallel.DistributedDataParallel(online, device_ids=[device] if device.type == 'cuda' else None)
+    task = MoCoTask(model, moco, args.channels_last, device, config={k: getattr(args, k) for k in CONFIG_KEYS})
     start_epoch = 0
-    if args.resume:
-        ckpt = read_checkpoint(args.resume, '--resume', 'checkpoint written by train_ssl.py')
-        missing = [k for k in ('online', 'optimizer', 'moco', 'epoch') if k not in ckpt]
-        if missing:
-            raise ConfigError(f"--resume '{args.resume}' is not a train_ssl.py checkpoint (no {', '.join(missing)}): "
-                              f"pass output/ssl/<run>/last.pth.tar")
-        try:
-            online.load_state_dict(ckpt['online'])
-            optimizer.load_state_dict(ckpt['optimizer'])
-            moco.load_state_dict(ckpt['moco'])
-        except (RuntimeError, KeyError, ValueError) as e:
-            first = str(e).strip().splitlines()[0][:160]
-            raise ConfigError(f"--resume '{args.resume}' was written by a run with other settings ({first}): pass "
-                              f"the --model, --ssl-mix, --opt and sizes it was trained with") from None
-        if loss_scaler is not None and loss_scaler.state_dict_key in ckpt:
-            loss_scaler.load_state_dict(ckpt[loss_scaler.state_dict_key])
-        start_epoch = ckpt['epoch'] + 1
+    if args.resume:  # the task's state (online encoder, MoCo's key encoder, queue and Mixer), optimizer, scaler
+        start_epoch = resume_task(task, args.resume, optimizer, loss_scaler, args, script='train_ssl.py')
         if start_epoch >= num_epochs:  # before anything is written (it used to suggest `ssl.probe --checkpoint None`)
             raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
                               f"nothing is left to train; to train longer pass --epochs above {start_epoch}, to "
@@ -217,10 +206,6 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         batches = moco.warm_up_queue(loader, device, args.channels_last)
         if primary:
             _logger.info(f'Queue of {moco.queue.size} keys filled by the key encoder on {batches} batches')
-    model = online
-    if args.distributed:
-        model = nn.parallel.DistributedDataParallel(online, device_ids=[device] if device.type == 'cuda' else None)
-    task = MoCoTask(model, moco, args.channels_last, device, config={k: getattr(args, k) for k in CONFIG_KEYS})
 
     output_dir = tb_writer = saver = None
     if primary:
