@@ -12,6 +12,7 @@ weighs the two halves:
 The clean half's targets go through the recipe's own loss, so they follow it: one-hot with the
 recipe's smoothing for soft-target CE, BCE with its target threshold for RSB recipes.
 """
+import copy
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -22,6 +23,7 @@ from .limits import KEYWORD_LIMITS, check_keyword
 from .mixing import soft_target
 
 CLEAN_FORWARDS = ('joint', 'separate')
+CLEAN_HEADS = ('shared', 'own')  # the clean batch through the classifier's head, or a training-only head of its own
 
 
 class CleanTerm:
@@ -124,6 +126,41 @@ class CleanBatch:
 
     def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
         return CleanMixLoss(loss_fn, self.clean)
+
+
+class CleanHeadClassifier(nn.Module):
+    """The classifier with the reference's second head (§5.6, `clean_head='own'`): the clean batch is classified by
+    a training-only copy of the classifier's last layer (`head`; OpenMixup's head_one) on the shared features, the
+    mixed batch by the classifier itself (head_mix). One module, so one DDP wrap syncs both; a checkpoint's
+    `state_dict` holds `model` alone, the model users load.
+
+    Args:
+        model: a timm classifier (`forward_features`, `forward_head(pre_logits=True)`, a linear `get_classifier()`).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        classifier = model.get_classifier() if hasattr(model, 'get_classifier') else None
+        if not isinstance(classifier, nn.Linear) or not hasattr(model, 'forward_head'):
+            raise ConfigError(f"clean_head='own' needs a timm classifier whose get_classifier() is one nn.Linear "
+                              f"over forward_head(pre_logits=True); {type(model).__name__} has "
+                              f"{type(classifier).__name__}: use clean_head='shared'")
+        self.model = model
+        self.head = copy.deepcopy(classifier)  # starts where the classifier's head starts
+
+    def forward(self, x_clean: Optional[torch.Tensor], x_mix: torch.Tensor, separate: bool = True
+                ) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """(clean-head logits of x_clean, classifier logits of x_mix); `separate`: one backbone pass per half (BN
+        statistics per half, as the reference), else one pass of both."""
+        if x_clean is None:
+            return None, self.model(x_mix)
+        if separate:
+            pooled = self.model.forward_head(self.model.forward_features(x_clean), pre_logits=True)
+            return self.head(pooled), self.model(x_mix)
+        n = x_clean.shape[0]
+        features = self.model.forward_features(torch.cat([x_clean, x_mix]))
+        return (self.head(self.model.forward_head(features[:n], pre_logits=True)),
+                self.model.forward_head(features[n:]))
 
 
 def forward_batch(model: nn.Module, x: torch.Tensor, mixer: Optional[object] = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn as nn
 from timm.task import TrainingTask
 from timm.utils import get_state_dict, unwrap_model
 
-from .clean import CleanTerm
+from .clean import CLEAN_HEADS, CleanHeadClassifier, CleanTerm
 from .samix import SAMix
 
 __all__ = ['Task', 'MixTask', 'SAMixTask', 'MoCoTask', 'create_task']
@@ -27,6 +27,7 @@ _logger = logging.getLogger(__name__)
 
 MIXER_STATE_KEY = 'samix'  # online SAMix's state in a train.py checkpoint
 CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
+CLEAN_HEAD_KEY = 'clean_head'  # the training-only clean head of clean_head='own'
 
 
 class Task(TrainingTask):
@@ -54,10 +55,13 @@ class MixTask(Task):
     validate.py reads our checkpoints) and the training class index.
 
     Args:
-        model: the classifier (DDP-wrapped or compiled as the loop runs it).
+        model: the classifier (DDP-wrapped or compiled as the loop runs it; unwrapped with clean_head='own', then
+            `prepare_distributed` wraps it with its clean head).
         criterion: the recipe's training loss (soft-target CE, BCE, ...).
         mixer: a `(x, target) -> (x_mix, soft_target)` mixer with `mixup_enabled` (timm Mixup, SAMix^P), or None.
         clean: the clean-batch term, or None.
+        clean_head: 'shared' (the clean batch through the classifier's own head) or 'own' (the reference's
+            training-only second head, `CleanHeadClassifier`; saved as 'clean_head', outside `state_dict`).
         channels_last: hand the classifier channels_last input.
         model_ema: timm EMA of the classifier, or None (`trainable_module_ema`, as timm's tasks name it).
         class_to_idx: the training class index (ImageFolder), or None.
@@ -68,7 +72,7 @@ class MixTask(Task):
     def __init__(self, model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,
                  clean: Optional[CleanTerm] = None, channels_last: bool = False,
                  device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
-                 class_to_idx: Optional[Dict[str, int]] = None):
+                 class_to_idx: Optional[Dict[str, int]] = None, clean_head: str = 'shared'):
         super().__init__(device=device, verbose=False)
         self.trainable_module = model
         self.trainable_module_ema = model_ema
@@ -77,6 +81,28 @@ class MixTask(Task):
         self.clean = clean if clean is not None and clean.weight > 0 else None
         self.channels_last = channels_last
         self.class_to_idx = class_to_idx
+        if clean_head not in CLEAN_HEADS:
+            raise ValueError(f"clean_head={clean_head!r} is not known: use one of {', '.join(CLEAN_HEADS)}")
+        if clean_head == 'own' and self.clean is None:
+            raise ValueError("clean_head='own' needs the clean-batch term: pass a CleanTerm with weight > 0")
+        # the module the step runs with the reference's second head (the classifier and that head), else None
+        self.clean_classifier = CleanHeadClassifier(model) if clean_head == 'own' else None
+
+    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'MixTask':
+        """DDP-wrap what the step trains: the classifier, or the classifier with its clean head (whose head is
+        unused on steps without mixing, hence find_unused_parameters)."""
+        ddp = nn.parallel.DistributedDataParallel
+        if self.clean_classifier is not None:
+            self.clean_classifier = ddp(self.clean_classifier, device_ids=device_ids, find_unused_parameters=True,
+                                        **ddp_kwargs)
+        else:
+            self.trainable_module = ddp(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def no_sync(self):
+        if self.clean_classifier is not None and hasattr(self.clean_classifier, 'no_sync'):
+            return self.clean_classifier.no_sync()
+        return super().no_sync()
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
         if ema:
@@ -85,6 +111,8 @@ class MixTask(Task):
         state = {'state_dict': get_state_dict(self.trainable_module, unwrap_fn)}
         if self.class_to_idx:
             state[CLASSES_KEY] = dict(self.class_to_idx)
+        if self.clean_classifier is not None:  # training-only: outside the state_dict users load
+            state[CLEAN_HEAD_KEY] = unwrap_fn(self.clean_classifier).head.state_dict()
         return state
 
     def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
@@ -96,6 +124,13 @@ class MixTask(Task):
                 load(self.trainable_module_ema.module, 'state_dict_ema')
             else:
                 self.trainable_module_ema.set(model)
+        if self.clean_classifier is not None:
+            if CLEAN_HEAD_KEY in checkpoint:
+                load(unwrap_model(self.clean_classifier).head, CLEAN_HEAD_KEY)
+            else:
+                _logger.warning('the checkpoint holds no clean head (a run with one head): it starts as a copy of the '
+                                'resumed classifier head')
+                unwrap_model(self.clean_classifier).head.load_state_dict(model.get_classifier().state_dict())
 
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer(x, target)
@@ -104,16 +139,21 @@ class MixTask(Task):
         """torch.compile the classifier as the loop runs it (`--torchcompile`)."""
         self.trainable_module = torch.compile(self.trainable_module, backend=backend, mode=mode, **compile_kwargs)
         self.eval_model = self.trainable_module
+        if self.clean_classifier is not None:
+            self.clean_classifier = torch.compile(self.clean_classifier, backend=backend, mode=mode, **compile_kwargs)
         return self.trainable_module
 
     def metrics(self) -> Dict[str, torch.Tensor]:
         """The mixer's metrics of the last step (none for a fixed mixer)."""
         return {}
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _model(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.trainable_module(x)
+        if self.clean_classifier is not None:  # every step through the module DDP syncs
+            return self.clean_classifier(None, self._layout(x))[1]
+        return self.trainable_module(self._layout(x))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:
         x, y, clean = input, target, None
@@ -128,7 +168,10 @@ class MixTask(Task):
             output = self._model(x)
             return dict(loss=self.criterion(output, y), output=output, input=x, **self.metrics())
         x_clean, y_clean = clean
-        if self.clean.forward == 'separate':  # each half with its own BN statistics, as the reference (§5.6)
+        if self.clean_classifier is not None:  # the reference's clean head on the shared features (§5.6)
+            out_clean, out_mix = self.clean_classifier(self._layout(x_clean), self._layout(x),
+                                                       self.clean.forward == 'separate')
+        elif self.clean.forward == 'separate':  # each half with its own BN statistics, as the reference (§5.6)
             out_clean, out_mix = self._model(x_clean), self._model(x)
         else:
             out_clean, out_mix = self._model(torch.cat([x_clean, x])).split([x_clean.shape[0], x.shape[0]])
@@ -144,8 +187,9 @@ class SAMixTask(MixTask):
 
     def __init__(self, model: nn.Module, criterion: Callable, samix: SAMix, channels_last: bool = False,
                  device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
-                 class_to_idx: Optional[Dict[str, int]] = None):
-        super().__init__(model, criterion, samix, samix.clean, channels_last, device, model_ema, class_to_idx)
+                 class_to_idx: Optional[Dict[str, int]] = None, clean_head: str = 'shared'):
+        super().__init__(model, criterion, samix, samix.clean, channels_last, device, model_ema, class_to_idx,
+                         clean_head)
 
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
         """timm's entries, and the state to continue or export the Mixer (`SAMix.state_dict`, under 'samix')."""
@@ -227,8 +271,8 @@ class MoCoTask(Task):
 def create_task(model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,
                 clean: Optional[CleanTerm] = None, channels_last: bool = False,
                 device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
-                class_to_idx: Optional[Dict[str, int]] = None) -> MixTask:
+                class_to_idx: Optional[Dict[str, int]] = None, clean_head: str = 'shared') -> MixTask:
     """The task of a run: `SAMixTask` for online SAMix (its clean term is its preset's), else `MixTask`."""
     if isinstance(mixer, SAMix):
-        return SAMixTask(model, criterion, mixer, channels_last, device, model_ema, class_to_idx)
-    return MixTask(model, criterion, mixer, clean, channels_last, device, model_ema, class_to_idx)
+        return SAMixTask(model, criterion, mixer, channels_last, device, model_ema, class_to_idx, clean_head)
+    return MixTask(model, criterion, mixer, clean, channels_last, device, model_ema, class_to_idx, clean_head)

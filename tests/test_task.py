@@ -1,6 +1,7 @@
 """ The training step as a timm TrainingTask (samix_timm/task.py): the loss against hand-computed values, the clean
 term with no state passed through the mixer, and the loop's step unchanged by the move. """
 import numpy as np
+import pytest
 import timm
 import torch
 import torch.nn as nn
@@ -152,3 +153,63 @@ def test_one_resume_restores_what_each_task_saved(tmp_path):
     assert other_samix.step == 7
     for a, b in zip(other_samix.mixer.state_dict().values(), samix.mixer.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_own_clean_head_by_hand_and_gradients_reach_only_their_head():
+    """clean_head='own' (the reference's head_one): loss = W·CE(head(pool(features(x))), y) + CE(f(x_mix), ỹ); the
+    clean head learns from the clean rows only, the classifier's head from the mixed rows only, the backbone from
+    both; the separate and joint forwards differ only in BN statistics."""
+    from samix_timm.clean import CleanHeadClassifier
+    x, y = _batch(8)
+    for forward in ('separate', 'joint'):
+        torch.manual_seed(0)
+        model = timm.create_model('test_resnet', num_classes=K)
+        mixup = Mixup(mixup_alpha=1.0, num_classes=K)
+        task = MixTask(model, SoftTargetCrossEntropy(), mixup, CleanTerm(0.5, K, forward=forward), clean_head='own')
+        assert isinstance(task.clean_classifier, CleanHeadClassifier)
+        head = task.clean_classifier.head
+        np.random.seed(3)
+        result = task(x.clone(), y)
+        np.random.seed(3)
+        x_mix, y_mix = Mixup(mixup_alpha=1.0, num_classes=K)(x.clone(), y)
+        y_clean = soft_target(y, None, 1., K, 0.)
+        ce = SoftTargetCrossEntropy()
+        if forward == 'separate':
+            out_clean = head(model.forward_head(model.forward_features(x), pre_logits=True))
+            out_mix = model(x_mix)
+        else:
+            f = model.forward_features(torch.cat([x, x_mix]))
+            out_clean, out_mix = head(model.forward_head(f[:8], pre_logits=True)), model.forward_head(f[8:])
+        torch.testing.assert_close(result['loss'], 0.5 * ce(out_clean, y_clean) + ce(out_mix, y_mix))
+    # gradients: each head from its own half only, the backbone from both
+    for half in (0, 1):
+        torch.manual_seed(0)
+        model = timm.create_model('test_resnet', num_classes=K)
+        task = MixTask(model, SoftTargetCrossEntropy(), Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K),
+                       clean_head='own')
+        task.clean_classifier(x, x.flip(0))[half].sum().backward()
+        head_grad, fc_grad = task.clean_classifier.head.weight.grad, model.get_classifier().weight.grad
+        assert (head_grad is not None) == (half == 0) and (fc_grad is not None) == (half == 1)
+        assert model.conv1[0].weight.grad.abs().sum() > 0
+
+
+def test_own_clean_head_stays_out_of_the_model_checkpoint_and_resumes(tmp_path):
+    import argparse
+    from samix_timm.engine.checkpoint import resume_task
+    from samix_timm.task import CLEAN_HEAD_KEY
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=K)
+    task = MixTask(model, SoftTargetCrossEntropy(), Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K),
+                   clean_head='own')
+    with torch.no_grad():
+        task.clean_classifier.head.weight.add_(1.0)
+    state = task.get_checkpoint_state()
+    timm.create_model('test_resnet', num_classes=K).load_state_dict(state['state_dict'])  # the model users load
+    assert set(state[CLEAN_HEAD_KEY]) == {'weight', 'bias'}
+    torch.save({**state, 'epoch': 0, 'version': 2}, tmp_path / 'c.pth.tar')
+    other = MixTask(timm.create_model('test_resnet', num_classes=K), SoftTargetCrossEntropy(),
+                    Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K), clean_head='own')
+    resume_task(other, str(tmp_path / 'c.pth.tar'), None, None, argparse.Namespace(opt='sgd'))
+    torch.testing.assert_close(other.clean_classifier.head.weight, task.clean_classifier.head.weight)
+    with pytest.raises(ValueError, match="clean_head='own' needs the clean-batch term"):
+        MixTask(model, SoftTargetCrossEntropy(), None, None, clean_head='own')

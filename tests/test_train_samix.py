@@ -51,9 +51,11 @@ def test_samix_run_learns_and_logs(embedded_data, tmp_path):
 
 
 # fast: the last Mixer update is a step before the checkpoint; both forwards of the clean term (§5.6)
-@pytest.mark.parametrize('preset,forward', [('paper', 'separate'), ('fast', 'joint')])
-def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forward):
-    flags = ('--epochs', '2', '--log-interval', '1', '--samix-preset', preset, '--samix-clean-forward', forward)
+@pytest.mark.parametrize('preset,forward,extra', [('paper', 'separate', []), ('fast', 'joint', []),
+                                                  ('paper', 'separate', ['--samix-clean-head', 'own'])])
+def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forward, extra):
+    flags = ('--epochs', '2', '--log-interval', '1', '--samix-preset', preset, '--samix-clean-forward', forward,
+             *extra)
     full = _train(small_data, tmp_path, *flags, '--experiment', 'full')
     resumed = _train(small_data, tmp_path, *flags, '--experiment', 'resumed',
                      '--resume', str(full.output_dir / 'checkpoint-0.pth.tar'))
@@ -74,7 +76,8 @@ def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forwar
 # drawn per rank they made the ranks' collectives disagree and rank 0 timed out)
 @pytest.mark.parametrize('preset,forward,extra', [
     ('paper', 'separate', []), ('fast', 'joint', []),
-    ('every2', 'separate', ['--mixup-prob', '0.5', '--samix-lam-adjust-prob', '0.5', '--samix-mixer-batch-frac', '0.5'])])
+    ('every2', 'separate', ['--mixup-prob', '0.5', '--samix-lam-adjust-prob', '0.5', '--samix-mixer-batch-frac', '0.5']),
+    ('paper', 'separate', ['--samix-clean-head', 'own'])])  # the classifier and its clean head in one DDP wrap
 def test_two_process_gloo_samix_run_has_identical_mixers(small_data, tmp_path, preset, forward, extra):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29523',

@@ -293,6 +293,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-clean-forward', type=str, default=None,
                    help="'separate' (one forward per half, BN statistics per half, as the reference) or 'joint' "
                         "(one forward of the 2N batch) (default: from --samix-preset)")
+    g.add_argument('--samix-clean-head', type=str, default=None,
+                   help="'shared' (the clean batch through the classifier's head; default) or 'own' (the "
+                        "reference's second, training-only head on the shared features, saved outside state_dict)")
     g.add_argument('--samix-mixer-batch-frac', type=float, default=None,
                    help='fraction of the batch the Mixer trains on (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-every', type=int, default=None,

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence
 from timm.data import create_transform
 from timm.optim import get_optimizer_info
 
+from ..clean import CLEAN_HEADS
 from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
 from ..limits import FRACTION, KEYWORD_LIMITS, PROB, RATE, Limit, above, at_least, closed, half_open
@@ -74,6 +75,7 @@ CHOICES: Dict[str, Callable[[], Sequence[str]]] = {
     'samix_mixer_upsample': lambda: MIXER_UPSAMPLES,
     'samix_mask_loss': lambda: MASK_LOSSES,
     'samix_clean_forward': lambda: ('separate', 'joint'),
+    'samix_clean_head': lambda: CLEAN_HEADS,
     'samix_beta_schedule': lambda: ('auto', 'linear', 'constant'),
     'eval_metric': lambda: ('top1', 'top5', 'loss'),
     'clip_mode': lambda: ('norm', 'value', 'agc'),
@@ -257,7 +259,7 @@ _ONLINE_SAMIX_ONLY = (
 # options of the SAMix Mixer only -> the value that is also AutoMix's (no warning when a recipe writes it out)
 _SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_mask_sharpness=0, samix_lam_rescale_k=-1,
                          samix_mixer_dropout=None)
-_CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac')  # also beside timm Mixup/SAMix^P
+_CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac', 'samix_clean_head')  # also beside timm Mixup/SAMix^P
 
 
 def warn_no_effect(args) -> List[str]:
@@ -277,7 +279,7 @@ def warn_no_effect(args) -> List[str]:
             notes.append(f'{_arg(d)} has no effect with --samix-mixer automix: it sets the SAMix Mixer')
         elif d in _CLEAN_TERM and not mixing:
             notes.append(f'{_arg(d)} has no effect without mixing: the clean-batch term goes beside a mixed batch')
-        elif d in ('samix_clean_forward', 'samix_clean_frac') and not clean:
+        elif d in ('samix_clean_forward', 'samix_clean_frac', 'samix_clean_head') and not clean:
             notes.append(f'{_arg(d)} has no effect without the clean-batch term (--samix-clean-weight)')
         elif d.startswith('model_ema_') and not args.model_ema:
             notes.append(f'{_arg(d)} has no effect without --model-ema')

@@ -19,7 +19,7 @@ from timm import utils
 from timm.data import resolve_data_config
 from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
 from timm.models import create_model, is_model, list_models
-from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.optim import create_optimizer_v2, optimizer_kwargs, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..errors import ConfigError
@@ -114,15 +114,22 @@ def create_mixing(args, model: nn.Module, data_config: dict, steps_per_epoch: in
 
 
 def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, device: torch.device,
-               model_ema: Optional[nn.Module] = None, class_to_idx: Optional[Dict[str, int]] = None):
-    """The training step (`samix_timm.task`) around the model as the loop runs it: DDP-wrapped when distributed,
+               model_ema: Optional[nn.Module] = None, class_to_idx: Optional[Dict[str, int]] = None,
+               optimizer: Optional[torch.optim.Optimizer] = None):
+    """The training step (`samix_timm.task`) around the model: DDP-wrapped when distributed (`prepare_distributed`),
     then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it); it also says what a checkpoint
-    holds (the EMA, the class index, SAMix's state)."""
-    if args.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == 'cuda' else None, broadcast_buffers=not args.no_ddp_bb)
+    holds (the EMA, the class index, SAMix's state). With `--samix-clean-head own` the optimizer also trains the
+    clean head (timm's weight-decay groups)."""
     task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device,
-                       model_ema=model_ema, class_to_idx=class_to_idx)
+                       model_ema=model_ema, class_to_idx=class_to_idx, clean_head=args.samix_clean_head or 'shared')
+    if task.clean_classifier is not None:
+        if optimizer is None:
+            raise ValueError("clean_head='own' trains a head of its own: pass the optimizer")
+        for group in param_groups_weight_decay(task.clean_classifier.head, args.weight_decay):
+            optimizer.add_param_group(group)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None,
+                                 broadcast_buffers=not args.no_ddp_bb)
     if args.torchcompile:
         task.compile(args.torchcompile, args.torchcompile_mode)
     return task
@@ -181,7 +188,7 @@ def train(args, args_text: str) -> TrainResult:
     mixup_fn, clean, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
                                                    amp_autocast, loss_scaler, device)
     task = build_task(args, model, train_loss_fn, mixup_fn, clean, device, model_ema,
-                      dataset_class_to_idx(dataset_train))
+                      dataset_class_to_idx(dataset_train), optimizer)
     resume_epoch = None
     if args.resume:  # the task's state (classifier, EMA, Mixer), the optimizer and the scaler
         resume_epoch = resume_task(task, args.resume, None if args.no_resume_opt else optimizer,
