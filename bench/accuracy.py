@@ -342,21 +342,31 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
             by.setdefault(r['method'], []).append(r)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
-             f'step time × timm Mixup ({source}) | epochs | run cost × a timm Mixup run | '
-             'Mixer health at the end: mean(1 − s) at λ 0.3/0.5/0.7; per-image std |', '|---|---|---|---|---|---|---|---|---|']
+             'step time × timm Mixup | epochs | run cost × a timm Mixup run | Mixer made by (pretrain cost) | '
+             'Mixer health at the end: mean(1 − s) at λ 0.3/0.5/0.7; per-image std |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     stats = {}
     for m in METHODS:
         if m not in by:
             continue
         t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
-        ratio = ratios.get(SPEED_OF[m], np.nan)
         run_epochs = by[m][0].get('run_epochs', epochs)
-        run_cost = ratio * run_epochs / epochs
+        costs = [r.get('run_cost') for r in by[m]]
+        # the cost each row recorded (its speed run is named in the row), else this table's speed file
+        run_cost = (float(np.mean(costs)) if all(c is not None for c in costs)
+                    else ratios.get(SPEED_OF[m], np.nan) * run_epochs / epochs)
+        ratio = run_cost * epochs / run_epochs
         spread = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
         stats[m] = (t1.mean(), spread(t1), ema.mean(), spread(ema), run_cost)
+        pre = by[m][0].get('pretrain_cost', '') if 'pretrain_from' in by[m][0] else ''
+        made_by = (f"{PRETRAIN_SOURCE[m][0]} seed {PRETRAIN_SOURCE[m][1]} ({pre:.2f})" if m in PRETRAIN_SOURCE and
+                   isinstance(pre, float) else 'the shipped Mixer (resnet18, 4,000 images; not timed)'
+                   if m == 'samix_p' else '')
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
-                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {run_cost:.2f} | '
+                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {run_cost:.2f} | {made_by} | '
                      f'{_health(by[m])} |')
+    lines += ['', f'Step times: each row\'s `cost_from` (speed runs `{"`, `".join(sorted({n for v in COST_SPEED.values() for n in v}))}`); '
+              f'rows without one: {source}.', '', equal_compute_verdict(stats)]
     presets = {PRESET_OF[m]: dict({k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')},
                                   grey=grey_seeds(by[m])) for m in PRESET_OF if m in by}
     if 'paper' in presets and len(presets) > 1:
@@ -366,6 +376,31 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
     if stats:
         plot_cost(stats, results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png',
                   f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs}-epoch budget', source)
+    return '\n'.join(lines)
+
+
+# the methods a SAMix row is compared with at equal compute: timm's mixers and no mixing, at any epochs
+BASELINES = {'vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
+             'mixup_long', *EPOCH_FACTOR}
+
+
+def equal_compute_verdict(stats: Dict[str, Tuple[float, float, float, float, float]]) -> str:
+    """Issue 29's question per SAMix method: the best baseline (mean top-1) among those that got at least its run
+    cost, and by how much the SAMix method beats it (online and EMA top-1); `stats`: method -> (top-1, std, EMA,
+    std, run cost). A SAMix^P row's cost leaves out the run that made its Mixer (`pretrain_cost`)."""
+    lines = ['| SAMix method | run cost | top-1 / EMA | best baseline with at least its compute (cost) | its top-1 / EMA '
+             '| Δ top-1 / Δ EMA |', '|---|---|---|---|---|---|']
+    for m, v in stats.items():
+        if m in BASELINES:
+            continue
+        rich = {b: w for b, w in stats.items() if b in BASELINES and w[4] >= v[4]}
+        if not rich:
+            lines.append(f'| {m} | {v[4]:.2f} | {v[0]:.2f} / {v[2]:.2f} | none measured yet | | |')
+            continue
+        b = max(rich, key=lambda k: rich[k][0])
+        w = rich[b]
+        lines.append(f'| {m} | {v[4]:.2f} | {v[0]:.2f} / {v[2]:.2f} | {b} ({w[4]:.2f}) | {w[0]:.2f} / {w[2]:.2f} | '
+                     f'{v[0] - w[0]:+.2f} / {v[2] - w[2]:+.2f} |')
     return '\n'.join(lines)
 
 

@@ -339,3 +339,15 @@ def test_samix_p_rows_carry_the_cost_of_the_run_that_made_their_mixer(accuracy, 
     assert 'speed_bench_1k_p.json' in cost['cost_from']
     other_budget = dict(row, epochs=30)
     assert accuracy.row_cost(other_budget, tmp_path).get('pretrain_cost') is None
+
+
+def test_equal_compute_verdict_compares_with_the_best_baseline_that_got_at_least_the_compute(accuracy):
+    stats = {'samix_paper': (83.0, 1.0, 80.0, 1.0, 3.2), 'mixup_a1': (95.0, 0.5, 94.0, 0.5, 1.0),
+             'vanilla_x3.2': (82.0, 1.0, 81.0, 1.0, 3.0), 'mixup_a1_x3.2': (81.5, 1.0, 80.5, 1.0, 3.2),
+             'mixup_long': (80.0, 1.0, 79.0, 1.0, 3.6), 'samix_p_own': (79.0, 1.0, 70.0, 1.0, 4.0)}
+    lines = {line.split(' | ')[0].strip('| '): line for line in
+             accuracy.equal_compute_verdict(stats).splitlines()[2:]}
+    assert set(lines) == {'samix_paper', 'samix_p_own'}
+    # mixup_a1 is better but got less compute, vanilla_x3.2 too (3.0 < 3.2): the best with >= 3.2 is mixup_a1_x3.2
+    assert 'mixup_a1_x3.2 (3.20)' in lines['samix_paper'] and '+1.50 / -0.50' in lines['samix_paper']
+    assert 'none measured yet' in lines['samix_p_own']
