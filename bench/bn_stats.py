@@ -70,21 +70,42 @@ def measure(run: Path, args) -> dict:
     return row
 
 
+def summary(rows) -> str:
+    """Markdown: per run folder name without its seed, the mean top-1 as saved and with clean BN statistics."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(Path(r['run']).name.rsplit('-s', 1)[0], []).append(r)
+    lines = ['| runs of | n | top-1 as saved | with clean BN statistics | EMA top-1 as saved | EMA with clean BN |',
+             '|---|---|---|---|---|---|']
+    for name, rs in sorted(groups.items()):
+        mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+        lines.append(f"| {name} | {len(rs)} | {mean('top1'):.2f} | {mean('top1_clean_bn'):.2f} "
+                     f"({mean('top1_clean_bn') - mean('top1'):+.2f}) | {mean('ema_top1'):.2f} | "
+                     f"{mean('ema_top1_clean_bn'):.2f} ({mean('ema_top1_clean_bn') - mean('ema_top1'):+.2f}) |")
+    return '\n'.join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     p.add_argument('--data-dir', required=True)
-    p.add_argument('--runs', nargs='+', required=True, help='run folders with a last.pth.tar')
+    p.add_argument('--runs', nargs='*', default=[], help='run folders with a last.pth.tar')
     p.add_argument('--batches', type=int, default=20, help='clean training batches for the statistics')
     p.add_argument('--batch-size', type=int, default=50, help='the recipe batch')
-    p.add_argument('--out', default=None, help='append one JSON row per run')
+    p.add_argument('--out', default=None, help='append one JSON row per run (runs already in it are skipped)')
     args = p.parse_args()
     torch.manual_seed(0)
+    done = ([json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]
+            if args.out and Path(args.out).exists() else [])
     for run in args.runs:
+        if any(r['run'] == str(run) for r in done):
+            continue
         row = measure(Path(run), args)
         print(json.dumps(row))
+        done.append(row)
         if args.out:
             with open(args.out, 'a') as f:
                 f.write(json.dumps(row) + '\n')
+    print(summary(done))
 
 
 if __name__ == '__main__':
