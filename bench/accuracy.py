@@ -375,7 +375,8 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
     stats = {m: v for m, v in stats.items() if np.isfinite(v[4])}
     if stats:
         plot_cost(stats, results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png',
-                  f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs}-epoch budget', source)
+                  f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs}-epoch budget',
+                  "step times: each row's cost_from")
     return '\n'.join(lines)
 
 
