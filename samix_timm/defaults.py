@@ -93,6 +93,7 @@ def samix_defaults(
         mask_margin: float = 0.1,
         beta_schedule: str = 'auto',
         mixer_every: Optional[int] = None,
+        mixer_until: Optional[float] = None,
         mixer_batch_frac: Optional[float] = None,
         clean_weight: Optional[float] = None,
         clean_forward: Optional[str] = None,
@@ -145,7 +146,7 @@ def samix_defaults(
         total_steps=total, warmup_frac=0.25 if vit else 0.1)
     if beta_schedule == 'auto':  # §3: constant on small data, linear to 0 at ImageNet scale
         beta_schedule = 'constant' if small else 'linear'
-    step = preset_values(preset, mixer_every=mixer_every, mixer_batch_frac=mixer_batch_frac,
+    step = preset_values(preset, mixer_every=mixer_every, mixer_until=mixer_until, mixer_batch_frac=mixer_batch_frac,
                          clean_weight=clean_weight, clean_forward=clean_forward, mixer_scale=mixer_scale,
                          clean_frac=clean_frac)
     settings = MixerSettings(
@@ -164,6 +165,6 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
     return (f"{m.mixer} Mixer, {opt['opt']} lr {opt['lr']:g} -> {m.min_lr:g} wd {opt['weight_decay']:g}, "
             f"{m.loss} loss, eta {m.eta:g}, dropout {mk.get('dropout', 0):g}, {mk.get('init', 'reference')} init, "
             f"norm {mk.get('norm', 'none')}, mask area {mk.get('area', 'free')}, mask sharpness {mk.get('sharpness', 'free')}, {mk.get('upsample', 'nearest')} mask "
-            f"upsampling, mask losses per {m.mask_loss}, Mixer trained every {p.mixer_every} step(s) on {p.mixer_batch_frac:g} of the batch at "
+            f"upsampling, mask losses per {m.mask_loss}, Mixer trained every {p.mixer_every} step(s) for {p.mixer_until:g} of the run on {p.mixer_batch_frac:g} of the batch at "
             f"{p.mixer_scale:g}x resolution, clean term W {p.clean_weight:g} on {p.clean_frac:g} of the batch "
             f"({p.clean_forward} forward)")

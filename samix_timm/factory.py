@@ -67,7 +67,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
             mixer_upsample=args.samix_mixer_upsample, lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta,
             momentum_start=args.samix_momentum_start, momentum_end=args.samix_momentum_end,
             mask_beta=args.samix_mask_beta, mask_margin=args.samix_mask_margin, beta_schedule=args.samix_beta_schedule,
-            mixer_every=args.samix_mixer_every, mixer_batch_frac=args.samix_mixer_batch_frac,
+            mixer_every=args.samix_mixer_every, mixer_until=args.samix_mixer_until, mixer_batch_frac=args.samix_mixer_batch_frac,
             clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
             mixer_scale=args.samix_mixer_scale, clean_frac=args.samix_clean_frac)
         mix = MixSettings(alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,

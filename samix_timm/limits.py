@@ -47,6 +47,7 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
     label_smoothing=RATE,
     prob=PROB,
     mixer_every=at_least(1, integer=True),
+    mixer_until=FRACTION,
     mixer_batch_frac=FRACTION,
     mixer_scale=FRACTION,
     clean_frac=FRACTION,

@@ -8,6 +8,7 @@ losses (§3, §4). The training loop's own optimizer, scaler, scheduler and chec
 classifier stay untouched.
 """
 import logging
+import math
 from contextlib import nullcontext
 from typing import Callable, Dict, Optional, Tuple
 
@@ -92,6 +93,7 @@ class SAMix:
         self.amp_autocast = amp_autocast
         self.mixup_enabled = True
         self.step = 0
+        self.mixer_steps = math.ceil(preset.mixer_until * total_steps)  # the Mixer trains on calls 1..mixer_steps
         self.fp32_features = False  # set after an fp16 overflow of the features or attention (§2: fall back once)
         # θ̄ is a copy of the classifier: it gets its input in the classifier's memory format
         self.channels_last = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
@@ -186,7 +188,7 @@ class SAMix:
         with torch.no_grad(), record_function('samix/classifier_mask'):
             s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3
             x_mix = mix_images(x, s_q, index_q)
-        if (self.step - 1) % self.preset.mixer_every == 0:
+        if (self.step - 1) % self.preset.mixer_every == 0 and self.step <= self.mixer_steps:
             self._train_mixer(x, target, z, lam_k)  # §5.4
         self.trainer.sync_buffers()  # also on steps without an update: the mask forward moved the BN statistics
         return x_mix

@@ -45,6 +45,8 @@ class StepPreset:
 
     Args:
         mixer_every: train the Mixer every k-th call (1 = paper).
+        mixer_until: train the Mixer during this first fraction of the run, then keep it frozen (1 = paper; < 1:
+            the masks still follow θ̄, the Mixer's update and its forward through θ̄ stop; an economy of ours).
         mixer_batch_frac: fraction of the batch the Mixer branch trains on (1 = paper).
         mixer_scale: resolution of the Mixer branch's mixed batch, as a fraction of the input's (1 = paper; < 1:
             θ̄ reads a resized copy, the mask is made at that size and its gradient still reaches φ).
@@ -53,6 +55,7 @@ class StepPreset:
         clean_frac: fraction of the clean batch the clean term sees (1 = the reference).
     """
     mixer_every: int = 1
+    mixer_until: float = 1.0
     mixer_batch_frac: float = 1.0
     mixer_scale: float = 1.0
     clean_weight: float = 0.0
@@ -60,7 +63,7 @@ class StepPreset:
     clean_frac: float = 1.0
 
     def __post_init__(self):
-        for name in ('mixer_every', 'mixer_batch_frac', 'mixer_scale', 'clean_frac', 'clean_weight'):
+        for name in ('mixer_every', 'mixer_until', 'mixer_batch_frac', 'mixer_scale', 'clean_frac', 'clean_weight'):
             check_keyword(name, getattr(self, name))
         if self.clean_forward not in CLEAN_FORWARDS:
             raise ValueError(f"clean_forward={self.clean_forward!r} is not known: use one of {CLEAN_FORWARDS}")

@@ -67,7 +67,7 @@ def tiny_data(tmp_path_factory):
 _MIXER_FIELDS = dict(mixer='mixer', mixer_kwargs='kwargs', mixer_optimizer='optimizer', mixer_min_lr='min_lr',
                      mixer_loss='loss', eta='eta', beta='beta', mask_margin='mask_margin', mask_loss='mask_loss',
                      tap_index='tap_index')
-_PRESET_FIELDS = ('mixer_every', 'mixer_batch_frac', 'mixer_scale', 'clean_weight', 'clean_forward', 'clean_frac')
+_PRESET_FIELDS = ('mixer_every', 'mixer_until', 'mixer_batch_frac', 'mixer_scale', 'clean_weight', 'clean_forward', 'clean_frac')
 _MIX_FIELDS = ('alpha', 'lam_margin', 'lam_adjust_prob', 'label_smoothing', 'prob')
 
 

@@ -510,3 +510,26 @@ def test_a_checkpoint_resumes_only_into_the_mixer_it_trained():
     again = _samix(_model(), mixer_kwargs=dict(dropout=0.))
     again.load_state_dict(old)
     assert again.step == authors.step
+
+
+def test_mixer_until_trains_the_mixer_for_its_share_of_the_run_then_freezes_it():
+    """mixer_until=0.5 of 4 calls: the Mixer trains on calls 1-2, then stays as it is while the masks still come from
+    it (and θ̄ still follows the classifier); through train.py's flag too."""
+    x, y = _batch(6)
+    samix = _samix(_model(), total_steps=4, mixer_until=0.5)
+    assert samix.mixer_steps == 2
+    before = _params(samix.mixer)
+    for call in range(1, 5):
+        np.random.seed(call)
+        samix(x, y)
+        now = _params(samix.mixer)
+        moved = any(not torch.equal(before[k], now[k]) for k in now)
+        assert moved == (call <= 2), call
+        assert ('mixer_loss' in samix.last_metrics) == (call <= 2)
+        before = now
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import create_mixup
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mixer-until', '0.25'])
+    built = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                         steps_per_epoch=10, train_size=100)
+    assert built.preset.mixer_until == 0.25 and built.mixer_steps == math.ceil(0.25 * built.total_steps)

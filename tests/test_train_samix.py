@@ -147,3 +147,15 @@ def test_grey_mixer_is_never_silent(small_data, tmp_path, floor):
         assert float(row['train_health_std_0.5']) > 0.3 and float(row['train_health_own_std_0.5']) < 0.05
     else:
         assert float(row['train_health_std_0.5']) < 0.05
+
+
+def test_summary_keeps_its_columns_when_an_epoch_has_no_mixer_update(small_data, tmp_path):
+    """With the Mixer frozen after the first epoch (--samix-mixer-until 0.5 of 2 epochs) the second epoch has no
+    Mixer metrics: its summary.csv row keeps the header's columns (blank there), instead of shifting every later
+    value under the wrong name."""
+    result = _train(small_data, tmp_path, '--epochs', '2', '--samix-mixer-until', '0.5')
+    with open(result.output_dir / 'summary.csv') as f:
+        rows = list(csv.reader(f))
+    assert len({len(r) for r in rows}) == 1
+    second = dict(zip(rows[0], rows[2]))
+    assert second['train_mixer_loss'] == 'nan' and float(second['eval_top1']) >= 0 and float(second['lr']) > 0

@@ -300,6 +300,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='fraction of the batch the Mixer trains on (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-every', type=int, default=None,
                    help='train the Mixer every k-th step (default: from --samix-preset; 1 = paper)')
+    g.add_argument('--samix-mixer-until', type=float, default=None,
+                   help='train the Mixer for this first fraction of the run, then keep it frozen (the masks '
+                        'still follow the momentum encoder) (default: from --samix-preset; 1 = paper)')
     g.add_argument('--samix-mixer-scale', type=float, default=None,
                    help='resolution of the Mixer branch (theta-bar reads a resized copy of its mixed batch) as a '
                         'fraction of the input size, for models that take any input size (default: from '

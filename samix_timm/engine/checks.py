@@ -48,6 +48,7 @@ LIMITS: Dict[str, Limit] = {
     'samix_lam_adjust_prob': K['lam_adjust_prob'],
     'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'],
     'samix_mixer_every': K['mixer_every'],
+    'samix_mixer_until': K['mixer_until'],
     'samix_mixer_scale': K['mixer_scale'], 'samix_clean_frac': K['clean_frac'], 'samix_vis_interval': at_least(0),
     'recount': at_least(1), 'seed': at_least(0), 'decay_rate': above(0), 'decay_epochs': above(0),
     'aug_repeats': at_least(0), 'aug_splits': at_least(0), 'mixup_off_epoch': at_least(0),
@@ -255,7 +256,7 @@ _ONLINE_SAMIX_ONLY = (
     'samix_mask_sharpness', 'samix_mixer_init',
     'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
     'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
-    'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_scale')
+    'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_until', 'samix_mixer_scale')
 # options of the SAMix Mixer only -> the value that is also AutoMix's (no warning when a recipe writes it out)
 _SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_mask_sharpness=0, samix_lam_rescale_k=-1,
                          samix_mixer_dropout=None)
