@@ -44,7 +44,9 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'samix_quarter': 'samix_quarter',
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
             'vanilla_long': 'none', 'mixup_long': 'mixup', 'samix_default': 'samix_paper_stable',
-            'samix_p_own': 'samix_p_self'}
+            'samix_p_own': 'samix_p_self',
+            # the Mixer trains for the first 30 % of the steps: the two step costs in those shares
+            'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7}}
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
 # (epochs x its step-time ratio to the baseline, from the --speed JSON); method -> baseline method
 EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
@@ -54,7 +56,7 @@ COMPUTE_FACTORS = (1.25, 1.5, 2, 3.2)
 MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
 # (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
-COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json'),
+COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json'),
               ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
@@ -85,6 +87,7 @@ METHODS: Dict[str, List[str]] = {
     'samix_quarter': ['--mixup', 'samix', '--samix-preset', 'quarter', *AUTHORS_MIXER],
     'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper'],  # what `--mixup samix` trains today
     'samix_p_own': ['--mixup', 'samix'],  # + --samix-pretrained: the Mixer of a run in PRETRAIN_SOURCE
+    'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
 }
 # SAMix^P methods whose Mixer is exported from a finished run of this benchmark: method -> (method, seed) of that
 # run (a seed no table row uses); the export is written once under --output and reused, its cost is the source
@@ -181,14 +184,16 @@ def row_cost(record: Dict, results: Path) -> Dict:
     if names is None:
         return dict(run_cost=None, cost_from=f'no speed.py run of {model} at {img_size} px in COST_SPEED')
     method = SPEED_OF.get(record['method'])
+    shares = method if isinstance(method, dict) else {method: 1.0}  # a step that changes during the run
     for name in names:
         ratios, source = speed_ratios(results / name, model)
-        if method in ratios:
+        if all(m in ratios for m in shares):
             break
     else:
-        return dict(run_cost=None, cost_from=f'{source}: no {method} timing')
-    cost = dict(run_cost=round(ratios[method] * record.get('run_epochs', epochs) / epochs, 3),
-                cost_from=f'{source}, method {method}')
+        return dict(run_cost=None, cost_from=f'{source}: no {" + ".join(shares)} timing')
+    ratio = sum(ratios[m] * w for m, w in shares.items())
+    cost = dict(run_cost=round(ratio * record.get('run_epochs', epochs) / epochs, 3),
+                cost_from=f'{source}, method ' + ' + '.join(f'{w:g} x {m}' if w != 1 else m for m, w in shares.items()))
     if record['method'] == 'samix_p':
         cost['pretrain_cost'] = None  # the shipped Mixer came from a resnet18 run on another build: not timed here
         cost['pretrain_from'] = ('configs/embedded_resnet18_samix.yaml (resnet18, 4,000 images): another model, '
@@ -354,7 +359,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         costs = [r.get('run_cost') for r in by[m]]
         # the cost each row recorded (its speed run is named in the row), else this table's speed file
         run_cost = (float(np.mean(costs)) if all(c is not None for c in costs)
-                    else ratios.get(SPEED_OF[m], np.nan) * run_epochs / epochs)
+                    else (ratios.get(SPEED_OF[m], np.nan) if isinstance(SPEED_OF[m], str) else np.nan) * run_epochs / epochs)
         ratio = run_cost * epochs / run_epochs
         spread = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
         stats[m] = (t1.mean(), spread(t1), ema.mean(), spread(ema), run_cost)

@@ -97,6 +97,9 @@ def _preset(name: str, **explicit) -> Callable:
 METHODS.update({f'samix_{p}': _preset(p) for p in SAMIX_PRESETS})  # the presets, clean-batch term (§5.6) on
 METHODS['samix_paper_stable'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None,
                                       mask_sharpness=None)
+# the default step once the Mixer is frozen (`mixer_until`: it trains on the first call only): masks from θ̄
+METHODS['samix_paper_frozen'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None,
+                                      mask_sharpness=None, mixer_until=1e-4)
 METHODS.update({
     'samix_paper_noclean': _preset('paper', clean_weight=0.0),
     'samix_paper_joint': _preset('paper', clean_forward='joint'),
