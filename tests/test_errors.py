@@ -156,6 +156,8 @@ CASES = {
                                                   '--samix-mixer-scale', '0', *_out(f)]),
     'samix-clean-frac-above-one': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                       '--samix-clean-frac', '2', *_out(f)]),
+    'clean-head-without-clean-term': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', '1.0',
+                                                         '--samix-clean-head', 'own', *_out(f)]),
     'samix-torchscript': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                              '--torchscript', *_out(f)]),
     'samix-mixup-mode': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',

@@ -120,8 +120,12 @@ def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, devi
     then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it); it also says what a checkpoint
     holds (the EMA, the class index, SAMix's state). With `--samix-clean-head own` the optimizer also trains the
     clean head (timm's weight-decay groups)."""
+    clean_head = args.samix_clean_head or 'shared'
+    if clean_head == 'own' and (clean is None or clean.weight == 0):
+        raise ConfigError('--samix-clean-head own needs the clean-batch term: pass --samix-clean-weight 1 beside '
+                          'the mixing, or drop --samix-clean-head')
     task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device,
-                       model_ema=model_ema, class_to_idx=class_to_idx, clean_head=args.samix_clean_head or 'shared')
+                       model_ema=model_ema, class_to_idx=class_to_idx, clean_head=clean_head)
     if task.clean_classifier is not None:
         if optimizer is None:
             raise ValueError("clean_head='own' trains a head of its own: pass the optimizer")
