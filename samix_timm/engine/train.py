@@ -334,7 +334,8 @@ def _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer
     summary = output_dir / 'summary.csv'
     if not write_header and summary.exists():  # the columns of the header, in its order: blank where a metric has no
         # value this epoch (no Mixer update in a whole epoch: --mixup-off-epoch, --samix-mixer-until)
-        header = summary.read_text().split('\n', 1)[0].split(',')
+        with open(summary) as f:
+            header = f.readline().rstrip('\n').split(',')
         train_metrics = {h[6:]: train_metrics.get(h[6:], float('nan')) for h in header if h.startswith('train_')}
         summary_eval = {h[5:]: summary_eval.get(h[5:], float('nan')) for h in header if h.startswith('eval_')}
     utils.update_summary(epoch, train_metrics, summary_eval, filename=str(summary),
