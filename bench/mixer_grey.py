@@ -49,6 +49,8 @@ VARIANTS: Dict[str, List[str]] = {
                           '--samix-mask-area', 'lam'],
     'all_qk_image_area_sharp': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm',
                                 'qk', '--samix-mask-area', 'lam', '--samix-mask-sharpness', '6'],
+    'all_qk_image_area_b1': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
+                             '--samix-mask-area', 'lam', '--samix-mask-beta', '1'],
 }
 for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it
     if '--samix-mask-sharpness' not in _flags:
