@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from samix_timm.health import is_grey
+from samix_timm.health import health_failures, is_grey
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -299,33 +299,43 @@ def grey_seeds(records: List[Dict]) -> int:
     return sum(is_grey(r) for r in records)
 
 
+def unhealthy_seeds(records: List[Dict]) -> int:
+    """Seeds whose last health reading fails the rule (`samix_timm.health.health_failures`: area within 0.1 of λ and
+    per-image std ≥ 0.3); rows without a reading count as healthy."""
+    return sum(bool(health_failures({k: v for k, v in r.items() if k.startswith('health_')})) for r in records)
+
+
 def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float]) -> str:
     """The rule that sets the default `--samix-preset`: the cheapest preset (step time `cost`) whose
     mean online top-1 and mean EMA top-1 (train.py keeps the best EMA checkpoint) are each no more
-    than one seed-std (the larger of the two presets') below `paper`'s, and whose Mixer never ended
-    grey (`grey` = 0 seeds); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
-    array, 'ema_top1': per-seed array, optionally 'grey': seeds with a grey Mixer}."""
-    paper = runs['paper']
-    parts, passing = [f'paper: grey Mixer in {int(paper.get("grey", 0))} of {len(paper["top1"])} seeds'], ['paper']
+    than one seed-std (the larger of the two presets') below the best preset's (the highest online mean of the
+    presets whose Mixer is sound), and whose Mixer never ended grey (`grey` = 0 seeds) nor, where the runs record it, unhealthy by the
+    health rule (`unhealthy` = 0 seeds); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
+    array, 'ema_top1': per-seed array, optionally 'grey' and 'unhealthy': seed counts}."""
+    sound = [n for n, r in runs.items() if not r.get('grey', 0) and not r.get('unhealthy', 0)]
+    if not sound:
+        return 'Preset rule: no preset whose Mixer is never grey or unhealthy -> default `paper`'
+    best_name = max(sound, key=lambda n: runs[n]['top1'].mean())  # the best of the presets with a sound Mixer
+    best = runs[best_name]
+    parts, passing = [f'best: {best_name} ({best["top1"].mean():.2f} / {best["ema_top1"].mean():.2f})'], []
     for name, cand in runs.items():
-        if name == 'paper':
-            continue
-        seeds = min(len(paper['top1']), len(cand['top1']))
-        ok, checks = True, []
+        seeds = min(len(best['top1']), len(cand['top1']))
+        ok, checks = name in sound, []
         for key in ('top1', 'ema_top1'):
-            p, c = paper[key], cand[key]
+            p, c = best[key], cand[key]
             tol = max(p.std(ddof=1), c.std(ddof=1)) if seeds > 1 else 0.0
             ok &= bool(c.mean() >= p.mean() - tol)
             checks.append(f'{key} {c.mean():.2f} vs {p.mean():.2f} - {tol:.2f}')
-        grey = int(cand.get('grey', 0))
-        ok &= grey == 0
-        checks.append(f'grey Mixer in {grey} of {len(cand["top1"])} seeds')
+        for key, word in (('grey', 'grey'), ('unhealthy', 'unhealthy')):
+            if key in cand:
+                ok &= int(cand[key]) == 0
+                checks.append(f'{word} Mixer in {int(cand[key])} of {len(cand["top1"])} seeds')
         passing += [name] if ok else []
-        parts.append(f'{name} ({seeds} seeds, {cost.get(name, np.nan):.2f}x): {", ".join(checks)} '
+        parts.append(f'{name} ({len(cand["top1"])} seeds, {cost.get(name, np.nan):.2f}x): {", ".join(checks)} '
                      f'-> {"passes" if ok else "fails"}')
-    choice = min(passing, key=lambda n: cost.get(n, np.inf) if n != 'paper' else np.inf)
-    return (f'Preset rule (the cheapest preset whose online and EMA means are >= paper - max std and whose '
-            f'Mixer is never grey): {"; ".join(parts)} -> default `{choice}`')
+    choice = min(passing, key=lambda n: cost.get(n, np.inf)) if passing else 'paper'
+    return (f'Preset rule (the cheapest preset whose online and EMA means are >= the best preset\'s - max std and '
+            f'whose Mixer is never grey or unhealthy): {"; ".join(parts)} -> default `{choice}`')
 
 
 def budget(record) -> Tuple[str, int, int, int]:
@@ -373,7 +383,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
     lines += ['', f'Step times: each row\'s `cost_from` (speed runs `{"`, `".join(sorted({n for v in COST_SPEED.values() for n in v}))}`); '
               f'rows without one: {source}.', '', equal_compute_verdict(stats)]
     presets = {PRESET_OF[m]: dict({k: np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1')},
-                                  grey=grey_seeds(by[m])) for m in PRESET_OF if m in by}
+                                  grey=grey_seeds(by[m]), unhealthy=unhealthy_seeds(by[m])) for m in PRESET_OF if m in by}
     if 'paper' in presets and len(presets) > 1:
         cost = {PRESET_OF[m]: ratios.get(SPEED_OF[m], np.nan) for m in PRESET_OF}
         lines += ['', preset_verdict(presets, cost)]

@@ -14,6 +14,7 @@ seeds (per-image std < 0.05 at the end), healthy seeds (|mean(1 − s) − λ| �
 """
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -55,6 +56,7 @@ VARIANTS: Dict[str, List[str]] = {
 for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it
     if '--samix-mask-sharpness' not in _flags:
         _flags += ['--samix-mask-sharpness', '0']
+SPEED_STABLE = 'speed_bench_1k_stable'  # bench/speed.py of every preset with the default Mixer, this recipe
 STABLE = 'all_qk_image_area'  # the variant the package defaults give (tests/test_bench.py checks it)
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',
@@ -85,6 +87,26 @@ def run_one(variant: str, preset: str, seed: int, args) -> Dict:
     return dict(variant=variant, preset=preset, seed=seed, extra=args.extra, top1=float(last['eval_top1']),
                 ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=round(time.time() - start, 1),
                 threads=args.threads, jobs=args.jobs, **health, trajectory=trajectory)
+
+
+def preset_rule(records: List[Dict], variant: str, speed: Path) -> str:
+    """bench/accuracy.py's preset rule on one Mixer variant of this sweep: the cheapest preset healthy in every seed and
+    within a seed-std of the best, with step times from the speed run `speed` (`samix_<preset>_stable`)."""
+    spec = importlib.util.spec_from_file_location('bench_accuracy', REPO / 'bench' / 'accuracy.py')
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    runs = {}
+    for preset in SAMIX_PRESETS:
+        rs = [r for r in records if (r['variant'], r['preset']) == (variant, preset)]
+        if rs:
+            runs[preset] = dict(top1=np.array([r['top1'] for r in rs]), ema_top1=np.array([r['ema_top1'] for r in rs]),
+                                grey=accuracy.grey_seeds(rs), unhealthy=accuracy.unhealthy_seeds(rs))
+    if not runs or not speed.exists():
+        return f'(no preset rule for `{variant}`: {"no runs" if not runs else f"no speed run {speed.name}"})'
+    times = json.loads(speed.read_text())['models']['test_resnet']['time']
+    cost = {p: times[f'samix_{p}_stable']['median_s'] / times['mixup']['median_s'] for p in runs
+            if f'samix_{p}_stable' in times}
+    return f'`{variant}`, step times from {speed.name}: ' + accuracy.preset_verdict(runs, cost)
 
 
 def table(records: List[Dict]) -> str:
@@ -223,7 +245,9 @@ def main() -> None:
             '(the stable Mixer, the default, is `' + args.stable + '`):\n\n' + table(records)
             + '\n\nThe authors\' Mixer in the accuracy benchmark '
             '(bench/accuracy.py, same recipe; no per-epoch trajectory was recorded there):\n\n'
-            + reference_table(results / 'accuracy_runs.jsonl'))
+            + reference_table(results / 'accuracy_runs.jsonl')
+            + '\n\nThe default preset by the numbers (bench/accuracy.py\'s rule, health in every seed required):\n\n'
+            + '\n\n'.join(preset_rule(records, v, results / f'{SPEED_STABLE}.json') for v in compared))
     (results / 'mixer_grey.md').write_text(text + '\n')
     print(text)
 

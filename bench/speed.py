@@ -94,12 +94,12 @@ def _preset(name: str, **explicit) -> Callable:
         model.pretrained_cfg.get('architecture', ''), steps, preset=name, **explicit))
 
 
+STABLE_MIXER = dict(mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None, mask_sharpness=None)
 METHODS.update({f'samix_{p}': _preset(p) for p in SAMIX_PRESETS})  # the presets, clean-batch term (§5.6) on
-METHODS['samix_paper_stable'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None,
-                                      mask_sharpness=None)
+# the same presets with the default (stable) Mixer: what bench/mixer_grey.py's preset rule weighs
+METHODS.update({f'samix_{p}_stable': _preset(p, **STABLE_MIXER) for p in SAMIX_PRESETS})
 # the default step once the Mixer is frozen (`mixer_until`: it trains on the first call only): masks from θ̄
-METHODS['samix_paper_frozen'] = _preset('paper', mixer_init=None, mixer_norm=None, mask_area=None, mask_loss=None,
-                                      mask_sharpness=None, mixer_until=1e-4)
+METHODS['samix_paper_frozen'] = _preset('paper', **STABLE_MIXER, mixer_until=1e-4)
 METHODS.update({
     'samix_paper_noclean': _preset('paper', clean_weight=0.0),
     'samix_paper_joint': _preset('paper', clean_forward='joint'),

@@ -162,9 +162,45 @@ def test_preset_with_a_grey_mixer_in_one_seed_fails_the_rule(accuracy):
     off_lam = dict(healthy, **{'health_keep_0.7': 0.4})  # the keep reading is not part of the rule
     soft = {f'health_std_{lam}': 0.22 for lam in ('0.3', '0.5', '0.7')}  # soft but spatial masks: not grey
     assert accuracy.grey_seeds([healthy, grey, off_lam, soft]) == 1
+    assert accuracy.unhealthy_seeds([healthy, grey, off_lam, soft, {}]) == 3  # item 7's rule: healthy in every seed
     runs['fast']['grey'] = accuracy.grey_seeds([healthy, grey, healthy])
     verdict = accuracy.preset_verdict(runs, {'fast': 1.6})
     assert 'grey Mixer in 1 of 3 seeds -> fails' in verdict and verdict.endswith('default `paper`')
+
+
+def test_preset_rule_compares_with_the_best_preset_and_needs_health_in_every_seed(accuracy):
+    """Issue 29 item 7: the reference is the best preset, not `paper`; a preset with one unhealthy seed fails."""
+    runs = _presets(paper=[(88, 84), (89, 85), (90, 86)], fast=[(91, 86), (92, 87), (93, 88)],
+                    every2=[(90.5, 85.5), (91, 86), (91.5, 86.5)])
+    cost = {'paper': 3.6, 'fast': 2.7, 'every2': 2.8}
+    verdict = accuracy.preset_verdict(runs, cost)
+    assert verdict.startswith('Preset rule') and 'best: fast' in verdict and verdict.endswith('default `fast`')
+    assert 'paper (3 seeds, 3.60x): top1 89.00 vs 92.00 - 1.00' in verdict
+    runs['fast']['unhealthy'] = 1
+    verdict = accuracy.preset_verdict(runs, cost)
+    assert 'unhealthy Mixer in 1 of 3 seeds -> fails' in verdict and verdict.endswith('default `every2`')
+
+
+def test_mixer_grey_preset_rule_reads_the_sweep_and_the_stable_step_times(tmp_path):
+    """bench/mixer_grey.py applies the rule to one variant's runs, health from each run's reading, step times from
+    the `samix_<preset>_stable` rows of a speed run."""
+    spec = importlib.util.spec_from_file_location('bench_mixer_grey_rule', REPO / 'bench' / 'mixer_grey.py')
+    grey_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grey_bench)
+    sharp = {f'health_{k}_{lam}': v for lam in ('0.3', '0.5', '0.7') for k, v in (('keep', float(lam)), ('std', 0.4))}
+    soft = dict(sharp, **{'health_std_0.3': 0.2})
+    records = [dict(variant='v', preset='paper', seed=s, top1=t, ema_top1=t - 2, **sharp) for s, t in enumerate((82, 83, 84))]
+    records += [dict(variant='v', preset='every2', seed=s, top1=t, ema_top1=t - 2, **(soft if s == 0 else sharp))
+                for s, t in enumerate((82.5, 83, 83.5))]
+    records += [dict(variant='v', preset='lowres', seed=s, top1=t, ema_top1=t - 2, **sharp) for s, t in enumerate((82, 83, 83))]
+    speed = tmp_path / 'speed.json'
+    assert 'no speed run' in grey_bench.preset_rule(records, 'v', speed)
+    speed.write_text(json.dumps(dict(models=dict(test_resnet=dict(time={
+        'mixup': dict(median_s=0.1), 'samix_paper_stable': dict(median_s=0.36), 'samix_every2_stable': dict(median_s=0.3),
+        'samix_lowres_stable': dict(median_s=0.28)})))))
+    verdict = grey_bench.preset_rule(records, 'v', speed)
+    assert 'every2 (3 seeds, 3.00x)' in verdict and 'unhealthy Mixer in 1 of 3 seeds -> fails' in verdict
+    assert verdict.endswith('default `lowres`')
 
 
 def test_ssl_sweep_continues_an_interrupted_run(tmp_path, monkeypatch):
