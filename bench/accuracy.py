@@ -85,7 +85,9 @@ METHODS: Dict[str, List[str]] = {
     'samix_lowres': ['--mixup', 'samix', '--samix-preset', 'lowres', *AUTHORS_MIXER],
     'samix_lean': ['--mixup', 'samix', '--samix-preset', 'lean', *AUTHORS_MIXER],
     'samix_quarter': ['--mixup', 'samix', '--samix-preset', 'quarter', *AUTHORS_MIXER],
-    'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper'],  # what `--mixup samix` trains today
+    # the default of the afternoon of 2026-12-05 (stable Mixer, the authors' β 0.1, `paper` step), pinned so that a rerun
+    # measures what its rows measured; today's default is in bench/mixer_grey.py's sweep (all_qk_image_area_b1)
+    'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mask-beta', '0.1'],
     'samix_p_own': ['--mixup', 'samix'],  # + --samix-pretrained: the Mixer of a run in PRETRAIN_SOURCE
     'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
 }

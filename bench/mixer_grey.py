@@ -53,11 +53,13 @@ VARIANTS: Dict[str, List[str]] = {
     'all_qk_image_area_b1': ['--samix-mixer-init', 'fan_in_all', '--samix-mask-loss', 'image', '--samix-mixer-norm', 'qk',
                              '--samix-mask-area', 'lam', '--samix-mask-beta', '1'],
 }
-for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it
+for _flags in VARIANTS.values():  # every variant before the mask sharpness (§2.6) was measured without it,
     if '--samix-mask-sharpness' not in _flags:
         _flags += ['--samix-mask-sharpness', '0']
+    if '--samix-mask-beta' not in _flags:  # and with the authors' β of the mask losses
+        _flags += ['--samix-mask-beta', '0.1']
 SPEED_STABLE = 'speed_bench_1k_stable'  # bench/speed.py of every preset with the default Mixer, this recipe
-STABLE = 'all_qk_image_area'  # the variant the package defaults give (tests/test_bench.py checks it)
+STABLE = 'all_qk_image_area_b1'  # the variant the package defaults give (tests/test_bench.py checks it)
 TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_attention_entropy',
               'mixer_attention_logit_std',
               'mixer_weight_std_query', 'mixer_weight_std_key', 'mixer_weight_std_value', 'mixer_bn_gamma_value',
@@ -215,8 +217,9 @@ def main() -> None:
     p.add_argument('--extra', nargs=argparse.REMAINDER, default=[], help='more train.py flags (last)')
     p.add_argument('--table', action='store_true', help='only write the table of finished runs')
     p.add_argument('--stable', default=STABLE, help='the variant the defaults give, for the comparison')
-    p.add_argument('--compare', nargs='*', default=['all_qk_image_area_sharp'],
-                   help='other stable variants shown beside it (all_qk_image_area_sharp: with the sharpness floor)')
+    p.add_argument('--compare', nargs='*', default=['all_qk_image_area', 'all_qk_image_area_sharp'],
+                   help='other stable variants shown beside it (all_qk_image_area: with the authors\' β 0.1; '
+                        'all_qk_image_area_sharp: that and the sharpness floor)')
     p.add_argument('--sharpness-table', action='store_true', help='only print what each mask sharpness floor gives')
     args = p.parse_args()
     if args.sharpness_table:

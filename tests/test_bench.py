@@ -70,19 +70,6 @@ def test_table_keeps_budgets_apart(accuracy, tmp_path):
     assert '| vanilla | 1 | 10.00 (1 run) |' in old
 
 
-def test_default_preset_is_what_the_committed_runs_pick(accuracy, tmp_path):
-    """The parser's --samix-preset default must be the rule's verdict on bench/results (docs/benchmarks.md "Accuracy")."""
-    import shutil
-    from samix_timm.engine.args import parse_train_args
-    results = REPO / 'bench' / 'results'
-    shutil.copy(results / 'accuracy_runs.jsonl', tmp_path)  # table() writes a PNG beside the runs
-    cfg = accuracy.RECIPE_CFG
-    text = accuracy.table(tmp_path, results / 'speed_bench_1k.json', cfg['model'], cfg['model'],
-                          cfg['epochs'], cfg['img_size'], list(accuracy.METHODS), accuracy.RECIPE_IMAGES)
-    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix'])
-    assert text.endswith(f'default `{args.samix_preset}`'), text.splitlines()[-1]
-
-
 def _gpu_check():
     spec = importlib.util.spec_from_file_location('bench_gpu_check', REPO / 'bench' / 'gpu_check.py')
     gpu_check = importlib.util.module_from_spec(spec)
@@ -291,15 +278,16 @@ def test_the_stable_variant_is_what_the_defaults_give():
     p = argparse.ArgumentParser()
     p.add_argument('--samix-mixer-init'), p.add_argument('--samix-mask-loss'), p.add_argument('--samix-mixer-norm')
     p.add_argument('--samix-mask-area'), p.add_argument('--samix-mask-sharpness', type=float)
+    p.add_argument('--samix-mask-beta', type=float)
     for variant, given in ((grey_bench.STABLE, False), ('reference', True)):
         flags = p.parse_args(grey_bench.VARIANTS[variant])
         made = samix_defaults('resnet18', 100, **(dict(
             mixer_init=flags.samix_mixer_init, mixer_norm=flags.samix_mixer_norm, mask_area=flags.samix_mask_area,
             mask_loss=flags.samix_mask_loss, mask_sharpness=flags.samix_mask_sharpness) if given else {}))['mixer']
         assert (made.kwargs['init'], made.kwargs['norm'], made.kwargs['area'], made.mask_loss,
-                made.kwargs.get('sharpness', 0.)) == (flags.samix_mixer_init, flags.samix_mixer_norm,
-                                                      flags.samix_mask_area, flags.samix_mask_loss,
-                                                      flags.samix_mask_sharpness), variant
+                made.kwargs.get('sharpness', 0.), made.beta.beta) == (
+            flags.samix_mixer_init, flags.samix_mixer_norm, flags.samix_mask_area, flags.samix_mask_loss,
+            flags.samix_mask_sharpness, flags.samix_mask_beta), variant
 
 
 def test_pareto_front_keeps_what_no_cheaper_run_beats(accuracy):
@@ -390,3 +378,16 @@ def test_equal_compute_verdict_compares_with_the_best_baseline_that_got_at_least
     assert 'mixup_long (3.60)' in best and '**-7.00** / -9.00' in best
     assert 'mixup_a1_x3.2 (3.20)' in near and '**+1.50** / -0.50' in near
     assert 'none measured yet' in lines['samix_p_own']
+
+
+def test_default_preset_is_the_rule_verdict_on_the_committed_sweep():
+    """samix_timm.defaults.DEFAULT_PRESET is what the preset rule (issue 29 item 7) says on the committed Mixer-health
+    sweep of the default Mixer and its committed step times: change either and this test says so."""
+    from samix_timm.defaults import DEFAULT_PRESET
+    spec = importlib.util.spec_from_file_location('bench_mixer_grey_default', REPO / 'bench' / 'mixer_grey.py')
+    grey_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grey_bench)
+    results = REPO / 'bench' / 'results'
+    records = [r for r in grey_bench._read(results / 'mixer_grey_runs.jsonl') if not r['extra']]
+    verdict = grey_bench.preset_rule(records, grey_bench.STABLE, results / f'{grey_bench.SPEED_STABLE}.json')
+    assert verdict.endswith(f'default `{DEFAULT_PRESET}`'), verdict

@@ -150,7 +150,7 @@ def test_train_args_and_own_loop_get_the_same_samix():
         assert getattr(ours.settings, attr) == getattr(own.settings, attr), attr
     assert ours.clean.weight == own.clean.weight == 1.0 and ours.clean.forward == own.clean.forward
     assert [ours.momentum(t) for t in (0, T // 2, T)] == [own.momentum(t) for t in (0, T // 2, T)]
-    assert [ours.settings.beta(t) for t in (0, T)] == [own.settings.beta(t) for t in (0, T)] == [0.1, 0.1]  # constant
+    assert [ours.settings.beta(t) for t in (0, T)] == [own.settings.beta(t) for t in (0, T)] == [1.0, 1.0]  # constant, §2.6
     assert ours.optimizer.defaults == own.optimizer.defaults
     assert ours.mixer.config == own.mixer.config
 
@@ -174,6 +174,17 @@ def test_defaults_by_family_size_and_length():
     assert all(g['weight_decay'] == 1e-4 for g in optimizer.param_groups)
     assert sum(len(g['params']) for g in optimizer.param_groups) == 4
     assert not any(g.get('nesterov') for g in optimizer.param_groups)
+
+
+def test_stable_mask_gets_beta_1_and_the_authors_mask_keeps_0_1():
+    """§2.6 cause 6: β of the mask losses is 1 for the stable Mixer's mask (area λ, per-image losses), where it weighs
+    ℓ_σ alone; the authors' mask (free area or batch losses), AutoMix and an explicit value keep theirs."""
+    beta = (lambda **kw: samix_defaults('resnet18', 1000, train_size=50_000, **kw)['mixer'].beta.beta)
+    assert beta() == 1.0
+    assert beta(mask_area='free') == beta(mask_loss='batch') == beta(mixer='automix') == 0.1
+    assert beta(mask_beta=0.3) == beta(mask_area='free', mask_beta=0.3) == 0.3
+    big = samix_defaults('resnet50', 500_000, train_size=1_281_167)['mixer'].beta
+    assert (big.beta, big.mode, big(0), big(500_000)) == (1.0, 'linear', 1.0, 0.0)  # linear to 0 at ImageNet scale
 
 
 class _ConstantMixer:

@@ -253,6 +253,9 @@ def _effective(args, recipe: str, field: str):
         return args.weight_decay
     if field == 'mixer_loss_smoothing':  # the Mixer's soft CE (head_mix) smooths as the recipe does
         return args.smoothing if args.samix_mixer_loss == 'mce' else None
+    if field == 'samix_mask_beta' and args.samix_mask_beta is None:  # chosen by the mask the config pins (§2.6)
+        return samix_defaults(args.model, 1000, mixer=args.samix_mixer, mask_area=args.samix_mask_area,
+                              mask_loss=args.samix_mask_loss)['mixer'].beta.beta
     if field == 'samix_momentum_hold':  # share of the run θ̄'s momentum stays at its start (§5.5)
         return samix_defaults(args.model, 1000)['momentum'].warmup_frac
     return getattr(args, field)

@@ -434,7 +434,7 @@ _STEP = dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=
 
 
 @pytest.mark.parametrize('flags,expected', [
-    ([], _STEP),  # the default preset (paper): bench/accuracy.py's rule on the committed runs
+    ([], dict(_STEP, mixer_every=2, mixer_scale=0.5)),  # the default preset (lowres): the rule on the committed sweep
     (['--samix-preset', 'paper'], _STEP),
     (['--samix-preset', 'fast'], dict(_STEP, mixer_every=2, mixer_batch_frac=0.5)),
     (['--samix-preset', 'every2'], dict(_STEP, mixer_every=2)),

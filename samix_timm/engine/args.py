@@ -283,7 +283,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
     g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
     g.add_argument('--samix-preset', type=str, default=DEFAULT_PRESET,
-                   help="how the step runs: 'paper' (the reference: Mixer on the whole batch every step, clean "
+                   help="how the step runs (default: what the preset rule picks, docs/benchmarks.md): 'paper' (the "
+                        "reference: Mixer on the whole batch every step, clean "
                         "term), economies 'every2' (Mixer every 2nd step), 'half' (half the batch), 'fast' "
                         "(both), 'lowres' (every2 at half resolution), 'lean' (lowres + clean term on a quarter "
                         "of the batch), 'quarter' (every2 + that clean term, joint forward); see docs/benchmarks.md")
@@ -386,7 +387,9 @@ def add_mixer_args(g, **defaults) -> None:
                    help='Mixer lr at the end of the cosine (train.py default: lr / 100)')
     g.add_argument('--samix-mixer-dropout', type=float, default=None,
                    help='Mixer dropout (train.py default: 0.1 ImageNet-scale, 0 small data)')
-    g.add_argument('--samix-mask-beta', type=float, default=0.1, help='weight beta of the mask losses (§3)')
+    g.add_argument('--samix-mask-beta', type=float, default=None,
+                   help="weight beta of the mask losses (§3; default 1 for the stable Mixer's mask, §2.6, 0.1 for "
+                        "the authors' mask and SAMix-I/-C)")
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images), §3")
     g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')

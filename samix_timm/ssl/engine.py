@@ -25,7 +25,7 @@ from ..engine.loop import StepContext, train_one_epoch
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
                             shared_class_index, split_folder)
-from ..defaults import SMALL_DATA_IMAGES
+from ..defaults import PAPER_MASK_BETA, SMALL_DATA_IMAGES
 from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
 from ..errors import ConfigError, keyword_as_flag
 from ..health import format_health, is_grey, mixer_health
@@ -179,7 +179,8 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         step_on_epochs=False, updates_per_epoch=len(loader))
     mixer_kwargs = dict(mixer=args.samix_mixer, mixer_kwargs=dict(dropout=args.samix_mixer_dropout),
                         lr=args.samix_mixer_lr, min_lr=args.samix_mixer_min_lr, lam_margin=args.samix_lam_margin,
-                        beta=BetaSchedule(args.samix_mask_beta, _beta_schedule(args, len(base)), total_steps))
+                        beta=BetaSchedule(PAPER_MASK_BETA if args.samix_mask_beta is None else args.samix_mask_beta,
+                                                          _beta_schedule(args, len(base)), total_steps))
     moco = MoCoSAMix(online, args.ssl_mix, total_steps, queue_size=args.queue_size, temperature=args.temperature,
                      moco_momentum=args.moco_momentum, alpha=args.ssl_alpha, mix_weight=args.mix_weight,
                      eta=args.eta, tap_index=args.samix_feature_index, input_size=args.img_size,
