@@ -311,9 +311,9 @@ def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float
     """The rule that sets the default `--samix-preset`: the cheapest preset (step time `cost`) whose
     mean online top-1 and mean EMA top-1 (train.py keeps the best EMA checkpoint) are each no more
     than one seed-std (the larger of the two presets') below the best preset's (the highest online mean of the
-    presets whose Mixer is sound), and whose Mixer never ended grey (`grey` = 0 seeds) nor, where the runs record it, unhealthy by the
-    health rule (`unhealthy` = 0 seeds); `paper` when none is. `runs` maps preset name -> {'top1': per-seed
-    array, 'ema_top1': per-seed array, optionally 'grey' and 'unhealthy': seed counts}."""
+    presets whose Mixer is sound), and whose Mixer never ended grey (`grey` = 0 seeds) nor, where the runs record
+    it, unhealthy by the health rule (`unhealthy` = 0 seeds); `paper` when none is. `runs` maps preset name ->
+    {'top1': per-seed array, 'ema_top1': per-seed array, optionally 'grey' and 'unhealthy': seed counts}."""
     sound = [n for n, r in runs.items() if not r.get('grey', 0) and not r.get('unhealthy', 0)]
     if not sound:
         return 'Preset rule: no preset whose Mixer is never grey or unhealthy -> default `paper`'
@@ -328,10 +328,10 @@ def preset_verdict(runs: Dict[str, Dict[str, np.ndarray]], cost: Dict[str, float
             tol = max(p.std(ddof=1), c.std(ddof=1)) if seeds > 1 else 0.0
             ok &= bool(c.mean() >= p.mean() - tol)
             checks.append(f'{key} {c.mean():.2f} vs {p.mean():.2f} - {tol:.2f}')
-        for key, word in (('grey', 'grey'), ('unhealthy', 'unhealthy')):
+        for key in ('grey', 'unhealthy'):
             if key in cand:
                 ok &= int(cand[key]) == 0
-                checks.append(f'{word} Mixer in {int(cand[key])} of {len(cand["top1"])} seeds')
+                checks.append(f'{key} Mixer in {int(cand[key])} of {len(cand["top1"])} seeds')
         passing += [name] if ok else []
         parts.append(f'{name} ({len(cand["top1"])} seeds, {cost.get(name, np.nan):.2f}x): {", ".join(checks)} '
                      f'-> {"passes" if ok else "fails"}')

@@ -14,6 +14,7 @@ seeds (per-image std < 0.05 at the end), healthy seeds (|mean(1 − s) − λ| �
 """
 import argparse
 import csv
+import functools
 import importlib.util
 import json
 import os
@@ -91,12 +92,19 @@ def run_one(variant: str, preset: str, seed: int, args) -> Dict:
                 threads=args.threads, jobs=args.jobs, **health, trajectory=trajectory)
 
 
+@functools.lru_cache(maxsize=1)
+def _accuracy():
+    """bench/accuracy.py, for its preset rule (loaded once)."""
+    spec = importlib.util.spec_from_file_location('bench_accuracy', REPO / 'bench' / 'accuracy.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def preset_rule(records: List[Dict], variant: str, speed: Path) -> str:
     """bench/accuracy.py's preset rule on one Mixer variant of this sweep: the cheapest preset healthy in every seed and
     within a seed-std of the best, with step times from the speed run `speed` (`samix_<preset>_stable`)."""
-    spec = importlib.util.spec_from_file_location('bench_accuracy', REPO / 'bench' / 'accuracy.py')
-    accuracy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accuracy)
+    accuracy = _accuracy()
     runs = {}
     for preset in SAMIX_PRESETS:
         rs = [r for r in records if (r['variant'], r['preset']) == (variant, preset)]

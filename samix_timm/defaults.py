@@ -150,8 +150,9 @@ def samix_defaults(
         start=start if momentum_start is None else momentum_start,
         end=end if momentum_end is None else momentum_end,
         total_steps=total, warmup_frac=0.25 if vit else 0.1)
+    mask_loss = mask_loss or (DEFAULT_MASK_LOSS if stable else 'batch')
     # §2.6: the stable β goes with the stable mask (area fixed to λ, per-image losses); the authors' mask keeps theirs
-    stable_mask = stable and mixer_kwargs['area'] == 'lam' and (mask_loss or DEFAULT_MASK_LOSS) == 'image'
+    stable_mask = stable and mixer_kwargs['area'] == 'lam' and mask_loss == 'image'
     if beta_schedule == 'auto':  # §3: constant on small data, linear to 0 at ImageNet scale
         beta_schedule = 'constant' if small else 'linear'
     step = preset_values(preset, mixer_every=mixer_every, mixer_until=mixer_until, mixer_batch_frac=mixer_batch_frac,
@@ -161,9 +162,9 @@ def samix_defaults(
         mixer=mixer, kwargs=mixer_kwargs, optimizer=mixer_optimizer,
         min_lr=mixer_lr / 100 if mixer_min_lr is None else mixer_min_lr, loss=mixer_loss,
         eta=eta if eta is not None else (0.5 if small else 0.1),  # §4
-        beta=BetaSchedule(mask_beta if mask_beta is not None else (DEFAULT_MASK_BETA if stable_mask else PAPER_MASK_BETA),
+        beta=BetaSchedule(mask_beta if mask_beta is not None else DEFAULT_MASK_BETA if stable_mask else PAPER_MASK_BETA,
                           beta_schedule, total), mask_margin=mask_margin,
-        mask_loss=mask_loss or (DEFAULT_MASK_LOSS if stable else 'batch'), tap_index=tap_index)
+        mask_loss=mask_loss, tap_index=tap_index)
     return dict(mixer=settings, preset=step, momentum=momentum)
 
 
