@@ -44,7 +44,8 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'samix_quarter': 'samix_quarter',
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
             'vanilla_long': 'none', 'mixup_long': 'mixup', 'samix_default': 'samix_paper_stable',
-            'samix_p_own': 'samix_p_self',
+            'samix_p_own': 'samix_p_self', 'mixup_clean0.25': 'mixup_clean0.25',
+            'mixup_clean0.25_rowmean': 'mixup_clean0.25',
             # the Mixer trains for the first 30 % of the steps: the two step costs in those shares
             'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7}}
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
@@ -90,6 +91,10 @@ METHODS: Dict[str, List[str]] = {
     'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mask-beta', '0.1'],
     'samix_p_own': ['--mixup', 'samix'],  # + --samix-pretrained: the Mixer of a run in PRETRAIN_SOURCE
     'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
+    # the partial clean term (§5.6) beside timm Mixup, on 12 of the 50 rows: each clean image weighed W/N as in the
+    # reference term, and the weighting before the fix, W on the mean of those 12 rows (= W·50/12 per N)
+    'mixup_clean0.25': ['--mixup', '1.0', '--samix-clean-weight', '1', '--samix-clean-frac', '0.25'],
+    'mixup_clean0.25_rowmean': ['--mixup', '1.0', '--samix-clean-weight', f'{50 / 12:.6f}', '--samix-clean-frac', '0.25'],
 }
 # SAMix^P methods whose Mixer is exported from a finished run of this benchmark: method -> (method, seed) of that
 # run (a seed no table row uses); the export is written once under --output and reused, its cost is the source

@@ -175,7 +175,8 @@ class MixTask(Task):
             out_clean, out_mix = self._model(x_clean), self._model(x)
         else:
             out_clean, out_mix = self._model(torch.cat([x_clean, x])).split([x_clean.shape[0], x.shape[0]])
-        loss = self.clean.weight * self.criterion(out_clean, y_clean) + self.criterion(out_mix, y)
+        w = self.clean.term_weight(x_clean.shape[0], input.shape[0])  # W·n/N (§5.6)
+        loss = w * self.criterion(out_clean, y_clean) + self.criterion(out_mix, y)
         return dict(loss=loss, output=torch.cat([out_clean, out_mix]), input=torch.cat([x_clean, x]),
                     **self.metrics())
 

@@ -237,7 +237,8 @@ def test_health_of_a_real_samix_changes_no_state():
 
 
 def test_clean_frac_weighs_the_first_rows_of_the_clean_batch():
-    """`clean_frac` < 1: the term sees the first round(frac·N) clean rows, the mixed batch stays whole."""
+    """`clean_frac` < 1: the term sees the first round(frac·N) clean rows, each weighed W/N as in the reference term;
+    the mixed batch stays whole."""
     clean = CleanTerm(2.0, num_classes=3, frac=0.25)
     x, y = torch.arange(8.).view(8, 1, 1, 1), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     x_mix, y_mix = -torch.ones(8, 1, 1, 1), torch.full((8, 3), 1 / 3)
@@ -246,7 +247,7 @@ def test_clean_frac_weighs_the_first_rows_of_the_clean_batch():
     torch.testing.assert_close(y_out[:2], F.one_hot(y[:2], 3).float())
     logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     logp = logits.log_softmax(-1)
-    by_hand = 2.0 * -(y_out[:2] * logp[:2]).sum(1).mean() + -(y_out[2:] * logp[2:]).sum(1).mean()
+    by_hand = 2.0 * -(y_out[:2] * logp[:2]).sum(1).sum() / 8 + -(y_out[2:] * logp[2:]).sum(1).mean()  # W/N each
     torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits, y_out), by_hand)
     with pytest.raises(ConfigError, match=r'the loss got 16 rows but the mixer returned 10 \(2 clean \+ 8 mixed\)'):
         CleanMixLoss(SoftTargetCrossEntropy(), clean)(torch.zeros(16, 3), torch.zeros(16, 3))

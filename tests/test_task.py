@@ -40,8 +40,9 @@ def test_mix_task_is_a_timm_training_task_with_the_recipe_loss():
 
 
 def test_clean_term_by_hand_for_both_forwards_and_a_fraction():
-    """W·CE(f(x[:n]), onehot(y[:n])) + CE(f(x_mix), ỹ) on timm Mixup's batch, the two forwards separate (BN per half)
-    or joint; value and gradient by hand."""
+    """W/N·Σ_{i<n} CE(f(x_i), onehot(y_i)) + CE(f(x_mix), ỹ) on timm Mixup's batch of N, the two forwards separate
+    (BN per half) or joint; value and gradient by hand. With a fraction (n < N) each clean image keeps its weight W/N
+    of the reference term: W on the mean of n rows put N/n times that on each and cost 7 points (§5.6)."""
     x, y = _batch()
     for forward, frac in (('separate', 1.0), ('joint', 1.0), ('separate', 0.25)):
         model = _model()
@@ -58,7 +59,8 @@ def test_clean_term_by_hand_for_both_forwards_and_a_fraction():
             out_clean, out_mix = model(x[:n]), model(x_mix)
         else:
             out_clean, out_mix = model(torch.cat([x[:n], x_mix])).split([n, 8])
-        by_hand = 0.7 * ce(out_clean, y_clean) + ce(out_mix, y_mix)
+        per_image = -(y_clean * out_clean.log_softmax(-1)).sum(1)
+        by_hand = 0.7 * per_image.sum() / 8 + ce(out_mix, y_mix)
         torch.testing.assert_close(result['loss'], by_hand)
         assert result['output'].shape[0] == n + 8 and result['input'].shape[0] == n + 8
         g_task = torch.autograd.grad(result['loss'], model[0].weight)[0]
