@@ -107,6 +107,9 @@ for _base in MATCHED_BASES:
         METHODS[f'{_base}_x{_factor:g}'] = METHODS[_base]
         SPEED_OF[f'{_base}_x{_factor:g}'] = SPEED_OF[_base]
         EPOCH_FACTOR[f'{_base}_x{_factor:g}'] = _factor
+# issue 29 item 6, the ceiling: timm Mixup at twice the 3.2x budget (384 epochs) says whether it has converged there
+# (doubling its epochs buys < 0.5 point)
+METHODS['mixup_a1_x6.4'], SPEED_OF['mixup_a1_x6.4'], EPOCH_FACTOR['mixup_a1_x6.4'] = METHODS['mixup_a1'], 'mixup', 6.4
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
