@@ -408,7 +408,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
 
 # the methods a SAMix row is compared with at equal compute: timm's mixers and no mixing, at any epochs
 BASELINES = {'vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
-             'mixup_long', *EPOCH_FACTOR}
+             'mixup_long', 'mixup_clean0.25', 'mixup_clean0.25_rowmean', *EPOCH_FACTOR}
 
 
 def equal_compute_verdict(stats: Dict[str, Tuple[float, float, float, float, float]]) -> str:
