@@ -58,7 +58,7 @@ MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
 # (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
 COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
-                                     'speed_bench_1k_clean.json'),
+                                     'speed_bench_1k_clean.json', 'speed_bench_1k_stable.json'),
               ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
@@ -111,6 +111,9 @@ for _base in MATCHED_BASES:
 # issue 29 item 6, the ceiling: timm Mixup at twice the 3.2x budget (384 epochs) says whether it has converged there
 # (doubling its epochs buys < 0.5 point)
 METHODS['mixup_a1_x6.4'], SPEED_OF['mixup_a1_x6.4'], EPOCH_FACTOR['mixup_a1_x6.4'] = METHODS['mixup_a1'], 'mixup', 6.4
+# and the default online SAMix (stable Mixer, `lowres`) at that compute: 384 epochs / its 2.74x step = 140 epochs
+METHODS['samix_lowres_stable_x2.33'] = ['--mixup', 'samix']
+SPEED_OF['samix_lowres_stable_x2.33'], EPOCH_FACTOR['samix_lowres_stable_x2.33'] = 'samix_lowres_stable', 7 / 3
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
@@ -408,7 +411,8 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
 
 # the methods a SAMix row is compared with at equal compute: timm's mixers and no mixing, at any epochs
 BASELINES = {'vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
-             'mixup_long', 'mixup_clean0.25', 'mixup_clean0.25_rowmean', *EPOCH_FACTOR}
+             'mixup_long', 'mixup_clean0.25', 'mixup_clean0.25_rowmean',
+             *(m for m in EPOCH_FACTOR if not m.startswith('samix_'))}
 
 
 def equal_compute_verdict(stats: Dict[str, Tuple[float, float, float, float, float]]) -> str:
