@@ -70,11 +70,8 @@ TRAJECTORY = ('health_std_0.5', 'health_keep_0.3', 'health_keep_0.7', 'mixer_att
 def _read(path: Path) -> List[Dict]:
     """The rows that count: one with a `void` field (why it does not measure what its run says) stays in the file for
     the record and is run again."""
-    return [r for r in _read_all(path) if 'void' not in r]
-
-
-def _read_all(path: Path) -> List[Dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [r for r in rows if 'void' not in r]
 
 
 def run_one(variant: str, preset: str, seed: int, args) -> Dict:
