@@ -114,6 +114,11 @@ METHODS['mixup_a1_x6.4'], SPEED_OF['mixup_a1_x6.4'], EPOCH_FACTOR['mixup_a1_x6.4
 # and the default online SAMix (stable Mixer, `lowres`) at that compute: 384 epochs / its 2.74x step = 140 epochs
 METHODS['samix_lowres_stable_x2.33'] = ['--mixup', 'samix']
 SPEED_OF['samix_lowres_stable_x2.33'], EPOCH_FACTOR['samix_lowres_stable_x2.33'] = 'samix_lowres_stable', 7 / 3
+# twice again: Mixup at 768 epochs (has it converged at 384?) and the default SAMix at that compute (280 epochs),
+# which says whether the learned Mixer still gains where Mixup no longer does
+METHODS['mixup_a1_x12.8'], SPEED_OF['mixup_a1_x12.8'], EPOCH_FACTOR['mixup_a1_x12.8'] = METHODS['mixup_a1'], 'mixup', 12.8
+METHODS['samix_lowres_stable_x4.67'] = ['--mixup', 'samix']
+SPEED_OF['samix_lowres_stable_x4.67'], EPOCH_FACTOR['samix_lowres_stable_x4.67'] = 'samix_lowres_stable', 14 / 3
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
