@@ -3,8 +3,9 @@
 
 Each (method, seed) is one `train.py` run of configs/embedded_bench.yaml (the budget is explained
 there); a finished run appends one JSON line to `<results>/accuracy_runs.jsonl` with the epochs and
-image size it ran at, and a later invocation skips what is already there for the same budget, so a
-sweep that takes hours can be stopped and resumed (also in another session). `--jobs 2` runs two
+image size it ran at, and a later invocation skips what is already there for the same budget and
+continues a run it finds stopped part-way (`--resume` from its last.pth.tar), so a sweep, or one run,
+that takes hours can be stopped and resumed (also in another session). `--jobs 2` runs two
 one-thread trainings side by side (on a 2-core CPU that is faster than one two-thread run; wall
 times stay comparable between methods). `--table` prints mean ± std top-1 (online and EMA) and wall
 time per method for one budget, and writes a PNG of accuracy against the step-time ratio to timm
@@ -119,6 +120,10 @@ SPEED_OF['samix_lowres_stable_x2.33'], EPOCH_FACTOR['samix_lowres_stable_x2.33']
 METHODS['mixup_a1_x12.8'], SPEED_OF['mixup_a1_x12.8'], EPOCH_FACTOR['mixup_a1_x12.8'] = METHODS['mixup_a1'], 'mixup', 12.8
 METHODS['samix_lowres_stable_x4.67'] = ['--mixup', 'samix']
 SPEED_OF['samix_lowres_stable_x4.67'], EPOCH_FACTOR['samix_lowres_stable_x4.67'] = 'samix_lowres_stable', 14 / 3
+# and again, where Mixup still gained 2 points from 384 to 768: 1536 epochs, the default SAMix at that compute 560
+METHODS['mixup_a1_x25.6'], SPEED_OF['mixup_a1_x25.6'], EPOCH_FACTOR['mixup_a1_x25.6'] = METHODS['mixup_a1'], 'mixup', 25.6
+METHODS['samix_lowres_stable_x9.33'] = ['--mixup', 'samix']
+SPEED_OF['samix_lowres_stable_x9.33'], EPOCH_FACTOR['samix_lowres_stable_x9.33'] = 'samix_lowres_stable', 28 / 3
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
@@ -174,6 +179,9 @@ def run_one(method: str, seed: int, args) -> Dict:
     cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], *extra, '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
            '--epochs', str(epochs), '--img-size', str(args.img_size), '--model', args.model]
+    resume = unfinished_run(out, exp, cmd)
+    if resume is not None:
+        cmd += ['--resume', str(resume)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -189,7 +197,40 @@ def run_one(method: str, seed: int, args) -> Dict:
                   jobs=args.jobs, threads=args.threads, finished=time.time(), **health)
     if pretrain_from is not None:
         record['pretrain_from'] = pretrain_from
+    if resume is not None:  # wall_s is this invocation's part only
+        record['resumed_from'] = str(resume)
     return {**record, **row_cost(record, Path(args.results))}
+
+
+def _same(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+_WHERE = ('config', 'output', 'resume')  # where the files are, not what the run trains
+
+
+def unfinished_run(out: Path, exp: str, cmd: List[str]) -> Optional[Path]:
+    """last.pth.tar of an interrupted run of this job to `--resume` from, so that a run longer than a session
+    goes on where it stopped (train.py's resume reproduces the uninterrupted run): the newest folder of `exp`
+    whose args.yaml agrees with every `--flag value` of `cmd` it records (paths aside) and whose summary.csv ends
+    before its last epoch; None when there is none."""
+    pairs = {a[2:].replace('-', '_'): b for a, b in zip(cmd, cmd[1:]) if a.startswith('--') and not b.startswith('--')}
+    for run_dir in sorted(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime, reverse=True):
+        checkpoint, summary, saved = (run_dir / n for n in ('last.pth.tar', 'summary.csv', 'args.yaml'))
+        if run_dir.name not in (exp, *(f'{exp}-{i}' for i in range(1, 100))) or not (
+                checkpoint.exists() and summary.exists() and saved.exists()):
+            continue
+        saved = yaml.safe_load(saved.read_text())
+        if any(k in saved and not _same(saved[k], v) for k, v in pairs.items() if k not in _WHERE):
+            continue
+        with open(summary) as f:
+            epochs = [int(r['epoch']) for r in csv.DictReader(f)]  # a resumed run's folder numbers on
+        if epochs and epochs[-1] + 1 < int(saved['epochs']):
+            return checkpoint
+    return None
 
 
 def row_cost(record: Dict, results: Path) -> Dict:

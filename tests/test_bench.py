@@ -391,3 +391,45 @@ def test_default_preset_is_the_rule_verdict_on_the_committed_sweep():
     records = [r for r in grey_bench._read(results / 'mixer_grey_runs.jsonl') if not r['extra']]
     verdict = grey_bench.preset_rule(records, grey_bench.STABLE, results / f'{grey_bench.SPEED_STABLE}.json')
     assert verdict.endswith(f'default `{DEFAULT_PRESET}`'), verdict
+
+
+def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatch):
+    """bench/accuracy.py: a run stopped before its last epoch is continued with --resume from its last.pth.tar
+    when its args.yaml says it is the same job; a run of another budget or a finished one is never resumed."""
+    import subprocess
+    import yaml
+    args = argparse.Namespace(output=str(tmp_path / 'out'), workers=0, img_size=32, model='test_resnet',
+                              data_dir=str(tmp_path / 'data'), epochs=60, threads=1, jobs=1,
+                              results=str(tmp_path / 'results'))
+
+    def fake_run(name, epochs, last_epoch, seed=0):
+        folder = Path(args.output) / name
+        folder.mkdir(parents=True)
+        (folder / 'args.yaml').write_text(yaml.safe_dump(dict(
+            epochs=epochs, seed=seed, mixup=1.0, model='test_resnet', img_size=32, data_dir=args.data_dir,
+            config='/elsewhere/configs/embedded_bench.yaml', output='elsewhere')))
+        (folder / 'summary.csv').write_text('epoch,eval_top1\n' + ''.join(
+            f'{e},{50 + e / 10}\n' for e in range(last_epoch - 2, last_epoch + 1)))
+        (folder / 'last.pth.tar').write_bytes(b'')
+        return folder
+
+    calls = []
+
+    def subprocess_run(cmd, **kwargs):
+        calls.append(cmd)
+        fake_run(f'mixup_a1-s0-{len(calls)}', 60, 59)
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+
+    monkeypatch.setattr(subprocess, 'run', subprocess_run)
+    monkeypatch.setattr(accuracy, 'row_cost', lambda record, results: {})
+    fake_run('mixup_a1-s0', 30, 10)  # another budget: 30 epochs
+    fake_run('mixup_a1-s01', 60, 10, seed=1)  # another job whose name starts the same
+    assert accuracy.run_one('mixup_a1', 0, args)['top1'] == pytest.approx(55.9)
+    assert '--resume' not in calls[-1]
+    stopped = fake_run('mixup_a1-s0-7', 60, 20)  # this job, stopped after epoch 20
+    row = accuracy.run_one('mixup_a1', 0, args)
+    assert calls[-1][calls[-1].index('--resume') + 1] == str(stopped / 'last.pth.tar')
+    assert row['resumed_from'] == str(stopped / 'last.pth.tar') and row['run_dir'].endswith('mixup_a1-s0-2')
+    stopped.rename(stopped.with_name('moved-away'))  # only finished runs of this job are left
+    accuracy.run_one('mixup_a1', 0, args)
+    assert '--resume' not in calls[-1]
