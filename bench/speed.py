@@ -102,6 +102,7 @@ METHODS.update({f'samix_{p}_stable': _preset(p, **STABLE_MIXER) for p in SAMIX_P
 METHODS['samix_paper_frozen'] = _preset('paper', **STABLE_MIXER, mixer_until=1e-4)
 METHODS.update({
     'samix_paper_noclean': _preset('paper', clean_weight=0.0),
+    'samix_lowres_stable_noclean': _preset('lowres', clean_weight=0.0, **STABLE_MIXER),  # the default step, no clean term
     'samix_paper_joint': _preset('paper', clean_forward='joint'),
     # economies beside the presets (lowres, lean, quarter): the clean term alone on a quarter of the batch
     # (separate forward), and lean with the Mixer every 4th step
