@@ -59,7 +59,8 @@ MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
 # (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
 COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
-                                     'speed_bench_1k_clean.json', 'speed_bench_1k_stable.json'),
+                                     'speed_bench_1k_clean.json', 'speed_bench_1k_stable.json',
+                                     'speed_bench_1k_noclean.json'),
               ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
