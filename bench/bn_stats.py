@@ -4,7 +4,9 @@ re-estimating every BatchNorm's running mean/var from clean training images (the
 gradient, a cumulative average over the batches; "precise BN"), for the weights and the EMA weights.
 
 A large gain says the running statistics the run kept are not those of clean images (e.g. a step whose
-BatchNorm saw mostly mixed images), not that the weights are worse.
+BatchNorm saw mostly mixed images), not that the weights are worse. Each row also has the top-1 on the clean
+training images as saved (`train_top1`): near 100 with a low top-1 says the run fits its training set and
+generalises worse, not that it trained too little.
 
     python bench/bn_stats.py --data-dir data/cluttered_mnist_1k --runs output/bench_accuracy/samix_quarter-s0 \
         --out bench/results/bn_stats.jsonl
@@ -65,7 +67,9 @@ def measure(run: Path, args) -> dict:
         key = 'ema_' if ema else ''
         model.eval()
         row[f'{key}top1'] = round(evaluate(model, val, ctx)['top1'], 2)
-        recompute_bn(model, loader_of(args.data_dir, 'train', config, classes, args.batch_size), args.batches)
+        train = loader_of(args.data_dir, 'train', config, classes, args.batch_size)
+        row[f'{key}train_top1'] = round(evaluate(model, train, ctx)['top1'], 2)
+        recompute_bn(model, train, args.batches)
         row[f'{key}top1_clean_bn'] = round(evaluate(model, val, ctx)['top1'], 2)
     return row
 
@@ -75,13 +79,16 @@ def summary(rows) -> str:
     groups = {}
     for r in rows:
         groups.setdefault(Path(r['run']).name.rsplit('-s', 1)[0], []).append(r)
-    lines = ['| runs of | n | top-1 as saved | with clean BN statistics | EMA top-1 as saved | EMA with clean BN |',
-             '|---|---|---|---|---|---|']
+    lines = ['| runs of | n | top-1 as saved | with clean BN statistics | EMA top-1 as saved | EMA with clean BN | '
+             'top-1 on the training images (EMA) |',
+             '|---|---|---|---|---|---|---|']
     for name, rs in sorted(groups.items()):
         mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
         lines.append(f"| {name} | {len(rs)} | {mean('top1'):.2f} | {mean('top1_clean_bn'):.2f} "
                      f"({mean('top1_clean_bn') - mean('top1'):+.2f}) | {mean('ema_top1'):.2f} | "
-                     f"{mean('ema_top1_clean_bn'):.2f} ({mean('ema_top1_clean_bn') - mean('ema_top1'):+.2f}) |")
+                     f"{mean('ema_top1_clean_bn'):.2f} ({mean('ema_top1_clean_bn') - mean('ema_top1'):+.2f}) | "
+                     + (f"{mean('train_top1'):.2f} ({mean('ema_train_top1'):.2f}) |"
+                        if all('train_top1' in r for r in rs) else 'not measured |'))
     return '\n'.join(lines)
 
 
