@@ -60,7 +60,7 @@ MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
 # (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
 COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
                                      'speed_bench_1k_clean.json', 'speed_bench_1k_stable.json',
-                                     'speed_bench_1k_noclean.json'),
+                                     'speed_bench_1k_noclean.json', 'speed_bench_1k_cutmix.json'),
               ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
 
 # the rows in bench/results were measured with the authors' Mixer (before the stable Mixer of method §2.6 became
@@ -128,6 +128,8 @@ METHODS['mixup_clean_x4.67'], SPEED_OF['mixup_clean_x4.67'], EPOCH_FACTOR['mixup
 METHODS['samix_lowres_stable_noclean_x4.67'] = ['--mixup', 'samix', '--samix-clean-weight', '0']
 SPEED_OF['samix_lowres_stable_noclean_x4.67'] = 'samix_lowres_stable_noclean'
 EPOCH_FACTOR['samix_lowres_stable_noclean_x4.67'] = 14 / 3
+# and timm CutMix at 280 epochs: a cut mask with an area label, as the Mixer's near-binary masks are
+METHODS['cutmix_a1_x4.67'], SPEED_OF['cutmix_a1_x4.67'], EPOCH_FACTOR['cutmix_a1_x4.67'] = METHODS['cutmix_a1'], 'cutmix', 14 / 3
 # and again, where Mixup still gained 2 points from 384 to 768: 1536 epochs, the default SAMix at that compute 560
 METHODS['mixup_a1_x25.6'], SPEED_OF['mixup_a1_x25.6'], EPOCH_FACTOR['mixup_a1_x25.6'] = METHODS['mixup_a1'], 'mixup', 25.6
 METHODS['samix_lowres_stable_x9.33'] = ['--mixup', 'samix']
