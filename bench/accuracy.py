@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -110,30 +111,31 @@ for _base in MATCHED_BASES:
         METHODS[f'{_base}_x{_factor:g}'] = METHODS[_base]
         SPEED_OF[f'{_base}_x{_factor:g}'] = SPEED_OF[_base]
         EPOCH_FACTOR[f'{_base}_x{_factor:g}'] = _factor
+
+
+def _longer(method: str, flags: List[str], speed: str, factor: float) -> None:
+    """An accuracy method that trains `factor` x the budget's epochs with `flags`, its step timed as `speed`."""
+    METHODS[method], SPEED_OF[method], EPOCH_FACTOR[method] = flags, speed, factor
+
+
 # issue 29 item 6, the ceiling: timm Mixup at twice the 3.2x budget (384 epochs) says whether it has converged there
-# (doubling its epochs buys < 0.5 point)
-METHODS['mixup_a1_x6.4'], SPEED_OF['mixup_a1_x6.4'], EPOCH_FACTOR['mixup_a1_x6.4'] = METHODS['mixup_a1'], 'mixup', 6.4
-# and the default online SAMix (stable Mixer, `lowres`) at that compute: 384 epochs / its 2.74x step = 140 epochs
-METHODS['samix_lowres_stable_x2.33'] = ['--mixup', 'samix']
-SPEED_OF['samix_lowres_stable_x2.33'], EPOCH_FACTOR['samix_lowres_stable_x2.33'] = 'samix_lowres_stable', 7 / 3
-# twice again: Mixup at 768 epochs (has it converged at 384?) and the default SAMix at that compute (280 epochs),
-# which says whether the learned Mixer still gains where Mixup no longer does
-METHODS['mixup_a1_x12.8'], SPEED_OF['mixup_a1_x12.8'], EPOCH_FACTOR['mixup_a1_x12.8'] = METHODS['mixup_a1'], 'mixup', 12.8
-METHODS['samix_lowres_stable_x4.67'] = ['--mixup', 'samix']
-SPEED_OF['samix_lowres_stable_x4.67'], EPOCH_FACTOR['samix_lowres_stable_x4.67'] = 'samix_lowres_stable', 14 / 3
+# (doubling its epochs buys < 0.5 point), and the default online SAMix (stable Mixer, `lowres`) at that compute:
+# 384 epochs / its 2.74x step = 140 epochs
+_longer('mixup_a1_x6.4', METHODS['mixup_a1'], 'mixup', 6.4)
+_longer('samix_lowres_stable_x2.33', ['--mixup', 'samix'], 'samix_lowres_stable', 7 / 3)
+# twice again: Mixup at 768 epochs (has it converged at 384?) and the default SAMix at that compute (280 epochs)
+_longer('mixup_a1_x12.8', METHODS['mixup_a1'], 'mixup', 12.8)
+_longer('samix_lowres_stable_x4.67', ['--mixup', 'samix'], 'samix_lowres_stable', 14 / 3)
 # why the default SAMix stops near 85 from 140 to 280 epochs while Mixup climbs to 92 (both fit the training set):
-# at 280 epochs, timm Mixup with SAMix's clean term, and the default SAMix without it
-METHODS['mixup_clean_x4.67'], SPEED_OF['mixup_clean_x4.67'], EPOCH_FACTOR['mixup_clean_x4.67'] = (
-    METHODS['mixup_clean'], 'mixup_clean', 14 / 3)
-METHODS['samix_lowres_stable_noclean_x4.67'] = ['--mixup', 'samix', '--samix-clean-weight', '0']
-SPEED_OF['samix_lowres_stable_noclean_x4.67'] = 'samix_lowres_stable_noclean'
-EPOCH_FACTOR['samix_lowres_stable_noclean_x4.67'] = 14 / 3
-# and timm CutMix at 280 epochs: a cut mask with an area label, as the Mixer's near-binary masks are
-METHODS['cutmix_a1_x4.67'], SPEED_OF['cutmix_a1_x4.67'], EPOCH_FACTOR['cutmix_a1_x4.67'] = METHODS['cutmix_a1'], 'cutmix', 14 / 3
+# at 280 epochs, timm Mixup with SAMix's clean term, the default SAMix without it, and timm CutMix (a cut mask with
+# an area label, as the Mixer's near-binary masks are)
+_longer('mixup_clean_x4.67', METHODS['mixup_clean'], 'mixup_clean', 14 / 3)
+_longer('samix_lowres_stable_noclean_x4.67', ['--mixup', 'samix', '--samix-clean-weight', '0'],
+        'samix_lowres_stable_noclean', 14 / 3)
+_longer('cutmix_a1_x4.67', METHODS['cutmix_a1'], 'cutmix', 14 / 3)
 # and again, where Mixup still gained 2 points from 384 to 768: 1536 epochs, the default SAMix at that compute 560
-METHODS['mixup_a1_x25.6'], SPEED_OF['mixup_a1_x25.6'], EPOCH_FACTOR['mixup_a1_x25.6'] = METHODS['mixup_a1'], 'mixup', 25.6
-METHODS['samix_lowres_stable_x9.33'] = ['--mixup', 'samix']
-SPEED_OF['samix_lowres_stable_x9.33'], EPOCH_FACTOR['samix_lowres_stable_x9.33'] = 'samix_lowres_stable', 28 / 3
+_longer('mixup_a1_x25.6', METHODS['mixup_a1'], 'mixup', 25.6)
+_longer('samix_lowres_stable_x9.33', ['--mixup', 'samix'], 'samix_lowres_stable', 28 / 3)
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
@@ -230,7 +232,7 @@ def unfinished_run(out: Path, exp: str, cmd: List[str]) -> Optional[Path]:
     pairs = {a[2:].replace('-', '_'): b for a, b in zip(cmd, cmd[1:]) if a.startswith('--') and not b.startswith('--')}
     for run_dir in sorted(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime, reverse=True):
         checkpoint, summary, saved = (run_dir / n for n in ('last.pth.tar', 'summary.csv', 'args.yaml'))
-        if run_dir.name not in (exp, *(f'{exp}-{i}' for i in range(1, 100))) or not (
+        if not re.fullmatch(rf'{re.escape(exp)}(-\d+)?', run_dir.name) or not (
                 checkpoint.exists() and summary.exists() and saved.exists()):
             continue
         saved = yaml.safe_load(saved.read_text())
