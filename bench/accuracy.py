@@ -527,8 +527,11 @@ def plot_cost(stats: Dict[str, Tuple[float, float, float, float, float]], path: 
         front = pareto_front([(v[4], v[col]) for v in stats.values()])
         ax.step([c for c, _ in front], [a for _, a in front], where='post', color='grey', lw=1, ls='--',
                 label='Pareto front')
-        ax.set_xscale('log')  # costs from 0.9 to 13: the cheap rows would crowd a linear axis
-        ax.set_xticks([1, 1.5, 2, 3, 4, 6, 8, 12], labels=['1', '1.5', '2', '3', '4', '6', '8', '12'])
+        ax.set_xscale('log')  # costs from 0.9 to 26: the cheap rows would crowd a linear axis
+        top = max(v[4] for v in stats.values())
+        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48) if t <= 1.1 * top]
+        ax.set_xticks(ticks, labels=[f'{t:g}' for t in ticks])
+        ax.set_xlim(right=1.7 * top)  # room for the label of the costliest row
         ax.set_xlabel(f'run cost, log scale (x one timm Mixup run of the budget; {source})', fontsize=7)
         ax.set_ylabel(f'{name} (%), mean ± std over seeds')
         ax.legend(fontsize=7, loc='lower right')
