@@ -106,17 +106,16 @@ METHODS: Dict[str, List[str]] = {
 PRETRAIN_SOURCE = {'samix_p_own': ('samix_default', 100)}
 _EXPORT_LOCK = threading.Lock()
 EPOCH_FACTOR: Dict[str, float] = {}
-for _base in MATCHED_BASES:
-    for _factor in COMPUTE_FACTORS:
-        METHODS[f'{_base}_x{_factor:g}'] = METHODS[_base]
-        SPEED_OF[f'{_base}_x{_factor:g}'] = SPEED_OF[_base]
-        EPOCH_FACTOR[f'{_base}_x{_factor:g}'] = _factor
 
 
 def _longer(method: str, flags: List[str], speed: str, factor: float) -> None:
     """An accuracy method that trains `factor` x the budget's epochs with `flags`, its step timed as `speed`."""
     METHODS[method], SPEED_OF[method], EPOCH_FACTOR[method] = flags, speed, factor
 
+
+for _base in MATCHED_BASES:
+    for _factor in COMPUTE_FACTORS:
+        _longer(f'{_base}_x{_factor:g}', METHODS[_base], SPEED_OF[_base], _factor)
 
 # issue 29 item 6, the ceiling: timm Mixup at twice the 3.2x budget (384 epochs) says whether it has converged there
 # (doubling its epochs buys < 0.5 point), and the default online SAMix (stable Mixer, `lowres`) at that compute:
