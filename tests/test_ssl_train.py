@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -86,6 +87,14 @@ def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_pa
     assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) in (['checkpoint-0.pth.tar'],
                                                                         ['checkpoint-1.pth.tar'])  # the better kNN
     assert ckpt['moco']['queue']['num_filled'] == 400  # filled by the warm-up, then kept full
+
+    # the `probes:` command the run printed, run as printed (it once crashed after its results without --results-file)
+    printed = next(line for line in out.splitlines() if line.strip().startswith('probes:')).split(None, 1)[1]
+    argv = shlex.split(printed)
+    assert argv[:3] == ['python', '-m', 'samix_timm.ssl.probe'], printed
+    assert probe_main(argv[3:]) == 0
+    probed = capsys.readouterr()
+    assert json.loads(probed.out)['knn_top1'] >= 0 and 'Error' not in probed.err
 
 
 def test_pseudo_labels_are_produced_and_refreshed(small_data, tmp_path, monkeypatch, one_thread):

@@ -176,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(text)
         if args.results_file:
             Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.results_file, 'x') as f:
+            with open(args.results_file, 'x') as f:
                 f.write(text)
         return 0
 
