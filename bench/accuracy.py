@@ -18,6 +18,7 @@ Mixup that bench/speed.py measured (`--speed` JSON, `--speed-model`).
 """
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
@@ -32,12 +33,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from samix_timm.data.photos import MANIFEST as PHOTOS_MANIFEST
 from samix_timm.health import health_failures, is_grey
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 
 REPO = Path(__file__).resolve().parents[1]
 
-RECIPE = REPO / 'configs' / 'embedded_bench.yaml'
-BASE = ['--config', str(RECIPE)]
+RECIPE = REPO / 'configs' / 'embedded_bench.yaml'  # --recipe: configs/photo_bench.yaml for the photo objects
+ROWS = 'accuracy_runs.jsonl'  # --rows: the photo objects' rows go to photo_runs.jsonl
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
 SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix_paper', 'samix_paper': 'samix_paper', 'samix_fast': 'samix_fast',
@@ -83,6 +87,7 @@ METHODS: Dict[str, List[str]] = {
     'samix_fast': ['--mixup', 'samix', '--samix-preset', 'fast', *AUTHORS_MIXER],
     'cutmix_a1': ['--cutmix', '1.0'],
     'mixup_a0.2': ['--mixup', '0.2'],
+    'mixup_cutmix': ['--mixup', '0.8', '--cutmix', '1.0'],  # timm's switch, DeiT's alphas (switch prob 0.5)
     'cutmix_a0.2': ['--cutmix', '0.2'],
     'automix': ['--mixup', 'samix', '--samix-mixer', 'automix', '--samix-mixer-loss', 'mce', '--samix-preset', 'paper', *AUTHORS_MIXER],
     'samix_p': ['--mixup', 'samix', '--samix-pretrained', 'samix_r18_cluttered_mnist'],
@@ -139,13 +144,11 @@ _longer('samix_lowres_stable_x9.33', ['--mixup', 'samix'], 'samix_lowres_stable'
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
              'samix_quarter': 'quarter'}
-RECIPE_CFG = yaml.safe_load(RECIPE.read_text())
-RECIPE_IMAGES = 1000  # the data build the recipe trains on (its header)
 
 
 def _rows(results: Path) -> List[Dict]:
-    """Every row of accuracy_runs.jsonl, void ones included."""
-    path = results / 'accuracy_runs.jsonl'
+    """Every row of the rows file (ROWS), void ones included."""
+    path = results / ROWS
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
@@ -161,9 +164,22 @@ VOID = {'mixup_clean': 'the clean half was the mixed batch with one-hot labels: 
 
 
 def train_images(data_dir: str) -> int:
-    """Training images of an embedded-dataset build (its manifest), part of the budget."""
-    manifest = Path(data_dir) / 'samix_embedded.json'
-    return json.loads(manifest.read_text())['num_train'] if manifest.exists() else RECIPE_IMAGES
+    """Training images of a dataset build (its manifest; else the image files under train/), part of the budget."""
+    root = Path(data_dir)
+    if (root / 'samix_embedded.json').exists():
+        return json.loads((root / 'samix_embedded.json').read_text())['num_train']
+    if (root / PHOTOS_MANIFEST).exists():
+        return json.loads((root / PHOTOS_MANIFEST).read_text())['counts']['train']
+    return sum(1 for p in (root / 'train').rglob('*') if p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def dataset_id(data_dir: str) -> str:
+    """Which build a row ran on: the kind of data and a hash of its manifest (`data` field of a row)."""
+    root = Path(data_dir)
+    for name, kind in (('samix_embedded.json', 'cluttered_mnist'), (PHOTOS_MANIFEST, 'photo_objects')):
+        if (root / name).exists():
+            return f'{kind}:{hashlib.sha1((root / name).read_bytes()).hexdigest()[:10]}'
+    return f'folder:{root.resolve()}'
 
 
 def run_epochs(method: str, args) -> int:
@@ -187,7 +203,7 @@ def run_one(method: str, seed: int, args) -> Dict:
     if method in PRETRAIN_SOURCE:
         artifact, pretrain_from = pretrained_mixer(method, args)
         extra = ['--samix-pretrained', str(artifact)]
-    cmd = [sys.executable, str(REPO / 'train.py'), *BASE, *METHODS[method], *extra, '--seed', str(seed),
+    cmd = [sys.executable, str(REPO / 'train.py'), '--config', str(args.recipe), *METHODS[method], *extra, '--seed', str(seed),
            '--data-dir', args.data_dir, '--output', str(out), '--experiment', exp, '--workers', str(args.workers),
            '--epochs', str(epochs), '--img-size', str(args.img_size), '--model', args.model]
     resume = unfinished_run(out, exp, cmd)
@@ -203,7 +219,9 @@ def run_one(method: str, seed: int, args) -> Dict:
         last = list(csv.DictReader(f))[-1]
     health = {k[len('train_'):]: float(v) for k, v in last.items() if k.startswith('train_health_')}
     record = dict(method=method, seed=seed, model=args.model, epochs=args.epochs, run_epochs=epochs,
-                  img_size=args.img_size, train_images=train_images(args.data_dir), top1=float(last['eval_top1']),
+                  img_size=args.img_size, train_images=train_images(args.data_dir), data=dataset_id(args.data_dir),
+                  recipe=str(Path(args.recipe).resolve().relative_to(REPO)) if Path(args.recipe).resolve().is_relative_to(REPO)
+                  else str(args.recipe), top1=float(last['eval_top1']),
                   ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                   jobs=args.jobs, threads=args.threads, finished=time.time(), **health)
     if pretrain_from is not None:
@@ -221,6 +239,7 @@ def _same(a, b) -> bool:
 
 
 _WHERE = ('config', 'output', 'resume')  # where the files are, not what the run trains
+_LOGGING = ('experiment', 'log_interval', 'workers', 'checkpoint_hist')  # how it reports, not what it trains
 
 
 def unfinished_run(out: Path, exp: str, cmd: List[str]) -> Optional[Path]:
@@ -229,13 +248,15 @@ def unfinished_run(out: Path, exp: str, cmd: List[str]) -> Optional[Path]:
     whose args.yaml agrees with every `--flag value` of `cmd` it records (paths aside) and whose summary.csv ends
     before its last epoch; None when there is none."""
     pairs = {a[2:].replace('-', '_'): b for a, b in zip(cmd, cmd[1:]) if a.startswith('--') and not b.startswith('--')}
+    if 'config' in pairs:  # the recipe's values count as much as the flags' (a run of another recipe is not this job)
+        pairs = {**yaml.safe_load(Path(pairs['config']).read_text()), **pairs}
     for run_dir in sorted(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime, reverse=True):
         checkpoint, summary, saved = (run_dir / n for n in ('last.pth.tar', 'summary.csv', 'args.yaml'))
         if not re.fullmatch(rf'{re.escape(exp)}(-\d+)?', run_dir.name) or not (
                 checkpoint.exists() and summary.exists() and saved.exists()):
             continue
         saved = yaml.safe_load(saved.read_text())
-        if any(k in saved and not _same(saved[k], v) for k, v in pairs.items() if k not in _WHERE):
+        if any(k in saved and not _same(saved[k], v) for k, v in pairs.items() if k not in _WHERE + _LOGGING):
             continue
         with open(summary) as f:
             epochs = [int(r['epoch']) for r in csv.DictReader(f)]  # a resumed run's folder numbers on
@@ -311,7 +332,7 @@ def pretrained_mixer(method: str, args) -> Tuple[Path, str]:
 def void_rows(results: Path, before: float) -> int:
     """Mark the rows of the `VOID` methods that finished before the fix (unix time `before`; rows without a time
     are older) with the reason; returns how many changed. Rewritten through a temporary file, as `add_costs`."""
-    path = results / 'accuracy_runs.jsonl'
+    path = results / ROWS
     rows, changed = _rows(results), 0
     for r in rows:
         if r['method'] in VOID and 'void' not in r and r.get('finished', 0) < before:
@@ -326,7 +347,7 @@ def void_rows(results: Path, before: float) -> int:
 def add_costs(results: Path) -> int:
     """Write `row_cost` into every row of accuracy_runs.jsonl that lacks it (rows from before the field); returns
     how many rows changed. The file is rewritten through a temporary file, so an interruption loses nothing."""
-    path = results / 'accuracy_runs.jsonl'
+    path = results / ROWS
     rows, changed = _rows(results), 0
     for r in rows:
         if 'run_cost' not in r:
@@ -420,11 +441,13 @@ def budget_name(model: str, epochs: int, img_size: int, images: int = 4000) -> s
 
 
 def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
-          methods: List[str], images: int = 4000) -> str:
-    """Markdown table of the finished runs of one budget (+ the accuracy-vs-cost PNG beside it)."""
+          methods: List[str], images: int = 4000, data: Optional[str] = None, prefix: str = 'accuracy') -> str:
+    """Markdown table of the finished runs of one budget on one data build (+ the accuracy-vs-cost PNG beside it);
+    rows without a `data` field count as the build given."""
     by = {}
     for r in _done(results):
-        if budget(r) == (model, epochs, img_size, images) and r['method'] in methods:
+        if (budget(r) == (model, epochs, img_size, images) and r['method'] in methods
+                and (data is None or r.get('data', data) == data)):
             by.setdefault(r['method'], []).append(r)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
@@ -460,8 +483,9 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
         lines += ['', preset_verdict(presets, cost)]
     stats = {m: v for m, v in stats.items() if np.isfinite(v[4])}
     if stats:
-        plot_cost(stats, results / f'accuracy_vs_cost_{budget_name(model, epochs, img_size, images)}.png',
-                  f'cluttered MNIST ({images} train), {model} {img_size} px, {epochs}-epoch budget',
+        kind = 'photo objects' if data and data.startswith('photo_objects') else 'cluttered MNIST'
+        plot_cost(stats, results / f'{prefix}_vs_cost_{budget_name(model, epochs, img_size, images)}.png',
+                  f'{kind} ({images} train), {model} {img_size} px, {epochs}-epoch budget',
                   "step times: each row's cost_from")
     return '\n'.join(lines)
 
@@ -541,19 +565,23 @@ def plot_cost(stats: Dict[str, Tuple[float, float, float, float, float]], path: 
 
 
 def main() -> None:
+    global ROWS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default='data/cluttered_mnist_1k')
+    p.add_argument('--recipe', default=str(RECIPE), help='the train.py recipe every run trains (default: %(default)s)')
+    p.add_argument('--rows', default=ROWS, help='rows file under --results (default: %(default)s)')
+    p.add_argument('--prefix', default='accuracy', help='name of the table and picture under --results')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
-    p.add_argument('--model', default=RECIPE_CFG['model'])
-    p.add_argument('--epochs', type=int, default=RECIPE_CFG['epochs'])
-    p.add_argument('--img-size', type=int, default=RECIPE_CFG['img_size'])
+    p.add_argument('--model', default=None, help="default: the recipe's")
+    p.add_argument('--epochs', type=int, default=None, help="default: the recipe's")
+    p.add_argument('--img-size', type=int, default=None, help="default: the recipe's")
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--jobs', type=int, default=1, help='runs side by side')
     p.add_argument('--threads', type=int, default=None, help='torch threads per run (default: 1 when --jobs > 1)')
     p.add_argument('--speed', default=str(REPO / 'bench' / 'results' / 'speed_bench_1k.json'),
                    help='speed.py JSON for the cost axis (made for the recipe: see docs/benchmarks.md)')
-    p.add_argument('--speed-model', default=RECIPE_CFG['model'], help='model entry of that JSON')
+    p.add_argument('--speed-model', default=None, help="model entry of that JSON (default: the recipe's model)")
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
@@ -563,34 +591,42 @@ def main() -> None:
     p.add_argument('--train-images', type=int, default=None,
                    help='budget of the table (default: the --data-dir build, the recipe\'s when none is there)')
     args = p.parse_args()
+    ROWS = args.rows
+    recipe = yaml.safe_load(Path(args.recipe).read_text())
+    for key in ('model', 'epochs', 'img_size'):
+        if getattr(args, key) is None:
+            setattr(args, key, recipe[key])
+    args.speed_model = args.speed_model or recipe['model']
+    data = dataset_id(args.data_dir)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     if args.threads is None and args.jobs > 1:
         args.threads = 1
     images = args.train_images if args.train_images is not None else train_images(args.data_dir)
     if args.add_costs:
-        print(f'run_cost written into {add_costs(results)} rows of {results / "accuracy_runs.jsonl"}')
+        print(f'run_cost written into {add_costs(results)} rows of {results / ROWS}')
         return
     if args.void_rows is not None:
-        print(f'{void_rows(results, args.void_rows)} rows marked void in {results / "accuracy_runs.jsonl"}')
+        print(f'{void_rows(results, args.void_rows)} rows marked void in {results / ROWS}')
         return
     if not args.table:
-        done = {(r['method'], r['seed'], *budget(r)) for r in _done(results)}
+        # rows from before the `data` field ran on the build of their rows file
+        done = {(r['method'], r['seed'], *budget(r)) for r in _done(results) if r.get('data', data) == data}
         todo = [(m, s) for s in args.seeds for m in args.methods
                 if (m, s, args.model, args.epochs, args.img_size, images) not in done]
         lock = threading.Lock()
 
         def _run(job):
             record = run_one(*job, args)
-            with lock, open(results / 'accuracy_runs.jsonl', 'a') as f:
+            with lock, open(results / ROWS, 'a') as f:
                 f.write(json.dumps(record) + '\n')
             print(json.dumps(record), flush=True)
 
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
     text = table(results, Path(args.speed), args.speed_model, args.model, args.epochs, args.img_size, args.methods,
-                 images)
-    (results / f'accuracy_{budget_name(args.model, args.epochs, args.img_size, images)}.md').write_text(text + '\n')
+                 images, data=data, prefix=args.prefix)
+    (results / f'{args.prefix}_{budget_name(args.model, args.epochs, args.img_size, images)}.md').write_text(text + '\n')
     print(text)
 
 

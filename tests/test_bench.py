@@ -400,13 +400,13 @@ def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatc
     import yaml
     args = argparse.Namespace(output=str(tmp_path / 'out'), workers=0, img_size=32, model='test_resnet',
                               data_dir=str(tmp_path / 'data'), epochs=60, threads=1, jobs=1,
-                              results=str(tmp_path / 'results'))
+                              results=str(tmp_path / 'results'), recipe=str(accuracy.RECIPE))
 
-    def fake_run(name, epochs, last_epoch, seed=0):
+    def fake_run(name, epochs, last_epoch, seed=0, lr=0.1):
         folder = Path(args.output) / name
         folder.mkdir(parents=True)
         (folder / 'args.yaml').write_text(yaml.safe_dump(dict(
-            epochs=epochs, seed=seed, mixup=1.0, model='test_resnet', img_size=32, data_dir=args.data_dir,
+            epochs=epochs, seed=seed, mixup=1.0, model='test_resnet', img_size=32, data_dir=args.data_dir, lr=lr,
             config='/elsewhere/configs/embedded_bench.yaml', output='elsewhere')))
         (folder / 'summary.csv').write_text('epoch,eval_top1\n' + ''.join(
             f'{e},{50 + e / 10}\n' for e in range(last_epoch - 2, last_epoch + 1)))
@@ -433,3 +433,16 @@ def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatc
     stopped.rename(stopped.with_name('moved-away'))  # only finished runs of this job are left
     accuracy.run_one('mixup_a1', 0, args)
     assert '--resume' not in calls[-1]
+    fake_run('mixup_a1-s0-9', 60, 20, lr=0.02)  # stopped, but made under a recipe with another lr than the recipe's
+    accuracy.run_one('mixup_a1', 0, args)
+    assert '--resume' not in calls[-1]
+
+
+def test_accuracy_rows_count_the_images_of_a_folder_without_manifest(accuracy, tmp_path):
+    for c in range(4):
+        (tmp_path / 'train' / str(c)).mkdir(parents=True)
+        for i in range(40):
+            (tmp_path / 'train' / str(c) / f'{i}.png').write_bytes(b'')
+    (tmp_path / 'train' / '0' / 'notes.txt').write_text('not an image')
+    assert accuracy.train_images(str(tmp_path)) == 160
+    assert accuracy.dataset_id(str(tmp_path)) == f'folder:{tmp_path.resolve()}'

@@ -1,0 +1,116 @@
+""" The photo-objects builder on generated stamps and backgrounds (no Debian package needed). """
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samix_timm.data import EmbeddedDataError, PhotoObjectsConfig, build_photo_objects
+from samix_timm.data.__main__ import main as data_main
+from samix_timm.data.photos import MANIFEST, _object_key, build_id, object_mask_path
+
+COLOURS = {'reds': (220, 30, 30), 'greens': (30, 200, 40), 'blues': (30, 60, 220)}
+CLASSES = {name: (f'things/{name}',) for name in COLOURS}
+TINY = PhotoObjectsConfig(seed=1, canvas=32, num_train=30, num_val=15, max_rotation=0.0, brightness=0.0)
+
+
+@pytest.fixture(scope='module')
+def sources(tmp_path_factory):
+    """Opaque coloured discs on transparent stamps (3 classes x 3 objects, one `_mirror` copy and one cartoon
+    drawing that must be left out), and two striped grey backgrounds."""
+    root = tmp_path_factory.mktemp('sources')
+    yy, xx = np.mgrid[:40, :60]
+    disc = ((yy - 20) ** 2 / 18 ** 2 + (xx - 30) ** 2 / 28 ** 2) <= 1
+    for name, rgb in COLOURS.items():
+        folder = root / 'stamps' / 'things' / name
+        (folder / 'cartoon').mkdir(parents=True)
+        for i in range(3):
+            px = np.zeros((40, 60, 4), np.uint8)
+            px[disc] = (*rgb, 255)
+            px[disc, 0] = min(255, rgb[0] + 10 * i)
+            Image.fromarray(px, 'RGBA').save(folder / f'thing{i}.png')
+        Image.open(folder / 'thing0.png').transpose(Image.FLIP_LEFT_RIGHT).save(folder / 'thing0_mirror.png')
+        Image.fromarray(np.full((40, 60, 4), 255, np.uint8), 'RGBA').save(folder / 'cartoon' / 'drawing.png')
+    (root / 'backgrounds').mkdir()
+    for i in range(2):
+        stripes = np.zeros((80, 100, 3), np.uint8)
+        stripes[::4] = 90 + 40 * i
+        Image.fromarray(stripes, 'RGB').save(root / 'backgrounds' / f'bg{i}.jpg')
+    return root
+
+
+def _build(out, sources, cfg=TINY):
+    return build_photo_objects(out, cfg, stamps_dir=sources / 'stamps', backgrounds_dir=sources / 'backgrounds',
+                               classes=CLASSES)
+
+
+def test_build_is_an_image_folder_with_object_masks(sources, tmp_path):
+    root = _build(tmp_path / 'photos', sources)
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest['counts'] == {'train': 30, 'val': 15}
+    assert all('cartoon' not in s for stamps in manifest['stamps'].values() for s in stamps)
+    for split, n in (('train', 10), ('val', 5)):
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(COLOURS)  # masks are not a class
+        for name, rgb in COLOURS.items():
+            files = sorted((root / split / name).glob('*.png'))
+            assert len(files) == n
+            for f in files:
+                img = np.asarray(Image.open(f)).astype(int)
+                mask = np.asarray(Image.open(object_mask_path(root, f)))
+                assert img.shape == (32, 32, 3) and mask.shape == (32, 32)
+                assert set(np.unique(mask)) <= {0, 128, 255} and (mask == 255).sum() >= 20
+                # the labelled object is where the mask says: its class colour inside, the grey background outside
+                inside = img[mask == 255].mean(0)
+                assert np.argmax(inside) == np.argmax(rgb), (f, inside)
+                near = np.zeros_like(mask, dtype=bool)  # object edges are soft: 2 px around an object left out
+                padded = np.pad(mask > 0, 2)
+                for dy in range(5):
+                    for dx in range(5):
+                        near |= padded[dy:dy + 32, dx:dx + 32]
+                outside = img[~near]
+                assert np.abs(outside - outside.mean(1, keepdims=True)).max() <= 2  # grey stripes only
+
+
+def test_same_config_is_reused_and_another_refused(sources, tmp_path):
+    root = _build(tmp_path / 'photos', sources)
+    first = sorted((p.name, p.stat().st_mtime_ns) for p in root.rglob('*.png'))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in _build(root, sources).rglob('*.png')) == first
+    again = _build(tmp_path / 'again', sources)
+    a, b = (sorted(r.rglob('*.png')) for r in (root, again))
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]  # deterministic for a seed
+    assert build_id(root) == build_id(again) and build_id(root).startswith('photo_objects:')
+    with pytest.raises(EmbeddedDataError, match='another --out'):
+        _build(root, sources, PhotoObjectsConfig(seed=2, canvas=32, num_train=30, num_val=15))
+
+
+def test_stamp_split_holds_out_whole_objects(sources, tmp_path):
+    cfg = PhotoObjectsConfig(seed=0, canvas=32, num_train=30, num_val=15, split='stamp', val_stamp_frac=0.4)
+    manifest = json.loads((_build(tmp_path / 'photos', sources, cfg) / MANIFEST).read_text())
+    train, val = ({c: {_object_key(sources / 'stamps' / p) for p in v} for c, v in manifest['split_stamps'][s].items()}
+                  for s in ('train', 'val'))
+    for c in COLOURS:  # every class on both sides, no object on both (its _mirror copy included)
+        assert train[c] and val[c] and not train[c] & val[c], (c, train[c], val[c])
+    assert _object_key(sources / 'a' / 'thing0_mirror.png') == _object_key(sources / 'a' / 'thing0.png')
+    assert _object_key(sources / 'a' / 'cep-2.png') == _object_key(sources / 'a' / 'cep.png')
+    assert _object_key(sources / 'a' / 'flower1.png') != _object_key(sources / 'a' / 'flower2.png')
+
+
+
+@pytest.mark.parametrize('missing, line', [('stamps', 'apt-get install tuxpaint-stamps-default'),
+                                           ('backgrounds', 'apt-get install tuxpaint-data')])
+def test_missing_package_is_one_line_naming_it(missing, line, sources, tmp_path, capsys):
+    paths = {'stamps': str(sources / 'stamps'), 'backgrounds': str(sources / 'backgrounds'), missing: str(tmp_path / 'no')}
+    assert data_main(['--photos', '--out', str(tmp_path / 'out'), '--stamps', paths['stamps'],
+                      '--backgrounds', paths['backgrounds']]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and line in err[0], err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_options_of_the_other_dataset_are_refused(tmp_path, capsys):
+    assert data_main(['--out', str(tmp_path / 'x'), '--split', 'stamp']) == 2
+    assert data_main(['--photos', '--out', str(tmp_path / 'x'), '--fragment-size', '4']) == 2
+    assert data_main(['--out', str(tmp_path / 'x'), '--backgrounds', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith('error: --') for line in err)
+    assert data_main(['--photos', '--out', str(tmp_path / 'x'), '--split', 'pixels']) == 2
