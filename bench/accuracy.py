@@ -214,7 +214,7 @@ def run_one(method: str, seed: int, args) -> Dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'{exp} failed:\n{proc.stderr[-3000:]}')
-    run_dir = max(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime)
+    run_dir = this_run(out, exp, args.data_dir)
     with open(run_dir / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
     health = {k[len('train_'):]: float(v) for k, v in last.items() if k.startswith('train_health_')}
@@ -229,6 +229,21 @@ def run_one(method: str, seed: int, args) -> Dict:
     if resume is not None:  # wall_s is this invocation's part only
         record['resumed_from'] = str(resume)
     return {**record, **row_cost(record, Path(args.results))}
+
+
+def this_run(out: Path, exp: str, data_dir: str) -> Path:
+    """The newest folder of `exp` under `out` that trained on `data_dir` (two sweeps over other data may share
+    `out`; timm numbers a name that exists)."""
+    mine = [p for p in out.glob(f'{exp}*') if re.fullmatch(rf'{re.escape(exp)}(-\d+)?', p.name)
+            and (p / 'args.yaml').exists()
+            and _same_path(yaml.safe_load((p / 'args.yaml').read_text()).get('data_dir'), data_dir)]
+    if not mine:
+        raise RuntimeError(f'{exp}: train.py finished but no run folder of it under {out}')
+    return max(mine, key=lambda p: p.stat().st_mtime)
+
+
+def _same_path(a, b) -> bool:
+    return a is not None and Path(str(a)).resolve() == Path(str(b)).resolve()
 
 
 def _same(a, b) -> bool:
