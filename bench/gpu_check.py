@@ -8,16 +8,19 @@ For each model (resnet50 channels_last, deit_small at 224 px), AMP dtype (float1
 and mode (eager, classifier compiled with torch.compile), every method trains on one fixed batch of the embedded
 dataset (built when missing): timm Mixup, SAMix `--samix-preset paper`, SAMix with the default preset, SAMix^P
 (a frozen resnet18 extractor + Mixer). The most important checks run first, and the results files are rewritten
-after every one, so a run cut short keeps what it did:
+after every one, so a run cut short keeps what it did (they are created at the start: an existing report, say a
+finished one, is refused unless `--overwrite`, so a second run never replaces it with less):
   1. a few finite steps of every path, eager (every loss and every Mixer weight finite);
   2. one injected float16 overflow of θ̄'s features per model, which must take the fp32 fallback (§2);
   3. the same finite steps, compiled;
   4. timings: step time and peak memory of each method as ratios to timm Mixup from the same configuration.
 Before each check the budget (`--budget-s`, the device time one lent GPU leaves after start-up) is looked at;
-a timing loop stops at the deadline with the steps it timed. What the budget left out is listed as skipped.
+a timing loop stops at the deadline with the steps it timed. What the budget left out is listed as skipped; a run
+whose budget ends before its first check exits 1 (it checked nothing).
 """
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -37,10 +40,11 @@ from samix_timm import SAMix, SAMixPretrained  # noqa: E402
 from samix_timm.clean import forward_batch  # noqa: E402
 from samix_timm.data import build_cluttered_mnist  # noqa: E402
 from samix_timm.defaults import DEFAULT_PRESET, is_transformer, samix_defaults  # noqa: E402
-from speed import random_artifact  # noqa: E402
+from speed import OutError, claim_results, random_artifact  # noqa: E402
 
 NUM_CLASSES = 10
 METHODS = tuple(dict.fromkeys(('mixup', 'samix_paper', f'samix_{DEFAULT_PRESET}', 'samix_p')))  # once when the default is paper
+GROUPS = {'finite': 'finite', 'overflow': 'overflow', 'timing': 'timings'}  # check kind -> its part of the report
 
 
 def fixed_batch(data_dir: Path, model: torch.nn.Module, img_size: int, batch_size: int, device) -> tuple:
@@ -228,6 +232,17 @@ def write(result: Dict, out: Path) -> None:
     out.with_suffix('.md').write_text(markdown(result))
 
 
+def check_numbers(args) -> str:
+    """'' when the numeric arguments make sense, else the one line that says which does not and what to pass."""
+    if not (math.isfinite(args.budget_s) and args.budget_s > 0):
+        return (f'--budget-s {args.budget_s:g} is out of range: it must be a finite number of seconds > 0 '
+                f'(e.g. --budget-s 240, the device time a lent GPU leaves after start-up)')
+    for dest, low in (('img_size', 1), ('batch_size', 1), ('check_steps', 1), ('steps', 1), ('warmup', 0)):
+        if getattr(args, dest) < low:
+            return f"--{dest.replace('_', '-')} {getattr(args, dest)} is out of range: it must be >= {low}"
+    return ''
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument('--models', nargs='+', default=['resnet50', 'deit_small_patch16_224'])
@@ -237,12 +252,18 @@ def main(argv=None) -> int:
     p.add_argument('--check-steps', type=int, default=3, help='steps of each finite check')
     p.add_argument('--steps', type=int, default=50, help='timed steps per method (fewer when the budget ends)')
     p.add_argument('--warmup', type=int, default=5)
-    p.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'])
-    p.add_argument('--modes', nargs='+', default=['eager', 'compiled'])
+    p.add_argument('--dtypes', nargs='+', default=['float16', 'bfloat16'], choices=['float16', 'bfloat16'])
+    p.add_argument('--modes', nargs='+', default=['eager', 'compiled'], choices=['eager', 'compiled'])
     p.add_argument('--data-dir', default=str(REPO / 'data' / 'cluttered_mnist'))
-    p.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'gpu_check'))
+    p.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'gpu_check'),
+                   help='writes <out>.json and <out>.md, new files (rewritten after every check)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing <out>.json/.md (a rerun on purpose)')
     p.add_argument('--smoke', action='store_true', help='CPU path: test_resnet, 32 px, batch 8, 2 steps, bf16, eager')
     args = p.parse_args(argv)
+    problem = check_numbers(args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
     if args.smoke:
         args.models, args.img_size, args.batch_size, args.steps, args.warmup = ['test_resnet'], 32, 8, 2, 1
         args.check_steps, args.dtypes, args.modes = 2, ['bfloat16'], ['eager']
@@ -258,18 +279,25 @@ def main(argv=None) -> int:
     result = dict(machine=f'{machine}, torch {torch.__version__}, timm {timm.__version__}',
                   command='python bench/gpu_check.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                   budget_s=args.budget_s, elapsed_s=0.0, done=False, finite={}, overflow={}, timings={}, skipped=[])
-    out = Path(args.out)
+    try:  # before any check: the report is this run's from the start, and nothing it did not make is replaced
+        out = claim_results(args.out, args.overwrite, {'.json': json.dumps(result, indent=2), '.md': markdown(result)})
+    except OutError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     for kind, key in plan(args):
         if time.monotonic() > deadline:
             result['skipped'].append((kind, key))
         else:
-            result[{'finite': 'finite', 'overflow': 'overflow', 'timing': 'timings'}[kind]][key] = run_item(
-                kind, key, args, device, deadline)
+            result[GROUPS[kind]][key] = run_item(kind, key, args, device, deadline)
         result['elapsed_s'] = time.monotonic() - start
         write(result, out)  # after every check: a run cut short keeps what it did
     result['done'] = True
     write(result, out)
     print(markdown(result))
+    if not any(result[group] for group in GROUPS.values()):
+        print(f'error: nothing was checked: the budget ({args.budget_s:g} s) ended before the first check: '
+              f'pass a larger --budget-s, e.g. 240 (the report lists every check as skipped)', file=sys.stderr)
+        return 1
     ok = all(r['finite'] for group in ('finite', 'timings') for runs in result[group].values()
              for r in runs.values()) and all(o['fell_back'] and o['finite'] for o in result['overflow'].values())
     return 0 if ok else 1

@@ -13,6 +13,10 @@ subprocess (RSS on CPU, max allocated on CUDA). `--breakdown` profiles the onlin
 A model may carry its own resolution as NAME:SIZE (e.g. a ViT at 112 px, where 64 px would leave
 a 4x4 token map); the others use --img-size. A method may carry `@cl` (e.g. `mixup@cl samix_every2@cl`):
 model and batch in channels_last, as train.py's --channels-last.
+
+<out>.json and <out>.md are created before the first step and rewritten after each model; a results file
+this run did not create is never replaced: an existing one is refused unless `--overwrite` (re-timing a
+committed table on purpose).
 """
 import argparse
 import json
@@ -23,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import timm
@@ -56,6 +60,44 @@ def random_artifact(extractor: str, img_size: int) -> Dict:
         extractor=dict(model=extractor, num_classes=NUM_CLASSES, feature_index=index, state_dict=model.state_dict()),
         mixer=dict(name='samix', config=mixer.config, state_dict=mixer.state_dict()),
         data=dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], input_size=[3, img_size, img_size]))
+
+
+class OutError(Exception):
+    """A results path this run may not write; the message is the one line to print."""
+
+
+def claim_results(out: str, overwrite: bool, contents: Dict[str, str]) -> Path:
+    """Create <out>.json and <out>.md for this run before any work, with `contents` (suffix -> text: the report as
+    it stands), so a later write only ever replaces a file this run made. An existing file is refused unless
+    `overwrite`; a path that cannot be written is named. Raises OutError."""
+    path = Path(out)
+    if not path.name or path.name in ('.', '..'):
+        raise OutError(f"--out '{out}' names no file: pass --out FOLDER/NAME (writes NAME.json and NAME.md)")
+    files = [path.with_suffix(suffix) for suffix in contents]
+    taken = next((f for f in files if f.exists() or f.is_symlink()), None)
+    if taken is not None and not overwrite:
+        raise OutError(f"'{taken}' already exists (a report this run did not write): pass another --out, "
+                       f"or --overwrite to replace it")
+    cannot = "--out '{}' cannot be written ({}): pass --out in a folder you can write to"
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutError(cannot.format(out, f"'{path.parent}' is a file, not a folder"))
+    made: List[Path] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for f, text in zip(files, contents.values()):
+            with open(f, 'w' if overwrite else 'x') as fh:
+                made.append(f)
+                fh.write(text)
+    except FileExistsError as e:  # made by someone else since the check above
+        for f in made:
+            f.unlink(missing_ok=True)
+        raise OutError(f"'{e.filename}' already exists (a report this run did not write): pass another --out, "
+                       f"or --overwrite to replace it") from None
+    except OSError as e:
+        for f in made:
+            f.unlink(missing_ok=True)
+        raise OutError(cannot.format(out, e.strerror or e)) from None
+    return path
 
 
 # method name -> builder(model, img_size, total_steps) -> callable(x, y) or None (no mixing)
@@ -244,7 +286,8 @@ def breakdown(model_name: str, args, device) -> Dict[str, float]:
 
 
 def markdown(results: Dict, machine: str) -> str:
-    lines = [f'Machine: {machine}', f'Command: `{results["command"]}`',
+    lines = [f'Machine: {machine}', f'Command: `{results["command"]}`'
+             + ('' if results.get('done', True) else ' (still running, or cut short: the models timed so far)'),
              f'Step time = median over {results["reps"]} interleaved samples, each the mean of {results.get("window", 1)} steps.', '']
     for model_name, res in results['models'].items():
         lines += [f'### {model_name} ({res["img_size"]} px, batch {results["batch_size"]})', '',
@@ -267,7 +310,12 @@ def markdown(results: Dict, machine: str) -> str:
     return '\n'.join(lines)
 
 
-def main() -> None:
+def write(results: Dict, machine: str, out: Path) -> None:
+    out.with_suffix('.json').write_text(json.dumps(results, indent=2))
+    out.with_suffix('.md').write_text(markdown(results, machine))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--models', nargs='+', default=['resnet18', 'resnet50', 'deit_small_patch16_224:112'])
     p.add_argument('--methods', nargs='+', default=[m for m in METHODS if m not in OPTIONAL_METHODS])
@@ -280,20 +328,29 @@ def main() -> None:
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--no-memory', action='store_true', help='skip the per-method memory subprocesses')
     p.add_argument('--breakdown', action='store_true', help='profile the online SAMix step')
-    p.add_argument('--out', default='bench/results/speed', help='writes <out>.json and <out>.md')
+    p.add_argument('--out', default='bench/results/speed', help='writes <out>.json and <out>.md (new files)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing <out>.json/.md (re-timing it)')
     p.add_argument('--single', default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     unknown = {m for m in args.methods if split_method(m)[0] not in METHODS}
     if unknown or 'mixup' not in args.methods:
         p.error(f'methods must include mixup (the reference) and come from {", ".join(METHODS)} '
                 f'(each optionally with @cl)')
     device = torch.device(args.device)
     if args.single:
-        return _single(args, device)
+        _single(args, device)
+        return 0
     machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch '
                f'{torch.__version__}, {args.device}' + (f' ({torch.cuda.get_device_name()})' if device.type == 'cuda' else ''))
     results = dict(machine=machine, img_size=args.img_size, batch_size=args.batch_size, reps=args.reps, window=args.window,
-                   command='python ' + ' '.join(sys.argv), models={})
+                   done=False, command=' '.join(['python', sys.argv[0] if argv is None else 'bench/speed.py']
+                                    + (sys.argv[1:] if argv is None else argv)), models={})
+    try:  # before the first step: nothing this run did not make is replaced
+        out = claim_results(args.out, args.overwrite, {'.json': json.dumps(results, indent=2),
+                                                       '.md': markdown(results, machine)})
+    except OutError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     for spec in args.models:
         model_name, size = split_size(spec, results['img_size'])
         args.img_size = size
@@ -303,12 +360,12 @@ def main() -> None:
         if args.breakdown:
             res['breakdown'] = breakdown(model_name, args, device)
         results['models'][model_name] = res
-        print(markdown(dict(results, models={model_name: res}), machine), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.json').write_text(json.dumps(results, indent=2))
-    out.with_suffix('.md').write_text(markdown(results, machine))
+        print(markdown(dict(results, models={model_name: res}, done=True), machine), flush=True)
+        write(results, machine, out)  # after every model: a run cut short keeps what it timed
+    results['done'] = True
+    write(results, machine, out)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

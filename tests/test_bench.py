@@ -103,11 +103,12 @@ def test_gpu_check_cpu_path(small_data, tmp_path, monkeypatch):
 
 
 def test_gpu_check_stops_cleanly_at_its_budget(small_data, tmp_path):
-    """A spent budget starts no check: every one is listed as skipped, the files are written, and nothing is
-    reported as failed (exit 0); the plan puts the finite checks of every path and the overflow before timings."""
+    """A spent budget starts no check: every one is listed as skipped, the files are written, and the run says it
+    checked nothing (exit 1, issue 44); the plan puts the finite checks of every path and the overflow before
+    timings."""
     gpu_check = _gpu_check()
     out = tmp_path / 'gpu_check'
-    assert gpu_check.main(['--smoke', '--data-dir', str(small_data), '--out', str(out), '--budget-s', '0']) == 0
+    assert gpu_check.main(['--smoke', '--data-dir', str(small_data), '--out', str(out), '--budget-s', '1e-9']) == 1
     result = json.loads(out.with_suffix('.json').read_text())
     assert result['finite'] == result['overflow'] == result['timings'] == {}
     assert [kind for kind, _ in result['skipped']] == ['finite', 'overflow', 'timing']
