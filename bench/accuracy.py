@@ -41,11 +41,13 @@ IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 REPO = Path(__file__).resolve().parents[1]
 
 RECIPE = REPO / 'configs' / 'embedded_bench.yaml'  # --recipe: configs/photo_bench.yaml for the photo objects
+COMMIT = subprocess.run(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                        text=True).stdout.strip() or None  # the code every run of this sweep trains with
 ROWS = 'accuracy_runs.jsonl'  # --rows: the photo objects' rows go to photo_runs.jsonl
 # speed.py method whose step-time ratio stands for each accuracy method in the plot
-SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix',
+SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutmix_a1': 'cutmix', 'mixup_cutmix': 'cutmix',
             'cutmix_a0.2': 'cutmix', 'automix': 'samix_paper', 'samix_paper': 'samix_paper', 'samix_fast': 'samix_fast',
-            'samix_p': 'samix_p_shipped', 'samix_every2': 'samix_every2', 'samix_half': 'samix_half',
+            'samix_p': 'samix_p_shipped', 'samix_reference': 'samix_paper', 'samix_every2': 'samix_every2', 'samix_half': 'samix_half',
             'samix_lowres': 'samix_lowres', 'samix_lean': 'samix_lean',
             'samix_quarter': 'samix_quarter',
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
@@ -60,7 +62,7 @@ EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
 # matched baselines: each baseline at these multiples of the budget's epochs, so every SAMix row has a baseline
 # that got at least its compute; `<base>_x<factor>` trains `<base>` for round(factor x epochs) epochs
 COMPUTE_FACTORS = (1.25, 1.5, 2, 3.2)
-MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2')
+MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'mixup_cutmix')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
 # (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
 COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
@@ -79,6 +81,7 @@ METHODS: Dict[str, List[str]] = {
     'mixup_a1': ['--mixup', '1.0'],
     'mixup_clean': ['--mixup', '1.0', '--samix-clean-weight', '1'],  # the fair control of the clean term (§5.6)
     'samix_paper': ['--mixup', 'samix', '--samix-preset', 'paper', *AUTHORS_MIXER],  # the reference step, clean term on
+    'samix_reference': ['--mixup', 'samix', '--samix-preset', 'reference'],  # the authors' step in one flag (+ mce)
     'samix_noclean': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-clean-weight', '0', *AUTHORS_MIXER],
     'samix_every2': ['--mixup', 'samix', '--samix-preset', 'every2', *AUTHORS_MIXER],
     'vanilla_long': [],
@@ -143,7 +146,7 @@ _longer('samix_lowres_stable_x9.33', ['--mixup', 'samix'], 'samix_lowres_stable'
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
-             'samix_quarter': 'quarter'}
+             'samix_quarter': 'quarter', 'samix_reference': 'reference'}
 
 
 def _rows(results: Path) -> List[Dict]:
@@ -224,6 +227,7 @@ def run_one(method: str, seed: int, args) -> Dict:
                   else str(args.recipe), top1=float(last['eval_top1']),
                   ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                   jobs=args.jobs, threads=args.threads, finished=time.time(), **health)
+    record['commit'] = COMMIT
     if pretrain_from is not None:
         record['pretrain_from'] = pretrain_from
     if resume is not None:  # wall_s is this invocation's part only

@@ -114,3 +114,24 @@ def test_options_of_the_other_dataset_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith('error: --') for line in err)
     assert data_main(['--photos', '--out', str(tmp_path / 'x'), '--split', 'pixels']) == 2
+
+
+def test_object_retention_by_hand():
+    """bench/object_retention.py: retention = share of the object left visible / share of the image, 1 for a
+    mask that ignores where the object is."""
+    import importlib.util
+    import torch
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location('object_retention', REPO / 'bench' / 'object_retention.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    obj = torch.zeros(2, 1, 8, 8)
+    obj[:, :, :, :4] = 1  # every object on the left half
+    s = torch.zeros(2, 1, 8, 8)
+    s[:, :, :, 4:] = 1  # the partner pasted on the right half: a keeps its object, b loses its own
+    r = bench.retention(s, obj, torch.tensor([1, 0]))
+    assert r['a'] == pytest.approx(2.0) and r['b'] == pytest.approx(0.0) and r['share_a'] == pytest.approx(0.5)
+    r = bench.retention(torch.full((2, 1, 8, 8), 0.3), obj, torch.tensor([1, 0]))  # a blend keeps both at 1
+    assert r['a'] == pytest.approx(1.0) and r['b'] == pytest.approx(1.0)
+    boxes = bench.cutmix_masks(400, 32, 0.5, np.random.default_rng(0))
+    assert set(boxes.unique().tolist()) == {0.0, 1.0} and 0.3 < float(boxes.mean()) < 0.5  # clipped at borders
