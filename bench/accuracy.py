@@ -266,9 +266,10 @@ def unfinished_run(out: Path, exp: str, cmd: List[str]) -> Optional[Path]:
     goes on where it stopped (train.py's resume reproduces the uninterrupted run): the newest folder of `exp`
     whose args.yaml agrees with every `--flag value` of `cmd` it records (paths aside) and whose summary.csv ends
     before its last epoch; None when there is none."""
-    pairs = {a[2:].replace('-', '_'): b for a, b in zip(cmd, cmd[1:]) if a.startswith('--') and not b.startswith('--')}
-    if 'config' in pairs:  # the recipe's values count as much as the flags' (a run of another recipe is not this job)
-        pairs = {**yaml.safe_load(Path(pairs['config']).read_text()), **pairs}
+    # every setting the job resolves to (its recipe's values as much as its flags'; a run of another recipe is not
+    # this job), as train.py's parser writes them into args.yaml
+    from samix_timm.engine import parse_train_args
+    pairs = vars(parse_train_args(cmd[2:])[0])
     for run_dir in sorted(out.glob(f'{exp}*'), key=lambda p: p.stat().st_mtime, reverse=True):
         checkpoint, summary, saved = (run_dir / n for n in ('last.pth.tar', 'summary.csv', 'args.yaml'))
         if not re.fullmatch(rf'{re.escape(exp)}(-\d+)?', run_dir.name) or not (

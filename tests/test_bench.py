@@ -403,11 +403,11 @@ def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatc
                               data_dir=str(tmp_path / 'data'), epochs=60, threads=1, jobs=1,
                               results=str(tmp_path / 'results'), recipe=str(accuracy.RECIPE))
 
-    def fake_run(name, epochs, last_epoch, seed=0, lr=0.1):
+    def fake_run(name, epochs, last_epoch, seed=0, lr=0.1, mixup=1.0):
         folder = Path(args.output) / name
         folder.mkdir(parents=True)
         (folder / 'args.yaml').write_text(yaml.safe_dump(dict(
-            epochs=epochs, seed=seed, mixup=1.0, model='test_resnet', img_size=32, data_dir=args.data_dir, lr=lr,
+            epochs=epochs, seed=seed, mixup=mixup, model='test_resnet', img_size=32, data_dir=args.data_dir, lr=lr,
             config='/elsewhere/configs/embedded_bench.yaml', output='elsewhere')))
         (folder / 'summary.csv').write_text('epoch,eval_top1\n' + ''.join(
             f'{e},{50 + e / 10}\n' for e in range(last_epoch - 2, last_epoch + 1)))
@@ -437,6 +437,10 @@ def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatc
     fake_run('mixup_a1-s0-9', 60, 20, lr=0.02)  # stopped, but made under a recipe with another lr than the recipe's
     accuracy.run_one('mixup_a1', 0, args)
     assert '--resume' not in calls[-1]
+    # the recipe's `mixup: none` is 0.0 in args.yaml (as train.py's parser resolves it): the same job, resumed
+    vanilla = fake_run('vanilla-s0', 60, 20, mixup=0.0)
+    accuracy.run_one('vanilla', 0, args)
+    assert calls[-1][calls[-1].index('--resume') + 1] == str(vanilla / 'last.pth.tar')
 
 
 def test_accuracy_rows_count_the_images_of_a_folder_without_manifest(accuracy, tmp_path):
