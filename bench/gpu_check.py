@@ -5,11 +5,13 @@
     python bench/gpu_check.py --smoke --out /tmp/x  # the CPU path the tests run (test_resnet, 32 px, 2 steps)
 
 For each model (resnet50 channels_last, deit_small at 224 px), AMP dtype (float16 with GradScalers, bfloat16)
-and mode (eager, classifier compiled with torch.compile), every method trains on one fixed batch of the embedded
-dataset (built when missing): timm Mixup, SAMix `--samix-preset paper`, SAMix with the default preset, SAMix^P
-(a frozen resnet18 extractor + Mixer). The most important checks run first, and the results files are rewritten
-after every one, so a run cut short keeps what it did (they are created at the start: an existing report, say a
-finished one, is refused unless `--overwrite`, so a second run never replaces it with less):
+and mode (eager, or compiled as by train.py's --torchcompile: the classifier, θ̄'s passes and the Mixer), every
+method trains on one fixed batch of the embedded dataset (built when missing) with train.py's step (bench/speed.py
+`Runner`: the task built from the method's train.py flags, run by `train_one_epoch`): timm Mixup, SAMix
+`--samix-preset paper`, SAMix with the default preset, SAMix^P (a frozen resnet18 extractor + Mixer). The most
+important checks run first, and the results files are rewritten after every one, so a run cut short keeps what it
+did (they are created at the start: an existing report, say a finished one, is refused unless `--overwrite`, so a
+second run never replaces it with less):
   1. a few finite steps of every path, eager (every loss and every Mixer weight finite);
   2. one injected float16 overflow of θ̄'s features per model, which must take the fp32 fallback (§2);
   3. the same finite steps, compiled;
@@ -24,26 +26,26 @@ import math
 import platform
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import timm
 import torch
-from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
-from timm.loss import SoftTargetCrossEntropy
+from timm.data import create_dataset, create_loader, resolve_data_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'bench'))
-from samix_timm import SAMix, SAMixPretrained  # noqa: E402
-from samix_timm.clean import forward_batch  # noqa: E402
+from samix_timm import SAMix  # noqa: E402
 from samix_timm.data import build_cluttered_mnist  # noqa: E402
-from samix_timm.defaults import DEFAULT_PRESET, is_transformer, samix_defaults  # noqa: E402
-from speed import OutError, claim_results, random_artifact  # noqa: E402
+from samix_timm.defaults import DEFAULT_PRESET, is_transformer  # noqa: E402
+from samix_timm.errors import TrainingDivergedError  # noqa: E402
+from speed import OutError, Runner, claim_results  # noqa: E402
 
 NUM_CLASSES = 10
 METHODS = tuple(dict.fromkeys(('mixup', 'samix_paper', f'samix_{DEFAULT_PRESET}', 'samix_p')))  # once when the default is paper
+# each method as bench/speed.py names its train.py flags: the SAMix presets with the default Mixer
+SPEED_METHOD = {m: m if m in ('mixup', 'samix_p') else f'{m}_stable' for m in METHODS}
 GROUPS = {'finite': 'finite', 'overflow': 'overflow', 'timing': 'timings'}  # check kind -> its part of the report
 
 
@@ -60,61 +62,34 @@ def fixed_batch(data_dir: Path, model: torch.nn.Module, img_size: int, batch_siz
 
 
 class Run:
-    """A classifier, its optimizer and scaler, and one mixing method, under one AMP dtype and mode."""
+    """train.py's step (bench/speed.py `Runner`: the task built from the method's flags, run by `train_one_epoch`)
+    under one AMP dtype and mode (`--torchcompile`: the classifier, θ̄'s passes and the Mixer compiled, as train.py
+    compiles them), on one fixed batch."""
 
     def __init__(self, model_name: str, method: str, dtype: torch.dtype, compiled: bool, batch, device, steps: int):
-        torch.manual_seed(0)
-        kwargs = dict(img_size=batch[0].shape[-1]) if is_transformer(model_name) else {}
-        model = timm.create_model(model_name, num_classes=NUM_CLASSES, **kwargs).to(device)
-        self.channels_last = not is_transformer(model_name)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.autocast = partial(torch.autocast, device_type=device.type, dtype=dtype)
-        fp16 = dtype == torch.float16 and device.type == 'cuda'
-        self.scaler = torch.amp.GradScaler('cuda') if fp16 else None
-        mixer_scaler = torch.amp.GradScaler('cuda') if fp16 else None
-        size = batch[0].shape[-1]
-        if method == 'mixup':
-            self.mix = Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES)
-        elif method == 'samix_p':
-            self.mix = SAMixPretrained(random_artifact('resnet18', size), NUM_CLASSES, data_config=batch[2],
-                                       amp_autocast=self.autocast)
-        else:  # θ̄ copies the eager model; only the classifier is compiled
-            self.mix = SAMix(model, NUM_CLASSES, steps, input_size=(3, size, size), amp_autocast=self.autocast,
-                             grad_scaler=mixer_scaler, **samix_defaults(model_name, steps, preset=method[6:]))
-        self.model = torch.compile(model) if compiled else model
-        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        self.loss_fn = self.mix.loss(SoftTargetCrossEntropy()) if hasattr(self.mix, 'loss') else SoftTargetCrossEntropy()
-        self.x, self.y = batch[0], batch[1]
-        self.losses: List[torch.Tensor] = []
+        x, y, _ = batch
+        flags = ['--amp', '--amp-dtype', str(dtype).split('.')[-1]]
+        flags += [] if is_transformer(model_name) else ['--channels-last']
+        flags += ['--torchcompile', 'inductor'] if compiled else []
+        self.runner = Runner(model_name, SPEED_METHOD[method], x.shape[-1], x.shape[0], device,
+                             num_classes=NUM_CLASSES, extra=flags, batch=(x, y), steps_per_epoch=steps)
+        self.mix = self.runner.mix
+        self.diverged = False
 
-    def step(self) -> None:
-        x, t = self.mix(self.x, self.y)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            loss = self.loss_fn(forward_batch(self.model, x, self.mix), t)
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.opt.step()
-        self.losses.append(loss.detach().float())
+    def step(self) -> float:
+        """Seconds of one step; a step whose loss is not finite (train.py stops there) counts as not finite."""
+        try:
+            return self.runner.step()
+        except TrainingDivergedError:
+            self.diverged = True
+            return float('nan')
 
     def finite(self) -> bool:
         """Every loss so far, and the Mixer's weights (online SAMix), are finite."""
-        ok = bool(torch.isfinite(torch.stack(self.losses)).all())
+        ok = not self.diverged
         if isinstance(self.mix, SAMix):
             ok &= all(bool(torch.isfinite(p).all()) for p in self.mix.mixer.parameters())
         return ok
-
-
-def _sync(device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def _batch(model_name: str, args, device) -> tuple:
@@ -147,15 +122,12 @@ def measure(model_name: str, dtype: torch.dtype, compiled: bool, args, device, d
         run = Run(model_name, method, dtype, compiled, batch, device, args.steps)
         for _ in range(args.warmup):
             run.step()
-        _sync(device)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        start, steps = time.perf_counter(), 0
-        while steps < args.steps and (steps == 0 or time.monotonic() < deadline):
-            run.step()
-            steps += 1
-        _sync(device)
-        elapsed = (time.perf_counter() - start) / steps
+        times = []  # each step synchronised (`Runner.run`)
+        while len(times) < args.steps and (not times or time.monotonic() < deadline):
+            times.append(run.step())
+        elapsed, steps = sum(times) / len(times), len(times)
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda' else float('nan')
         out[method] = dict(step_s=elapsed, peak_mb=peak, finite=run.finite(), steps=steps)
         del run

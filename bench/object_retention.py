@@ -117,8 +117,8 @@ def picture(mixer_name: str, data_dir: Path, path: Path, lam: float = 0.5, n: in
     index = torch.roll(torch.arange(len(x)), 1)
     s = mixer.mask((x - mean) / std, lam, index).float()[:n]
     mix = (1 - s) * x[:n] + s * x[index][:n]
-    rows = torch.cat([x[:n], x[index][:n], s.expand(-1, 3, -1, -1), mix])
-    save_image(rows, path, nrow=n, padding=1)
+    rows = torch.cat([x[:n], x[index][:n], s.expand(-1, 3, -1, -1), mix])  # image, partner, partner's weight, mix
+    save_image(F.interpolate(rows, scale_factor=3, mode='nearest'), path, nrow=n, padding=2)
 
 
 def main(argv=None) -> int:

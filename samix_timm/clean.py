@@ -26,6 +26,11 @@ CLEAN_FORWARDS = ('joint', 'separate')
 CLEAN_HEADS = ('shared', 'own')  # the clean batch through the classifier's head, or a training-only head of its own
 
 
+def clean_rows(frac: float, batch_size: int) -> int:
+    """Images of a batch of `batch_size` the clean-batch term sees with fraction `frac`: round(frac·N), at least 1."""
+    return max(1, round(frac * batch_size))
+
+
 class CleanTerm:
     """Joins the clean and the mixed batch and remembers where the clean rows end.
 
@@ -57,7 +62,7 @@ class CleanTerm:
         with the recipe's smoothing; None when the term is off. Keeps no state (what `MixTask` uses)."""
         if self.weight == 0:
             return None
-        n = max(1, round(self.frac * x.shape[0]))
+        n = clean_rows(self.frac, x.shape[0])
         return x[:n], soft_target(target[:n], None, 1., self.num_classes, self.smoothing)  # nxK, one-hot (smoothed)
 
     def term_weight(self, clean_rows: int, batch_rows: int) -> float:

@@ -1,6 +1,8 @@
 """ Entry points of the thin scripts: parse, run, turn bad input into a one-line error and Ctrl-C into a resume
 hint. """
+import errno
 import logging
+import os
 import re
 import shlex
 import sys
@@ -32,9 +34,19 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
         unreadable = _UNREADABLE.search(str(e))  # timm's ImageDataset, also re-raised from a loader worker
         if unreadable is None:
             raise
-        print(f'error: {unreadable.group(1)} images in a row cannot be read (timm skipped each one, see the '
-              f'"Skipped sample" warnings above for their files): a class folder of corrupt or non-image files? '
-              f'replace or remove them', file=sys.stderr)
+        count = int(unreadable.group(1))
+        files = _unreadable_files(e, count)
+        where = (f"({', '.join(repr(f) for f in files[:3])}{', ...' if len(files) > 3 else ''})" if files else
+                 '(read in a loader worker: rerun with --workers 0 to have them named here)')
+        print(f'error: {count} images in a row cannot be read {where}; timm skipped each one: a class folder of '
+              f'corrupt or non-image files? replace or remove them', file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        name = str(e.filename or '')
+        print(f"error: a path is too long for the file system ('{name[:40]}...', {len(os.fsencode(name))} bytes; a "
+              f"name may have 255, a path 4095): pass a shorter path", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         checkpoint = getattr(e, 'checkpoint', None) if isinstance(e, RunInterrupted) else None
@@ -51,6 +63,27 @@ def guarded(fn: Callable[[], int], script: str = '', argv: Optional[Sequence[str
         else:
             print('interrupted', file=sys.stderr)
         return 130
+
+
+def _unreadable_files(error: BaseException, count: int) -> list:
+    """The files behind timm's "Failed to load N consecutive samples" (its "Skipped sample" warnings give only
+    indexes): the N indexes before the one timm's `ImageDataset.__getitem__` stopped at, read from its frame. Empty
+    when the error was re-raised from a loader worker (its frames are in the worker)."""
+    tb, found = error.__traceback__, None
+    while tb is not None:  # the innermost dataset frame (wrappers such as SampleSeededDataset come first)
+        frame = tb.tb_frame
+        dataset, index = frame.f_locals.get('self'), frame.f_locals.get('index')
+        if frame.f_code.co_name == '__getitem__' and isinstance(index, int) and hasattr(dataset, 'reader') \
+                and hasattr(dataset.reader, 'filename'):
+            found = dataset.reader, index
+        tb = tb.tb_next
+    if found is None:
+        return []
+    reader, index = found
+    try:
+        return [str(reader.filename((index - count + i) % len(reader), absolute=True)) for i in range(count)]
+    except Exception:  # a reader without file names: the warnings still give the indexes
+        return []
 
 
 def _print_health(health) -> None:

@@ -9,7 +9,7 @@ schedule. train.py's factory calls it with the command line; in one's own loop:
 """
 from dataclasses import replace
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from timm.optim import create_optimizer_v2
 
@@ -38,6 +38,7 @@ SAMIX_PRESETS: Dict[str, StepPreset] = {
     'lowres': replace(_PAPER_STEP, mixer_every=2, mixer_scale=0.5),
     'lean': replace(_PAPER_STEP, mixer_every=2, mixer_scale=0.5, clean_frac=0.25),
     'quarter': replace(_PAPER_STEP, mixer_every=2, clean_frac=0.25, clean_forward='joint'),
+    'reference': _PAPER_STEP,  # with the authors' Mixer and Mixer loss: REFERENCE_MIXER
 }
 DEFAULT_PRESET = 'lowres'
 # The Mixer: the stable Mixer of method §2.6 by default (bench/results/mixer_grey.md: no grey Mixer where the authors'
@@ -54,6 +55,13 @@ DEFAULT_MASK_LOSS = 'image'  # ℓ_μ, ℓ_σ per image, so masks constant per i
 # sharp masks against a Mixer loss that prefers blends (§2.6, cause 6); the authors' 0.1 left half the runs soft
 DEFAULT_MASK_BETA = 1.0
 PAPER_MASK_BETA = 0.1  # the authors' (every SAMix and AutoMix config of OpenMixup)
+# --samix-preset reference: the authors' step exactly (tests/test_step_parity.py), i.e. the `paper` step with the
+# authors' Mixer (§2.5), their mask losses and β, and the soft-target CE Mixer loss of the released configs; each
+# value here is a default an explicit flag still overrides
+REFERENCE_PRESET = 'reference'
+REFERENCE_MIXER: Dict[str, Any] = dict(mixer_init='reference', mixer_norm='none', mask_area='free', mask_loss='batch',
+                                       mask_sharpness=0., mixer_loss='mce', mask_beta=PAPER_MASK_BETA)
+DEFAULT_MIXER_LOSS = 'eta'  # §4
 
 
 def is_transformer(model_name: str) -> bool:
@@ -77,7 +85,7 @@ def samix_defaults(
         preset: str = DEFAULT_PRESET,
         *,
         mixer: str = 'samix',
-        mixer_loss: str = 'eta',
+        mixer_loss: Optional[str] = None,
         tap_index: Optional[int] = None,
         mixer_opt: Optional[str] = None,
         mixer_lr: Optional[float] = None,
@@ -114,11 +122,19 @@ def samix_defaults(
         train_size: training images; below 200k the small-data settings apply (None = ImageNet-scale).
         lr: the classifier's lr (the AdamW Mixer of transformer recipes uses it).
         weight_decay: the classifier's weight decay, which the Mixer inherits (§5.7).
-        preset: Mixer-branch economies and clean term (`SAMIX_PRESETS`).
+        preset: Mixer-branch economies and clean term (`SAMIX_PRESETS`); 'reference' is the authors' step and Mixer.
         Other arguments: explicit values of what would otherwise be chosen here (train.py's `--samix-*`).
     """
     if mixer not in list_mixers():
         raise ConfigError(f"mixer '{mixer}' is not known: use one of {', '.join(list_mixers())}")
+    if preset == REFERENCE_PRESET:  # the authors' Mixer and losses wherever no value is given
+        given = dict(mixer_init=mixer_init, mixer_norm=mixer_norm, mask_area=mask_area, mask_loss=mask_loss,
+                     mask_sharpness=mask_sharpness, mixer_loss=mixer_loss, mask_beta=mask_beta)
+        chosen = {k: REFERENCE_MIXER[k] if v is None else v for k, v in given.items()}
+        mixer_init, mixer_norm, mask_area, mask_loss = (chosen[k] for k in ('mixer_init', 'mixer_norm', 'mask_area',
+                                                                            'mask_loss'))
+        mask_sharpness, mixer_loss, mask_beta = chosen['mask_sharpness'], chosen['mixer_loss'], chosen['mask_beta']
+    mixer_loss = mixer_loss or DEFAULT_MIXER_LOSS
     total = max(1, total_steps)
     small = train_size is not None and train_size < SMALL_DATA_IMAGES
     vit = is_transformer(model_name)
@@ -178,3 +194,27 @@ def describe_defaults(kwargs: Dict[str, Any]) -> str:
             f"upsampling, mask losses per {m.mask_loss}, Mixer trained every {p.mixer_every} step(s) for {p.mixer_until:g} of the run on {p.mixer_batch_frac:g} of the batch at "
             f"{p.mixer_scale:g}x resolution, clean term W {p.clean_weight:g} on {p.clean_frac:g} of the batch "
             f"({p.clean_forward} forward)")
+
+
+def departures(kwargs: Dict[str, Any]) -> List[str]:
+    """In words, where the settings `samix_defaults` chose depart from the authors' step (the `reference` preset):
+    empty for an exact reproduction. The Mixer's optimizer and the run-length schedules are the authors' rules in
+    every preset and are not compared."""
+    m, p = kwargs['mixer'], kwargs['preset']
+    mk = m.kwargs
+    ref_mixer = m.mixer != 'samix' or (mk.get('init') == 'reference' and mk.get('norm', 'none') == 'none'
+                                       and mk.get('area', 'free') == 'free' and not mk.get('sharpness'))
+    out = []
+    if not ref_mixer:
+        out.append(f"the stable Mixer (init {mk.get('init')}, norm {mk.get('norm')}, mask area {mk.get('area')}"
+                   + (f", sharpness {mk['sharpness']:g}" if mk.get('sharpness') else '') + "; method §2.6)")
+    if m.mask_loss != 'batch':
+        out.append(f'mask losses per {m.mask_loss} (the authors\': per batch)')
+    if m.beta.beta != PAPER_MASK_BETA:
+        out.append(f'β {m.beta.beta:g} (the authors\': {PAPER_MASK_BETA:g})')
+    if m.loss != REFERENCE_MIXER['mixer_loss']:
+        out.append(f"the {m.loss} Mixer loss (the authors' configs: mce)")
+    if p != _PAPER_STEP:
+        diff = [f'{f} {getattr(p, f)!r}' for f in p.__dataclass_fields__ if getattr(p, f) != getattr(_PAPER_STEP, f)]
+        out.append(f"the step ({', '.join(diff)}; the authors': the paper step)")
+    return out

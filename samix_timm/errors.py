@@ -23,10 +23,12 @@ class RunInterrupted(KeyboardInterrupt):
 
 def keyword_as_flag(message: str, flags: Dict[str, str], prefix: str = '--') -> Optional[str]:
     """A library message that starts with a keyword argument (`num_clusters=301 ...`) in a script's words
-    (`--num-clusters 301 ...`): the keyword's flag from `flags`, else `prefix` + the keyword with dashes;
-    None when the message does not start with one."""
+    (`--num-clusters 301 ...`): the keyword's flag from `flags`, else `prefix` + the keyword with dashes (the
+    same keyword later in the message too: `use mixer_scale=1` -> `use --samix-mixer-scale 1`); None when the
+    message does not start with one."""
     m = re.match(r'([a-z_]+)=', message)
     if m is None:
         return None
     name = m.group(1)
-    return flags.get(name, prefix + name.replace('_', '-')) + ' ' + message[m.end():]
+    flag = flags.get(name, prefix + name.replace('_', '-'))
+    return flag + ' ' + re.sub(rf'\b{name}=', flag + ' ', message[m.end():])

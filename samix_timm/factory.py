@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
 
 from .clean import CleanTerm
-from .defaults import SMALL_DATA_IMAGES, describe_defaults, samix_defaults
+from .defaults import SMALL_DATA_IMAGES, departures, describe_defaults, preset_values, samix_defaults
 from .errors import ConfigError, keyword_as_flag
 from .hub import create_pretrained_mixer
 from .momentum import describe_schedules
@@ -53,6 +53,13 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
                      f'extractor at {mixer.input_size}), frozen')
         return mixer
     total = max(1, args.epochs * steps_per_epoch)
+    mixer_scale = args.samix_mixer_scale
+    fixed_grid = getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False)
+    if fixed_grid and mixer_scale is None and preset_values(args.samix_preset).mixer_scale < 1:
+        mixer_scale = 1.0  # a preset's half-resolution Mixer branch cannot run on a fixed patch grid (DeiT, Swin)
+        _logger.info(f'--samix-preset {args.samix_preset} runs its Mixer branch at '
+                     f'{preset_values(args.samix_preset).mixer_scale:g}x resolution, which {args.model} (a fixed '
+                     f'patch grid) cannot take: the branch runs at full resolution (--samix-mixer-scale 1)')
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')
     try:
@@ -69,7 +76,7 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
             mask_beta=args.samix_mask_beta, mask_margin=args.samix_mask_margin, beta_schedule=args.samix_beta_schedule,
             mixer_every=args.samix_mixer_every, mixer_until=args.samix_mixer_until, mixer_batch_frac=args.samix_mixer_batch_frac,
             clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
-            mixer_scale=args.samix_mixer_scale, clean_frac=args.samix_clean_frac)
+            mixer_scale=mixer_scale, clean_frac=args.samix_clean_frac)
         mix = MixSettings(alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,
                           lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
                           prob=args.mixup_prob)
@@ -77,6 +84,9 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
                      + describe_schedules(kwargs['momentum'], kwargs['mixer'].beta,
                                           f'{"small" if small else "ImageNet-scale"} data, {train_size} images'))
+        departs = departures(kwargs)
+        _logger.info('SAMix departs from the authors\' step in: ' + '; '.join(departs) + ' (--samix-preset reference '
+                     'runs theirs)' if departs else 'SAMix runs the authors\' step (their Mixer, step and losses)')
         grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
         samix = SAMix(model, num_classes, total, input_size=tuple(data_config['input_size']), mix=mix,
                       amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)

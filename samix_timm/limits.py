@@ -53,6 +53,7 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
     clean_frac=FRACTION,
     clean_weight=at_least(0),
     eta=closed(0, 1),
+    mask_beta=at_least(0),  # β of the mask losses (§3)
     mask_margin=at_least(0),
     min_lr=at_least(0),
     moco_momentum=half_open(0, 1),  # m = 1 would never update the key encoder

@@ -11,6 +11,8 @@ from typing import Optional
 import torch.nn as nn
 from timm.utils import ModelEmaV3
 
+from .limits import check_keyword
+
 # final momentum of the paper's schedules (§5), by scale of the data
 PAPER_MOMENTUM_END = dict(imagenet=0.99999, small=0.999999)
 
@@ -63,6 +65,7 @@ class BetaSchedule:
     total_steps: int = 1
 
     def __post_init__(self):
+        check_keyword('mask_beta', self.beta)  # the range train.py's --samix-mask-beta checks too
         if self.mode not in ('linear', 'constant'):
             raise ValueError(f"beta schedule must be 'linear' or 'constant', got {self.mode!r}")
 

@@ -26,6 +26,7 @@ from .limits import check_keyword
 from .mixer import create_mixer, set_inference_mode
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
 from .settings import MixSettings
+from .task import task_state_of
 
 _logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
 
 def _supervised_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, Any]:
     """Extractor and Mixer of a `train.py --mixup samix` checkpoint (θ̄ = the SAMix momentum encoder)."""
-    state = checkpoint['samix']
+    state = task_state_of(checkpoint)['samix']
     return dict(encoder=state['encoder'], num_classes=args['num_classes'],
                 feature_index=state['feature_index'], mixer_name=state['mixer_name'],
                 mixer_config=state['mixer_config'], mixer=state['mixer'], step=state['step'])
@@ -67,7 +68,7 @@ def _supervised_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[
 
 def _ssl_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, Any]:
     """Extractor and Mixer of a `train_ssl.py --ssl-mix samix_i|samix_c` checkpoint (θ̄ = the MoCo key encoder)."""
-    moco = checkpoint['moco']
+    moco = task_state_of(checkpoint)['moco']
     if moco.get('mixer') is None:
         raise ConfigError('this train_ssl.py checkpoint has no Mixer: export a run with --ssl-mix samix_i or samix_c')
     prefix = 'backbone.'
@@ -77,7 +78,7 @@ def _ssl_parts(checkpoint: Dict[str, Any], args: Dict[str, Any]) -> Dict[str, An
                 mixer_config=branch['config'], mixer=branch['mixer'], step=moco['step'])
 
 
-# checkpoint key that identifies the kind of run -> reader of its extractor and Mixer
+# task-state key that identifies the kind of run -> reader of its extractor and Mixer
 _CHECKPOINT_KINDS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
     'samix': _supervised_parts,
     'moco': _ssl_parts,
@@ -90,7 +91,7 @@ def build_artifact(checkpoint: Dict[str, Any], description: str = '', half: bool
     Reads `train.py --mixup samix` checkpoints and `train_ssl.py` SAMix-I/-C checkpoints.
     `half` stores the extractor weights in float16 (they are computed in float32 after loading).
     """
-    kind = next((k for k in _CHECKPOINT_KINDS if k in checkpoint), None)
+    kind = next((k for k in _CHECKPOINT_KINDS if k in task_state_of(checkpoint)), None)
     if kind is None or 'args' not in checkpoint:
         raise ConfigError('checkpoint holds no SAMix state (a run without a learned Mixer, e.g. plain mixup): export '
                           'a checkpoint of a `train.py --mixup samix` or `train_ssl.py --ssl-mix samix_i|samix_c` run')
@@ -147,7 +148,7 @@ def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[
     artifact = read_torch_file(path, 'Mixer artifact', 'download it again or pass a file written by '
                                                        '`python -m samix_timm.export`')
     version = artifact.get('format_version') if isinstance(artifact, dict) else None
-    if version is None and isinstance(artifact, dict) and {'state_dict', *_CHECKPOINT_KINDS} & set(artifact):
+    if version is None and isinstance(artifact, dict) and {'state_dict', 'task_state', *_CHECKPOINT_KINDS} & set(artifact):
         raise ConfigError(f"'{path}' is a training checkpoint, not a Mixer artifact: export it first with `python -m "
                           f"samix_timm.export --checkpoint {path} --out mixers/NAME` and pass the "
                           f"mixers/NAME-<sha256[:8]>.pth it writes")
@@ -274,6 +275,42 @@ class SAMixPretrained:
         self.amp_autocast = amp_autocast
         self.mixup_enabled = True
 
+    @staticmethod
+    def _check_batch(x: torch.Tensor) -> None:
+        """Refuse a batch that is not a float tensor: uint8 pixels would be mixed as if normalised (and returned as
+        uint8), silently."""
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            kind = f'a {x.dtype} tensor' if torch.is_tensor(x) else f'a {type(x).__name__}'
+            raise ConfigError(f'x is {kind}: the pre-trained Mixer mixes float batches normalised with the mean/std '
+                              f'you gave it (data_config, or input_mean/input_std), as its hub entry says; convert the '
+                              f'images to float in [0, 1] and normalise them (e.g. (x.float() / 255 - mean) / std, '
+                              f'or timm.data.create_loader with that data_config)')
+
+    def _check_target(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        """Refuse labels `soft_target` would fail on deep inside (out of range: an index error) or read wrongly
+        without a word (one-hot or soft targets: one row per class entry), and a batch that is not NxCxHxW."""
+        if x.dim() != 4:
+            raise ConfigError(f'x has shape {tuple(x.shape)}: the pre-trained Mixer mixes a batch of images, '
+                              f'N x C x H x W (add the batch dimension, e.g. x[None])')
+        if not torch.is_tensor(target):
+            raise ConfigError(f'target is a {type(target).__name__}: pass the class indices as a tensor of N '
+                              f'integers (e.g. torch.as_tensor(target))')
+        if target.numel() != len(x) or target.dim() > 2 or (target.dim() == 2 and target.shape[1] != 1):
+            kind = ('one-hot or soft targets' if target.dim() == 2 and target.shape[0] == len(x) and
+                    target.shape[1] > 1 else f'{target.numel()} labels')
+            raise ConfigError(f'target has shape {tuple(target.shape)} for {len(x)} images ({kind}): pass the class '
+                              f'index of each image, a tensor of shape ({len(x)},), as for timm.data.Mixup')
+        if target.is_complex() or target.dtype == torch.bool or (
+                target.is_floating_point() and not bool((target == target.round()).all())):
+            raise ConfigError(f'target is a {target.dtype} tensor of values that are not class indices: pass the class indices as integers '
+                              f'(target.long())')
+        low, high = (int(v) for v in torch.stack([target.min(), target.max()]).tolist())
+        if low < 0 or high >= self.num_classes:
+            fix = (f'pass num_classes={high + 1} or more (the outputs of your classifier)' if low >= 0 else
+                   'pass class indices >= 0')
+            raise ConfigError(f'target holds label {high if low >= 0 else low}, outside the {self.num_classes} '
+                              f'classes of this Mixer (num_classes={self.num_classes}): {fix}')
+
     def to(self, device: Union[str, torch.device]) -> 'SAMixPretrained':
         self.extractor.to(device)
         self.mixer.to(device)
@@ -283,6 +320,7 @@ class SAMixPretrained:
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Extractor map of a batch, at the artifact's resolution and normalisation."""
+        self._check_batch(x)
         x = x.float() * self._scale + self._shift
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode='bilinear', align_corners=False, antialias=True)
@@ -302,6 +340,8 @@ class SAMixPretrained:
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(x_mixed, soft_target NxK), like `timm.data.Mixup`."""
+        self._check_batch(x)
+        self._check_target(x, target)
         if self._scale.device != x.device:
             self.to(x.device)
         if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
@@ -315,6 +355,7 @@ class SAMixPretrained:
     @torch.no_grad()
     def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
         """(x_i, x_j, s, x_mix) for display."""
+        self._check_batch(x)
         index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
         s = self.mask(x, lam, index)
         return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))

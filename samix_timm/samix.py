@@ -10,7 +10,7 @@ classifier stay untouched.
 import logging
 import math
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 from .clean import CleanMixLoss, CleanTerm
 from .errors import ConfigError
-from .features import FeatureTap
+from .features import FeatureTap, _input_hw
 from .losses import eta_balanced_bce, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
 from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
@@ -31,6 +31,25 @@ from .settings import MixerSettings, MixSettings, StepPreset
 from .sync import any_rank, broadcast_module_
 
 _logger = logging.getLogger(__name__)
+
+
+def scaled_size(size: Sequence[int], scale: float) -> List[int]:
+    """(H, W) of the copy θ̄ reads and the Mixer makes its mask at, with `mixer_scale` < 1 (at least 1x1)."""
+    return [max(1, round(d * scale)) for d in size]
+
+
+def warn_small_mixer_input(input_size: Sequence[int], mixer_scale: float) -> bool:
+    """Warn (and return True) when `mixer_scale` shrinks the Mixer's input below 2x2: its masks are then constant
+    over each image (exactly λ with the area fixed, so every Mixer gradient is 0): the Mixer learns nothing, as
+    `FeatureTap` warns of a 1x1 stage map."""
+    full = _input_hw(input_size)
+    h, w = scaled_size(full, mixer_scale)
+    if min(h, w) >= 2:
+        return False
+    _logger.warning(f'mixer_scale={mixer_scale:g} trains the Mixer on {h}x{w} copies of the {full[0]}x{full[1]} '
+                    f'input: its masks are constant over each image and its gradients 0 (the Mixer learns nothing); '
+                    f'use mixer_scale={2 / min(full):.3g} or more (or 1)')
+    return True
 
 
 class SAMix:
@@ -71,6 +90,8 @@ class SAMix:
         if preset.mixer_scale < 1 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
             raise ConfigError(f'mixer_scale={preset.mixer_scale:g} needs a model that takes any input size; this one '
                               f'has a fixed patch grid: use mixer_scale=1')
+        if preset.mixer_scale < 1 and input_size is not None:
+            warn_small_mixer_input(input_size, preset.mixer_scale)
         self.model = model
         self.num_classes = num_classes
         self.total_steps = total_steps
@@ -218,7 +239,7 @@ class SAMix:
         n = max(2, int(round(self.preset.mixer_batch_frac * x.shape[0])))
         x, target, z = x[:n], target[:n], z[:n]
         if self.preset.mixer_scale < 1:  # θ̄ reads a smaller copy; the Mixer makes its mask at that size (not §5.4)
-            size = [max(1, round(d * self.preset.mixer_scale)) for d in x.shape[-2:]]
+            size = scaled_size(x.shape[-2:], self.preset.mixer_scale)
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
         index = torch.randperm(n, device=x.device)
         with record_function('samix/mixer_forward'):

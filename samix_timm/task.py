@@ -10,10 +10,11 @@ both halves directly, so nothing passes between the mixer's call and the loss (t
 with `SAMix.loss` stays for loops of one's own).
 """
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from timm.optim import param_groups_weight_decay
 from timm.task import TrainingTask
 from timm.utils import get_state_dict, unwrap_model
 
@@ -25,25 +26,39 @@ __all__ = ['Task', 'MixTask', 'SAMixTask', 'MoCoTask', 'create_task']
 _logger = logging.getLogger(__name__)
 
 
-MIXER_STATE_KEY = 'samix'  # online SAMix's state in a train.py checkpoint
+TASK_STATE_KEY = 'task_state'  # timm's key of what a task keeps outside the eval model's state_dict
+MIXER_STATE_KEY = 'samix'  # online SAMix's state, in the task state
 CLASSES_KEY = 'class_to_idx'  # the training class index, so validate.py labels a split as training did
-CLEAN_HEAD_KEY = 'clean_head'  # the training-only clean head of clean_head='own'
+CLEAN_HEAD_KEY = 'clean_head'  # the training-only clean head of clean_head='own', in the task state
+MOCO_STATE_KEY = 'moco'  # MoCo's key encoder, queue and Mixer, in the task state
+# checkpoints written before the task state (2026-12-07) kept these entries at the top level
+LEGACY_TASK_KEYS = (MIXER_STATE_KEY, CLEAN_HEAD_KEY, MOCO_STATE_KEY)
+
+
+def task_state_of(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The task state of a checkpoint: its `task_state`, or for a checkpoint written before that entry existed,
+    its top-level `samix` / `clean_head` / `moco` entries."""
+    if TASK_STATE_KEY in checkpoint:
+        return checkpoint[TASK_STATE_KEY] or {}
+    return {k: checkpoint[k] for k in LEGACY_TASK_KEYS if k in checkpoint}
 
 
 class Task(TrainingTask):
-    """A timm TrainingTask with the one hook our loop calls after every optimizer step (`after_step`: MoCo enqueues
-    its keys there); nothing to do for the supervised steps. timm's `CheckpointSaver(task=...)` asks it what a
-    checkpoint holds besides timm's own entries (`get_checkpoint_state`)."""
+    """A timm TrainingTask with what our loop asks besides timm's contract: `after_step` after every optimizer
+    step (MoCo enqueues its keys there) and `extra_param_groups`, the parameters the step trains beside the
+    trainable module (the optimizer is built after the task). timm's `CheckpointSaver(task=...)`, its
+    `resume_task_checkpoint` and our resume read and write a checkpoint through `get_task_state` /
+    `load_task_state` (`task_state`) beside the trainable module's `state_dict`."""
 
     resume_keys: Tuple[str, ...] = ()  # entries a checkpoint must hold for this task to continue from it
+    resume_task_keys: Tuple[str, ...] = ()  # and entries of its task state
 
     def after_step(self) -> None:
         pass
 
-    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
-        """Continue from a checkpoint `get_checkpoint_state` wrote: `load(obj, key)` puts entry `key` into `obj`
-        (the caller's strict loader, which words the errors)."""
-        raise NotImplementedError
+    def extra_param_groups(self, weight_decay: float) -> List[Dict[str, Any]]:
+        """Optimizer parameter groups of what the step trains outside `trainable_module` (none here)."""
+        return []
 
 
 class MixTask(Task):
@@ -104,33 +119,60 @@ class MixTask(Task):
             return self.clean_classifier.no_sync()
         return super().no_sync()
 
+    def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
+        """The clean head of clean_head='own' (training-only: outside the state_dict users load)."""
+        if ema or self.clean_classifier is None:
+            return {}
+        return {CLEAN_HEAD_KEY: unwrap_model(self.clean_classifier).head.state_dict()}
+
+    def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Optional[nn.Module] = None,
+                        ema: bool = False) -> None:
+        if ema or self.clean_classifier is None:
+            return
+        head = unwrap_model(self.clean_classifier).head
+        if state and CLEAN_HEAD_KEY in state:
+            head.load_state_dict(state[CLEAN_HEAD_KEY], strict=strict)
+        else:
+            _logger.warning('the checkpoint holds no clean head (a run with one head): it starts as a copy of the '
+                            'resumed classifier head')
+            head.load_state_dict(unwrap_model(self.trainable_module).get_classifier().state_dict())
+
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
-        if ema:
-            ema_module = self.trainable_module_ema
-            return {'state_dict_ema': get_state_dict(ema_module, unwrap_fn)} if ema_module is not None else {}
-        state = {'state_dict': get_state_dict(self.trainable_module, unwrap_fn)}
-        if self.class_to_idx:
+        """timm's entries (`state_dict` / `state_dict_ema`, `task_state`) and the training class index."""
+        if ema and not self.has_ema():
+            return {}
+        state = super().get_checkpoint_state(ema, unwrap_fn)
+        if not ema and self.class_to_idx:
             state[CLASSES_KEY] = dict(self.class_to_idx)
-        if self.clean_classifier is not None:  # training-only: outside the state_dict users load
-            state[CLEAN_HEAD_KEY] = unwrap_fn(self.clean_classifier).head.state_dict()
         return state
 
-    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
-        """The classifier, and its EMA (a copy of the resumed classifier when the checkpoint has none)."""
-        model = unwrap_model(self.trainable_module)
-        load(model, 'state_dict')
-        if self.trainable_module_ema is not None:
-            if 'state_dict_ema' in checkpoint:
-                load(self.trainable_module_ema.module, 'state_dict_ema')
-            else:
-                self.trainable_module_ema.set(model)
-        if self.clean_classifier is not None:
-            if CLEAN_HEAD_KEY in checkpoint:
-                load(unwrap_model(self.clean_classifier).head, CLEAN_HEAD_KEY)
-            else:
-                _logger.warning('the checkpoint holds no clean head (a run with one head): it starts as a copy of the '
-                                'resumed classifier head')
-                unwrap_model(self.clean_classifier).head.load_state_dict(model.get_classifier().state_dict())
+    def load_checkpoint_state(self, state_dict: Dict[str, Any], task_state: Optional[Dict[str, Any]] = None,
+                              ema: bool = False, strict: bool = True) -> None:
+        """timm's contract: the classifier (or with ema=True its EMA) and the task state. Without an EMA entry the
+        EMA of a resumed run restarts as a copy of the resumed classifier (`restart_ema`)."""
+        if ema and not self.has_ema():
+            return
+        super().load_checkpoint_state(state_dict, task_state, ema=ema, strict=strict)
+
+    def restart_ema(self) -> None:
+        """The EMA as a copy of the classifier (a resumed checkpoint without EMA weights)."""
+        if self.has_ema():
+            self.trainable_module_ema.set(unwrap_model(self.trainable_module))
+
+    def get_clip_parameters(self, exclude_head: bool = False) -> List[nn.Parameter]:
+        """Every parameter the step trains: the classifier's and the clean head's (without the heads with
+        exclude_head, as timm's agc clipping wants)."""
+        params = list(unwrap_model(self.trainable_module).parameters())
+        params = params[:-2] if exclude_head else params
+        if self.clean_classifier is not None and not exclude_head:
+            params += list(unwrap_model(self.clean_classifier).head.parameters())
+        return params
+
+    def extra_param_groups(self, weight_decay: float) -> List[Dict[str, Any]]:
+        """The clean head of clean_head='own', in timm's weight-decay groups."""
+        if self.clean_classifier is None:
+            return []
+        return param_groups_weight_decay(unwrap_model(self.clean_classifier).head, weight_decay)
 
     def mix(self, x: torch.Tensor, target: torch.Tensor):
         return self.mixer(x, target)
@@ -192,19 +234,23 @@ class SAMixTask(MixTask):
         super().__init__(model, criterion, samix, samix.clean, channels_last, device, model_ema, class_to_idx,
                          clean_head)
 
-    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
-        """timm's entries, and the state to continue or export the Mixer (`SAMix.state_dict`, under 'samix')."""
-        state = super().get_checkpoint_state(ema, unwrap_fn)
+    def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
+        """The clean head's, and the state to continue or export the Mixer (`SAMix.state_dict`: θ̄, the Mixer,
+        its optimizer and step, under 'samix')."""
+        state = super().get_task_state(module, ema)
         if not ema:
             state[MIXER_STATE_KEY] = self.mixer.state_dict()
         return state
 
-    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
-        """The classifier and its EMA, then the Mixer, its optimizer and θ̄; a checkpoint without them (another
-        mixer's run) starts a fresh Mixer on θ̄ = the resumed classifier."""
-        super().load_checkpoint_state(checkpoint, load)
-        if MIXER_STATE_KEY in checkpoint:
-            load(self.mixer, MIXER_STATE_KEY)
+    def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Optional[nn.Module] = None,
+                        ema: bool = False) -> None:
+        """The clean head, then the Mixer, its optimizer and θ̄; a checkpoint without them (another mixer's run)
+        starts a fresh Mixer on θ̄ = the resumed classifier."""
+        super().load_task_state(state, strict, module, ema)
+        if ema:
+            return
+        if state and MIXER_STATE_KEY in state:
+            self.mixer.load_state_dict(state[MIXER_STATE_KEY])
             _logger.info(f'Restored SAMix state (step {self.mixer.step})')
         else:
             _logger.warning('the checkpoint holds no SAMix state: the Mixer starts fresh, θ̄ from the resumed weights')
@@ -226,8 +272,9 @@ class MoCoTask(Task):
     """train_ssl.py's step: MoCo v2 with its `--ssl-mix` mode (§6) on a batch of two views; the input is (x1, x2),
     the target each sample's index. The Mixer of SAMix-I/-C trains inside `MoCoSAMix`.
 
-    A checkpoint holds, besides timm's epoch/optimizer/args/scaler entries, the backbone+projector for export, the
-    whole online module, MoCo's key encoder, queue and Mixer, and the `config` the probes rebuild the backbone from.
+    A checkpoint holds, besides timm's epoch/optimizer/args/scaler entries, the whole online module (`state_dict`),
+    MoCo's key encoder, queue and Mixer (`task_state`), the backbone+projector for the export and the `config` the
+    probes rebuild the backbone from.
 
     Args:
         model: `MoCoOnline` (DDP-wrapped when distributed).
@@ -244,19 +291,28 @@ class MoCoTask(Task):
         self.channels_last = channels_last
         self.config = dict(config or {})
 
+    resume_keys = ('state_dict', 'optimizer', 'epoch')
+    resume_task_keys = (MOCO_STATE_KEY,)
+
+    def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
+        """MoCo's key encoder, queue and Mixer (`MoCoSAMix.state_dict`)."""
+        return {} if ema else {MOCO_STATE_KEY: self.moco.state_dict()}
+
+    def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Optional[nn.Module] = None,
+                        ema: bool = False) -> None:
+        if ema:
+            return
+        if not state or MOCO_STATE_KEY not in state:
+            raise KeyError(f'the checkpoint holds no {MOCO_STATE_KEY} state (key encoder, queue): not a train_ssl.py run')
+        self.moco.load_state_dict(state[MOCO_STATE_KEY])
+
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn=unwrap_model) -> Dict[str, Any]:
+        """timm's entries (the whole online module as `state_dict`, `task_state`), the backbone+projector for the
+        export and the probes (`encoder`) and the `config` they rebuild it from."""
         if ema:
             return {}
-        online = unwrap_model(self.trainable_module)
-        return dict(config=self.config, encoder=online.encoder.state_dict(), online=online.state_dict(),
-                    moco=self.moco.state_dict())
-
-    resume_keys = ('online', 'optimizer', 'moco', 'epoch')
-
-    def load_checkpoint_state(self, checkpoint: Dict[str, Any], load: Callable[[Any, str], None]) -> None:
-        """The online encoder, then MoCo's key encoder, queue and Mixer."""
-        load(unwrap_model(self.trainable_module), 'online')
-        load(self.moco, 'moco')
+        state = super().get_checkpoint_state(ema, unwrap_fn)
+        return dict(state, config=self.config, encoder=unwrap_fn(self.trainable_module).encoder.state_dict())
 
     def forward(self, input, target: torch.Tensor) -> Dict[str, torch.Tensor]:
         x1, x2 = input

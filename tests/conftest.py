@@ -97,3 +97,12 @@ def full_disk(tmp_path, request):
     finally:  # lazily when a failed test still holds a file there (its traceback keeps the handle open)
         if subprocess.run(['umount', str(mnt)], capture_output=True).returncode:
             subprocess.run(['umount', '-l', str(mnt)], capture_output=True)
+
+
+def load_bench(name: str):
+    """A script of bench/ (not a package) as a module: `load_bench('speed')` is bench/speed.py."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', REPO / 'bench' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

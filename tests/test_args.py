@@ -7,6 +7,7 @@ import yaml
 from conftest import REPO
 from samix_timm.engine.args import (TIMM_NOT_RUN, ConfigError, create_train_parser, load_yaml_config,
                                    parse_train_args)
+from samix_timm.clean import clean_rows
 from samix_timm.engine.checks import NOT_IMPLEMENTED, check_train_args
 
 # an RSB A3 style recipe as timm writes args.yaml, including keys of older timm versions
@@ -230,15 +231,21 @@ def test_options_with_effect_are_not_warned_about(tmp_path, caplog):
         assert 'has no effect' not in caplog.text, argv
 
 
-def test_a_clean_term_of_one_image_is_warned_about(tmp_path, caplog):
-    """One clean image in a forward of its own: BatchNorm on one image's statistics (at 32 px resnets fail inside
-    BatchNorm at the first step); said before the run."""
+def test_a_clean_term_of_one_image_is_refused(tmp_path, caplog):
+    """One clean image in a forward of its own: BatchNorm cannot normalise it (at 32 px resnets failed inside
+    BatchNorm at the first step, after a warning; issue 44): one line before the run naming the flags, the smallest
+    fraction and batch size that give 2 images; a batch that gives 2 is fine."""
     args, _ = parse_train_args(['--output', str(tmp_path), '--mixup', 'samix', '-b', '4', '--samix-preset', 'quarter',
                                 '--samix-clean-forward', 'separate'])
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(ConfigError, match=r'^--samix-preset quarter \(clean fraction 0\.25\) with --batch-size 4 gives '
+                                          r'the clean-batch term 1 image .*pass --samix-clean-frac 0\.5 or more '
+                                          r'\(2 images\), --batch-size 6 or more, or --samix-clean-forward joint$'):
         check_train_args(args)
-    assert 'the clean-batch term sees 1 image of each batch of 4' in caplog.text
-    caplog.clear()
+    args, _ = parse_train_args(['--output', str(tmp_path), '--mixup', '1.0', '-b', '8', '--samix-clean-weight', '1',
+                                '--samix-clean-frac', '0.1'])
+    with pytest.raises(ConfigError, match=r'^--samix-clean-frac 0\.1 with --batch-size 8 .*--batch-size 15 or more'):
+        check_train_args(args)
+    assert clean_rows(0.1, 15) == 2 and clean_rows(0.1, 14) == 1
     args, _ = parse_train_args(['--output', str(tmp_path), '--mixup', 'samix', '-b', '8', '--samix-preset', 'quarter'])
     with caplog.at_level(logging.WARNING):
         check_train_args(args)
@@ -282,3 +289,16 @@ def test_a_negative_mask_sharpness_is_one_line():
     args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mask-sharpness', '-1'])
     with pytest.raises(ConfigError, match=r'--samix-mask-sharpness -1 is out of range'):
         check_numbers(args)
+
+
+def test_a_library_keyword_becomes_its_flag_everywhere_in_the_message():
+    """train.py users read flags: the fix at the end of a library message is translated too (it read
+    '--samix-mixer-scale 0.5 needs ...: use mixer_scale=1')."""
+    from samix_timm.errors import keyword_as_flag
+    message = ('mixer_scale=0.5 needs a model that takes any input size; this one has a fixed patch grid: use '
+               'mixer_scale=1')
+    assert keyword_as_flag(message, {}, prefix='--samix-') == (
+        '--samix-mixer-scale 0.5 needs a model that takes any input size; this one has a fixed patch grid: use '
+        '--samix-mixer-scale 1')
+    assert keyword_as_flag('eta=2 is out of range: it must be in [0, 1]', {'eta': '--samix-eta'}) == (
+        '--samix-eta 2 is out of range: it must be in [0, 1]')

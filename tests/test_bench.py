@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_bench
 
 
 @pytest.fixture(scope='module')
 def accuracy():
-    spec = importlib.util.spec_from_file_location('bench_accuracy', REPO / 'bench' / 'accuracy.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench('accuracy')
 
 
 def _presets(**runs):

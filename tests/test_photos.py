@@ -119,12 +119,9 @@ def test_options_of_the_other_dataset_are_refused(tmp_path, capsys):
 def test_object_retention_by_hand():
     """bench/object_retention.py: retention = share of the object left visible / share of the image, 1 for a
     mask that ignores where the object is."""
-    import importlib.util
     import torch
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location('object_retention', REPO / 'bench' / 'object_retention.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from conftest import load_bench
+    bench = load_bench('object_retention')
     obj = torch.zeros(2, 1, 8, 8)
     obj[:, :, :, :4] = 1  # every object on the left half
     s = torch.zeros(2, 1, 8, 8)

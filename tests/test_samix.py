@@ -100,6 +100,21 @@ def test_mixer_scale_trains_the_mixer_through_a_smaller_copy():
         _samix(vit, mixer_scale=0.5)
 
 
+def test_a_mixer_scale_below_a_2x2_mask_is_warned_about(caplog):
+    """`mixer_scale` 0.01 at 32 px puts the Mixer on 1x1 copies (constant masks, every Mixer gradient 0, issue 44):
+    warned before training, with the smallest scale that gives a 2x2 mask; 0.5 (16x16) is not warned about."""
+    import logging
+    with caplog.at_level(logging.WARNING, logger='samix_timm.samix'):
+        _samix(_model(), mixer_scale=0.01)
+    lines = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and 'mixer_scale=0.01 trains the Mixer on 1x1 copies of the 32x32 input' in lines[0]
+    assert 'use mixer_scale=0.0625 or more' in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='samix_timm.samix'):
+        _samix(_model(), mixer_scale=0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_constant_mask_targets_equal_timm_mixup_target(monkeypatch):
     samix = _samix(_model(), lam_margin=0.08)
     x, y = _batch(8)

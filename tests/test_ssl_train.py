@@ -86,7 +86,7 @@ def test_cli_run_logs_collapse_signals_and_saves_through_timm(small_data, tmp_pa
     assert (run / 'model_best.pth.tar').is_file()
     assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) in (['checkpoint-0.pth.tar'],
                                                                         ['checkpoint-1.pth.tar'])  # the better kNN
-    assert ckpt['moco']['queue']['num_filled'] == 400  # filled by the warm-up, then kept full
+    assert ckpt['task_state']['moco']['queue']['num_filled'] == 400  # filled by the warm-up, then kept full
 
     # the `probes:` command the run printed, run as printed (it once crashed after its results without --results-file)
     printed = next(line for line in out.splitlines() if line.strip().startswith('probes:')).split(None, 1)[1]
@@ -187,7 +187,7 @@ def test_amp_and_channels_last_run(small_data, tmp_path, one_thread):
     convs = [m.weight for m in result.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     ckpt = torch.load(result.checkpoint, map_location='cpu', weights_only=False)
-    assert 'amp_scaler' not in ckpt and ckpt['moco']['mixer']['grad_scaler'] is None
+    assert 'amp_scaler' not in ckpt and ckpt['task_state']['moco']['mixer']['grad_scaler'] is None
 
 
 @pytest.mark.parametrize('extra, message', [

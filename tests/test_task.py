@@ -207,7 +207,7 @@ def test_own_clean_head_stays_out_of_the_model_checkpoint_and_resumes(tmp_path):
         task.clean_classifier.head.weight.add_(1.0)
     state = task.get_checkpoint_state()
     timm.create_model('test_resnet', num_classes=K).load_state_dict(state['state_dict'])  # the model users load
-    assert set(state[CLEAN_HEAD_KEY]) == {'weight', 'bias'}
+    assert set(state['task_state'][CLEAN_HEAD_KEY]) == {'weight', 'bias'} and CLEAN_HEAD_KEY not in state
     torch.save({**state, 'epoch': 0, 'version': 2}, tmp_path / 'c.pth.tar')
     other = MixTask(timm.create_model('test_resnet', num_classes=K), SoftTargetCrossEntropy(),
                     Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K), clean_head='own')
@@ -215,3 +215,75 @@ def test_own_clean_head_stays_out_of_the_model_checkpoint_and_resumes(tmp_path):
     torch.testing.assert_close(other.clean_classifier.head.weight, task.clean_classifier.head.weight)
     with pytest.raises(ValueError, match="clean_head='own' needs the clean-batch term"):
         MixTask(model, SoftTargetCrossEntropy(), None, None, clean_head='own')
+
+
+def _samix_task(seed: int, **kwargs):
+    torch.manual_seed(seed)
+    model = timm.create_model('test_resnet', num_classes=K)
+    samix = SAMix(model, K, 10, input_size=(3, 32, 32))
+    return model, samix, create_task(model, SoftTargetCrossEntropy(), samix, **kwargs)
+
+
+def test_timm_resume_task_checkpoint_resumes_a_samix_run(tmp_path):
+    """timm's own `resume_task_checkpoint` (timm.task) continues a SAMix run: the classifier, θ̄, the Mixer and its
+    step from `task_state`, the optimizer, the epoch; it raised TypeError on our tasks before they kept timm's
+    contract."""
+    from timm.task import resume_task_checkpoint
+    model, samix, task = _samix_task(0)
+    x, y = _batch(8)
+    optimizer = torch.optim.SGD(task.get_clip_parameters(), lr=0.1, momentum=0.9)
+    task(x, y)['loss'].backward()
+    optimizer.step()
+    saved = {**task.get_checkpoint_state(), 'optimizer': optimizer.state_dict(), 'epoch': 3, 'version': 2}
+    assert set(saved['task_state']) == {'samix'} and 'samix' not in saved
+    torch.save(saved, tmp_path / 'last.pth.tar')
+    other_model, other_samix, other = _samix_task(1)
+    other_opt = torch.optim.SGD(other.get_clip_parameters(), lr=0.1, momentum=0.9)
+    assert resume_task_checkpoint(other, str(tmp_path / 'last.pth.tar'), other_opt, weights_only=False) == 4
+    assert other_samix.step == samix.step == 1
+    for a, b in ((other_model, model), (other_samix.mixer, samix.mixer), (other_samix.encoder.module, samix.encoder.module)):
+        for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(v, w, msg=k)
+    torch.testing.assert_close(other_opt.state_dict()['state'][0]['momentum_buffer'],
+                               optimizer.state_dict()['state'][0]['momentum_buffer'])
+
+
+def test_a_checkpoint_written_before_the_task_state_still_resumes(tmp_path):
+    """Checkpoints of before 2026-12-07 kept SAMix's state at the top level (`samix`): ours resume them."""
+    import argparse
+    from samix_timm.engine.checkpoint import resume_task
+    _, samix, task = _samix_task(0)
+    samix.step = 5
+    state = task.get_checkpoint_state()
+    legacy = {'state_dict': state['state_dict'], 'samix': state['task_state']['samix'], 'epoch': 0, 'version': 2}
+    torch.save(legacy, tmp_path / 'old.pth.tar')
+    _, other_samix, other = _samix_task(1)
+    assert resume_task(other, str(tmp_path / 'old.pth.tar'), None, None, argparse.Namespace(opt='sgd')) == 1
+    assert other_samix.step == 5
+    for a, b in zip(other_samix.mixer.state_dict().values(), samix.mixer.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_clip_set_holds_every_trained_parameter():
+    """What the optimizer trains is what clipping sees: the classifier's parameters, and with clean_head='own' its
+    clean head's too (the loop used to clip the model only: 0 of the head's 2 tensors)."""
+    from samix_timm.engine import parse_train_args
+    from samix_timm.engine.train import build_model, build_task, create_mixing, create_task_optimizer
+    for extra in ([], ['--samix-clean-head', 'own']):
+        args, _ = parse_train_args(['--model', 'test_resnet', '--num-classes', '4', '--img-size', '32', '--mixup',
+                                    'samix', '--samix-clean-weight', '1', '--model-ema', *extra])
+        args.distributed = False
+        model = build_model(args, 4)
+        mixup_fn, clean, loss = create_mixing(args, model, dict(input_size=(3, 32, 32)), 10, 100, None, None,
+                                              torch.device('cpu'))
+        task = build_task(args, model, loss, mixup_fn, clean, torch.device('cpu'))
+        optimizer = create_task_optimizer(args, task)
+        trained = {id(p) for g in optimizer.param_groups for p in g['params']}
+        clipped = {id(p) for p in task.get_clip_parameters()}
+        assert trained == clipped, (len(trained), len(clipped))
+        assert len(trained) == len(list(model.parameters())) + 2 * bool(extra)
+        assert task.has_ema() and task.trainable_module_ema.module is not model
+        if extra:
+            head = task.clean_classifier.head
+            assert {id(head.weight), id(head.bias)} <= clipped
+            assert {id(p) for p in task.get_clip_parameters(exclude_head=True)}.isdisjoint({id(head.weight)})

@@ -43,7 +43,7 @@ def test_samix_run_learns_and_logs(embedded_data, tmp_path):
         'samix_mix_epoch000.png', 'samix_mix_epoch001.png', 'samix_mix_epoch002.png']
     # the classifier checkpoint is what timm loads; SAMix state rides along
     ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
-    assert {'state_dict', 'samix', 'optimizer', 'epoch'} <= set(ckpt)
+    assert {'state_dict', 'task_state', 'optimizer', 'epoch'} <= set(ckpt) and 'samix' in ckpt['task_state']
     model = create_model('test_resnet', num_classes=10)
     load_checkpoint(model, str(run / 'last.pth.tar'))
     for k, v in result.model.state_dict().items():

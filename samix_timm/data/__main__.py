@@ -8,7 +8,9 @@ import logging
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
+from ..errors import ConfigError
 from .embedded import ClutteredMnistConfig, EmbeddedDataError, build_cluttered_mnist
 from .photos import BACKGROUNDS_DIR, STAMPS_DIR, PhotoObjectsConfig, build_photo_objects
 
@@ -47,14 +49,17 @@ def main(argv=None) -> int:
         return 2
     cfg = cls(**{n: getattr(args, n) for n in own if getattr(args, n) is not None})
     out = args.out or ('data/photo_objects' if args.photos else 'data/cluttered_mnist')
+    from ..engine.checks import check_writable_folder  # the check every entry point runs on its output folder
     start = time.time()
     try:
+        if not Path(out).is_dir():  # below a file, read-only: one line, not a traceback (a built one is reused)
+            check_writable_folder('out', Path(out), out)
         if args.photos:
             root = build_photo_objects(out, cfg, stamps_dir=args.stamps or STAMPS_DIR,
                                        backgrounds_dir=args.backgrounds or BACKGROUNDS_DIR)
         else:
             root = build_cluttered_mnist(out, cfg)
-    except EmbeddedDataError as e:
+    except (EmbeddedDataError, ConfigError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'{"photo objects" if args.photos else "embedded dataset"} ready at {root} ({time.time() - start:.1f}s)')

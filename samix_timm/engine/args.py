@@ -273,7 +273,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='k of the lam rescale (-1 off; 0.25 CIFAR-like, 1 fine-grained)')
     g.add_argument('--samix-eta', type=float, default=None,
                    help='eta of the Mixer loss (default: 0.1 ImageNet-scale, 0.5 small data)')
-    g.add_argument('--samix-mixer-loss', type=str, default='eta', help="Mixer loss: 'eta' (spec §4) or 'mce'")
+    g.add_argument('--samix-mixer-loss', type=str, default=None,
+                   help="Mixer loss: 'eta' (spec §4; default) or 'mce' (the authors' configs; default of "
+                        "--samix-preset reference)")
     g.add_argument('--samix-momentum-start', type=float, default=None,
                    help='momentum-encoder start (default: min(0.999, 1 - 10/T), T = total steps)')
     g.add_argument('--samix-momentum-end', type=float, default=None,
@@ -287,7 +289,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                         "reference: Mixer on the whole batch every step, clean "
                         "term), economies 'every2' (Mixer every 2nd step), 'half' (half the batch), 'fast' "
                         "(both), 'lowres' (every2 at half resolution), 'lean' (lowres + clean term on a quarter "
-                        "of the batch), 'quarter' (every2 + that clean term, joint forward); see docs/benchmarks.md")
+                        "of the batch), 'quarter' (every2 + that clean term, joint forward); 'reference' = the "
+                        "authors' step exactly: 'paper' with their Mixer, mask losses, beta 0.1 and mce Mixer loss; "
+                        "see docs/benchmarks.md")
     g.add_argument('--samix-clean-weight', type=float, default=None,
                    help='W of the clean-batch term W*CE(f(x), y) beside the mixup loss (0 = off; default: from '
                         '--samix-preset, 1 = the reference; also adds the term to timm Mixup/CutMix and SAMix^P)')
@@ -418,11 +422,41 @@ def closest_arg(key: str, dests) -> Optional[str]:
     return shared[-1][2] if shared and shared[-1][0] else None
 
 
+class _DuplicateKey(Exception):
+    """A mapping of a recipe sets one key twice (YAML would keep the last value silently)."""
+
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load` that refuses a key given twice in one mapping, with the lines of both."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':  # `<<: *base`, whose keys a recipe may override
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: left to SafeLoader's own error
+                continue
+            if first is not None:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
-    """Read a YAML recipe; keys that are not arguments are dropped with a warning."""
+    """Read a YAML recipe; keys that are not arguments are dropped with a warning, a key given twice is refused."""
     try:
         with open(path) as f:
-            cfg = yaml.safe_load(f) or {}
+            cfg = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file '{path}' sets '{e.key}' twice (lines {e.first} and {e.second}): YAML would "
+                          f"keep the last value silently; keep one of them") from None
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' not found: check the --config path") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
@@ -438,8 +472,13 @@ def load_yaml_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, An
     actions = {a.dest: a for a in parser._actions if a.dest != argparse.SUPPRESS}
     dests = set(actions)
     known = {}
+    given = {}
     for key, value in cfg.items():
         dest = str(key).replace('-', '_')
+        if dest in given:  # model-ema and model_ema: one argument
+            raise ConfigError(f"config file '{path}' sets '{dest}' twice (as '{given[dest]}' and '{key}'): only one "
+                              f"value would be used; keep one of them")
+        given[dest] = key
         if dest in dests:
             known[dest] = _yaml_value(path, key, value, actions[dest])
             continue

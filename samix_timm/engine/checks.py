@@ -6,14 +6,15 @@ something else than asked, and timm arguments samix-timm does not implement.
 """
 import logging
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from timm.data import create_transform
-from timm.optim import get_optimizer_info
+from timm.optim import get_optimizer_info, optimizer_kwargs
 
-from ..clean import CLEAN_HEADS
+from ..clean import CLEAN_HEADS, clean_rows
 from ..defaults import SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
 from ..limits import FRACTION, KEYWORD_LIMITS, PROB, RATE, Limit, above, at_least, closed, half_open
@@ -22,6 +23,7 @@ from ..mixer_trainer import MASK_LOSSES
 from ..settings import StepPreset
 from ..factory import mixing_active
 from .args import TIMM_NOT_RUN, create_train_parser
+from .setup import SPLIT_SYNONYMS
 
 _logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ LIMITS: Dict[str, Limit] = {
     'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': closed(0, 1),
     'samix_mixer_weight_decay': at_least(0), 'samix_mixer_dropout': RATE, 'samix_mask_sharpness': at_least(0),
     'samix_eta': K['eta'],
-    'samix_momentum_start': closed(0, 1), 'samix_momentum_end': closed(0, 1), 'samix_mask_beta': at_least(0),
+    'samix_momentum_start': closed(0, 1), 'samix_momentum_end': closed(0, 1), 'samix_mask_beta': K['mask_beta'],
     'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'],
     'samix_lam_adjust_prob': K['lam_adjust_prob'],
     'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'],
@@ -154,12 +156,16 @@ def check_mixing(args) -> None:
                 if samix and not args.samix_pretrained else
                 StepPreset(clean_weight=args.samix_clean_weight or 0., clean_forward=args.samix_clean_forward or
                            'separate', clean_frac=args.samix_clean_frac or 1.0))
-        rows = max(1, round(step.clean_frac * args.batch_size))
+        rows = clean_rows(step.clean_frac, args.batch_size)
         if step.clean_weight and step.clean_forward == 'separate' and rows < 2 and mixing_active(args):
-            _logger.warning(f"the clean-batch term sees {rows} image of each batch of {args.batch_size} (clean "
-                            f"fraction {step.clean_frac:g}) in a forward of its own: BatchNorm normalises it with "
-                            f"the statistics of one image (and fails where a feature map is 1x1); raise "
-                            f"--samix-clean-frac or --batch-size, or pass --samix-clean-forward joint")
+            frac = step.clean_frac
+            given = (f'--samix-clean-frac {frac:g}' if args.samix_clean_frac is not None else
+                     f'--samix-preset {args.samix_preset} (clean fraction {frac:g})')
+            batch = next(b for b in range(args.batch_size + 1, 10 ** 6) if clean_rows(frac, b) >= 2)
+            raise ConfigError(f"{given} with --batch-size {args.batch_size} gives the clean-batch term {rows} image "
+                              f"in a forward of its own, which BatchNorm cannot normalise (a ValueError inside the "
+                              f"run): pass --samix-clean-frac {2 / args.batch_size:.3g} or more (2 images), "
+                              f"--batch-size {batch} or more, or --samix-clean-forward joint")
     if args.mixup_mode != 'batch' and samix:
         raise ConfigError(f"--mixup-mode {args.mixup_mode} is a timm Mixup mode: SAMix draws lam per batch, "
                           f"drop --mixup-mode")
@@ -177,6 +183,31 @@ def check_not_implemented(args) -> None:
     if args.drop_connect is not None and args.drop_path is not None and args.drop_connect != args.drop_path:
         raise ConfigError(f'--drop-connect {args.drop_connect:g} and --drop-path {args.drop_path:g} disagree: '
                           f'--drop-connect is timm\'s deprecated name of --drop-path, pass only --drop-path')
+
+
+# create_model keywords train.py sets from flags of their own (engine.train.build_model)
+MODEL_KWARG_FLAGS = dict(num_classes='--num-classes', in_chans='--in-chans', drop_rate='--drop',
+                         drop_path_rate='--drop-path', drop_block_rate='--drop-block', global_pool='--gp',
+                         bn_momentum='--bn-momentum', bn_eps='--bn-eps', scriptable='--torchscript',
+                         pretrained='--pretrained', pretrained_cfg_overlay='--pretrained-path')
+# timm.optim.optimizer_kwargs keywords -> the flag that sets each (the rest: --<keyword>)
+_OPT_KWARG_FLAGS = dict(eps='--opt-eps', betas='--opt-betas', foreach='--opt-foreach')
+
+
+def check_kwargs_flags(dest: str, kwargs: Dict[str, Any], taken: Dict[str, str]) -> None:
+    """`--dest k=v ...` sets no keyword the script already passes from a flag of its own (`taken`: keyword -> flag):
+    it would fail as "got multiple values for keyword argument" deep in timm."""
+    for key in kwargs or {}:
+        if key in taken:
+            raise ConfigError(f'{_arg(dest)} {key}={kwargs[key]} sets what {taken[key]} sets: pass '
+                              f'{taken[key]} instead (and drop {key} from {_arg(dest)})')
+
+
+def check_model_kwargs(args) -> None:
+    """`--model-kwargs`/`--opt-kwargs` (also from a recipe) do not repeat a keyword a flag already sets."""
+    check_kwargs_flags('model_kwargs', args.model_kwargs, MODEL_KWARG_FLAGS)
+    check_kwargs_flags('opt_kwargs', args.opt_kwargs,
+                       {k: _OPT_KWARG_FLAGS.get(k, _arg(k)) for k in optimizer_kwargs(cfg=args)})
 
 
 def check_input(args) -> None:
@@ -203,6 +234,7 @@ def check_input(args) -> None:
 
 def check_input_file(dest: str, path: str, what: str) -> None:
     """The file `--dest` names exists and is a file; `what` says what to pass instead."""
+    check_path_length(dest, path)
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{_arg(dest)} '{path}' does not exist: pass {what}")
@@ -224,6 +256,7 @@ def check_writable_folder(dest: str, folder: Path, shown: str) -> None:
 
 def check_file_name(dest: str, path: str) -> None:
     """`--dest` names a file (not a folder, not empty) in a folder that can be written."""
+    check_path_length(dest, path)
     p = Path(path)
     if not path or path.endswith(('/', '\\')) or p.is_dir():
         raise ConfigError(f"{_arg(dest)} '{path}' names a folder, not a file: add a file name (e.g. "
@@ -239,14 +272,51 @@ def check_new_file(dest: str, path: str) -> None:
                           f"the old file away")
 
 
+NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, tmpfs, ...); a path at most PATH_MAX
+PATH_MAX = 4096
+
+
+def check_path_length(dest: str, path: str) -> None:
+    """`--dest PATH` fits the file system's limits (a name of at most 255 bytes, a path of at most 4096): a longer
+    one used to fail with `OSError: File name too long` in a traceback when the first file was written."""
+    longest = max((len(os.fsencode(part)) for part in Path(path).parts), default=0)
+    size = len(os.fsencode(os.path.abspath(path)))
+    if longest > NAME_MAX or size >= PATH_MAX:
+        what = (f'has a name of {longest} bytes, more than the {NAME_MAX}' if longest > NAME_MAX else
+                f'is a path of {size} bytes, more than the {PATH_MAX - 1}')
+        raise ConfigError(f"{_arg(dest)} '{path[:40]}...' {what} a file system allows: pass a shorter {_arg(dest)}")
+
+
+def check_output(args, default_root: str = './output/train') -> None:
+    """The output root can be written, the run folder's name fits the file system, and the run folder is not
+    inside a split of the data (train.py and train_ssl.py)."""
+    root = args.output or default_root
+    check_path_length('output', root)
+    if getattr(args, 'experiment', None):
+        check_path_length('experiment', args.experiment)
+        check_path_length('experiment', os.path.join(root, args.experiment))
+    check_writable_folder('output', Path(root), root)
+    data = getattr(args, 'data_dir', None) or getattr(args, 'data', None)
+    if data and Path(data).is_dir():
+        out = Path(root).resolve()
+        given = [str(getattr(args, d, '') or '').split('[')[0] for d in ('train_split', 'val_split')]
+        for name in dict.fromkeys(n for names in (*SPLIT_SYNONYMS, given) for n in names if n):
+            split = (Path(data) / name).resolve()
+            if split.is_dir() and (out == split or split in out.parents):
+                raise ConfigError(f"--output '{root}' is inside the {name}/ split of --data-dir: the next run would "
+                                  f"read this run's folder as a class; pass an --output outside '{data}'")
+
+
 def check_paths(args) -> None:
     """Files the run reads exist; the output root can be written."""
+    for dest in ('initial_checkpoint', 'resume', 'pretrained_path', 'data_dir'):
+        if getattr(args, dest, None):
+            check_path_length(dest, getattr(args, dest))
     for dest in ('initial_checkpoint', 'resume', 'pretrained_path'):
         if getattr(args, dest, None):
             check_input_file(dest, getattr(args, dest),
                              'a checkpoint written by train.py, e.g. output/train/<run>/last.pth.tar')
-    root = args.output or './output/train'
-    check_writable_folder('output', Path(root), root)
+    check_output(args)
 
 
 # options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer
@@ -292,8 +362,8 @@ def warn_no_effect(args) -> List[str]:
 
 
 # the checks `check_train_args` runs, in order
-TRAIN_CHECKS = [check_numbers, check_names, check_mixing, check_not_implemented, check_input, check_paths,
-                warn_no_effect]
+TRAIN_CHECKS = [check_numbers, check_names, check_mixing, check_not_implemented, check_model_kwargs, check_input,
+                check_paths, warn_no_effect]
 
 
 def check_train_args(args: Any) -> None:

@@ -15,7 +15,6 @@ from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
-from timm.models import model_parameters
 from timm.utils import AverageMeter, accuracy, dispatch_clip_grad, reduce_tensor
 from torchvision.utils import save_image
 
@@ -89,11 +88,11 @@ def train_one_epoch(
         optimizer: torch.optim.Optimizer,
         ctx: StepContext,
         lr_scheduler=None,
-        model_ema: Optional[nn.Module] = None,
         num_epochs: Optional[int] = None,
 ) -> Dict[str, float]:
     """Train for one epoch; returns the mean training loss and the means of the task's other metrics (the
-    Mixer's, for SAMix)."""
+    Mixer's, for SAMix). Clipping and EMA go through the task (`get_clip_parameters`, `update_ema`), so what it
+    trains besides the classifier (the clean head) is clipped too."""
     model = task.trainable_module
     model.train()
     accum = ctx.grad_accum_steps
@@ -120,7 +119,7 @@ def train_one_epoch(
                     mixer_m.setdefault(k, AverageMeter()).update(v, rows)
             if accum > 1:
                 loss = loss / accum
-            params = model_parameters(model, exclude_head='agc' in ctx.clip_mode)
+            params = task.get_clip_parameters(exclude_head='agc' in ctx.clip_mode)
             if ctx.loss_scaler is not None:
                 ctx.loss_scaler(loss, optimizer, clip_grad=ctx.clip_grad, clip_mode=ctx.clip_mode,
                                 parameters=params, create_graph=second_order, need_update=need_update)
@@ -140,8 +139,7 @@ def train_one_epoch(
         num_updates += 1
         task.after_step()
         optimizer.zero_grad()
-        if model_ema is not None:
-            model_ema.update(model, step=num_updates)
+        task.update_ema(step=num_updates)
         now = time.time()
         update_time_m.update(now - update_start)
         update_start = now

@@ -11,14 +11,17 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
 from timm.data import AugMixDataset, create_dataset, create_loader
 from timm.data.readers.img_extensions import get_img_extensions
 from timm.loss import create_classification_loss
 from timm.models import safe_model_name
+from timm.utils.misc import natural_key
 from timm.utils import NativeScaler, get_outdir, init_distributed_device
 from torch.utils.data import IterableDataset
 
@@ -84,19 +87,66 @@ def check_data_dir(args) -> None:
     extensions = set(get_img_extensions())
     for _, _, files in os.walk(root):
         if any(os.path.splitext(f)[1].lower() in extensions for f in files):
+            warn_lossy_images(root, getattr(args, 'input_img_mode', None) or 'RGB')
             return
     raise ConfigError(f"--data-dir '{root}' contains no images ({', '.join(sorted(extensions))}): "
                       f"point it at an ImageFolder root with class sub-folders, or {hint}")
 
 
-_SPLIT_SYNONYMS = (('train', 'training'), ('val', 'valid', 'validation', 'eval', 'evaluation'))  # timm's
+_WIDE_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')  # PIL modes of more than 8 bits a channel
+_ALPHA_MODES = ('RGBA', 'LA', 'PA')
+
+
+def warn_lossy_images(root: Path, img_mode: str = 'RGB', limit: int = 5000, decode: int = 16) -> List[str]:
+    """Warn (once per kind, naming a file) of images that timm's `convert(img_mode)` reads wrongly: 16-bit and
+    other wide images (`I;16` PNGs) are clipped at 255, so they train as two values; an image whose colour channels
+    are flat and whose content is in alpha trains as a blank image (alpha is dropped). Reads the headers of up to
+    `limit` images spread over the folder and decodes up to `decode` images with alpha; returns the warnings."""
+    extensions = set(get_img_extensions())
+    files = sorted(Path(d) / f for d, _, names in os.walk(root, followlinks=True) for f in names
+                   if os.path.splitext(f)[1].lower() in extensions)
+    step = max(1, -(-len(files) // limit))
+    wide, alpha_only, decoded = [], [], 0
+    for path in files[::step]:
+        try:
+            with Image.open(path) as img:
+                mode = img.mode
+                if mode in _WIDE_MODES and img_mode not in ('I', 'F'):
+                    wide.append((path, mode))
+                elif mode in _ALPHA_MODES and img_mode not in _ALPHA_MODES and decoded < decode:
+                    decoded += 1
+                    pixels = np.asarray(img.convert('RGBA' if mode == 'PA' else mode))
+                    colour, a = pixels[..., :-1], pixels[..., -1]
+                    if colour.min() == colour.max() and a.min() != a.max():
+                        alpha_only.append((path, mode))
+        except (OSError, ValueError):  # unreadable files are timm's "Skipped sample" (cli.guarded's error)
+            continue
+    notes = []
+    if wide:
+        path, mode = wide[0]
+        notes.append(f"{len(wide)} of {len(files[::step])} images checked are wider than 8 bits, e.g. '{path}' (mode "
+                     f"{mode}): timm's convert('{img_mode}') clips them at 255 (a 16-bit image becomes 0 and 255); "
+                     f"convert them to 8-bit images first (e.g. numpy: (array >> 8).astype('uint8'))")
+    if alpha_only:
+        path, mode = alpha_only[0]
+        notes.append(f"{len(alpha_only)} of {decoded} images with alpha checked have their content in the alpha "
+                     f"channel only, e.g. '{path}' (mode "
+                     f"{mode}, colour channels flat): timm's convert('{img_mode}') drops alpha, so they train as blank "
+                     f"images; composite them onto a background first (e.g. PIL: Image.alpha_composite(Image.new("
+                     f"'RGBA', img.size, 'white'), img.convert('RGBA')).convert('RGB'))")
+    for note in notes:
+        _logger.warning(note)
+    return notes
+
+
+SPLIT_SYNONYMS = (('train', 'training'), ('val', 'valid', 'validation', 'eval', 'evaluation'))  # timm's
 
 
 def split_folder(root: Path, split: str, what: str, flag: str) -> Path:
     """The folder timm reads `split` from (its synonyms included); refuse when there is none, where timm
     would fall back to the dataset root and e.g. validate on the training images."""
     name = split.split('[')[0]
-    candidates = list(dict.fromkeys([name, *next((s for s in _SPLIT_SYNONYMS if name in s), ())]))
+    candidates = list(dict.fromkeys([name, *next((s for s in SPLIT_SYNONYMS if name in s), ())]))
     for c in candidates:
         if (root / c).is_dir():
             return root / c
@@ -104,12 +154,36 @@ def split_folder(root: Path, split: str, what: str, flag: str) -> Path:
                       f"add that folder, or name yours with {flag}")
 
 
-def folder_classes(folder: Path) -> Dict[str, int]:
-    """timm's ImageFolder class index: sorted names of the sub-folders that hold images."""
+def folder_classes(folder: Path, training: bool = False) -> Dict[str, int]:
+    """timm's ImageFolder class index of a split: the names of its class folders, in timm's natural order
+    (class2 before class10). A layout timm would label otherwise is refused in one line: images in a sub-folder of
+    a class folder (timm labels them by the innermost folder) or in a hidden folder (Jupyter's
+    .ipynb_checkpoints would be a class); in the training split (`training`) also a class folder without images
+    (timm skips it and the classes after it move down a label)."""
     extensions = set(get_img_extensions())
-    names = {Path(dirpath).relative_to(folder).parts[0] for dirpath, _, files in os.walk(folder)
-             if Path(dirpath) != folder and any(os.path.splitext(f)[1].lower() in extensions for f in files)}
-    return {n: i for i, n in enumerate(sorted(names))}
+    names = set()
+    for dirpath, _, files in os.walk(folder, followlinks=True):
+        parts = Path(dirpath).relative_to(folder).parts
+        if not parts or not any(os.path.splitext(f)[1].lower() in extensions for f in files):
+            continue
+        hidden = next((p for p in parts if p.startswith('.')), None)
+        if hidden is not None:
+            raise ConfigError(f"{dirpath} holds images in the hidden folder {hidden} (e.g. Jupyter's checkpoints): "
+                              f"timm would read it as a class of its own; remove it from {folder}")
+        if len(parts) > 1:
+            raise ConfigError(f"{dirpath} holds images in a sub-folder of the class folder {folder / parts[0]}: "
+                              f"timm labels images by their innermost folder ('{parts[-1]}'), not by the class "
+                              f"folder; keep each class's images directly in its folder")
+        names.add(parts[0])
+    if training:
+        empty = sorted((d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith('.')
+                        and d.name not in names), key=natural_key)
+        if empty:
+            later = sum(natural_key(n) > natural_key(empty[0]) for n in names)
+            also = f" (also empty: {', '.join(empty[1:4])})" if len(empty) > 1 else ''
+            raise ConfigError(f"class folder {folder / empty[0]} holds no images{also}: timm skips it, so the "
+                              f"{later} classes after it move down a label; add its images or remove the folder")
+    return {n: i for i, n in enumerate(sorted(names, key=natural_key))}
 
 
 def eval_class_map(args) -> Any:
@@ -126,7 +200,10 @@ def shared_class_index(root: Path, train_split: str, val_split: str) -> Dict[str
     with a class the training split lacks is refused."""
     train_dir = split_folder(root, train_split, 'training', '--train-split')
     eval_dir = split_folder(root, val_split, 'validation', '--val-split')
-    train_classes, eval_classes = folder_classes(train_dir), folder_classes(eval_dir)
+    train_classes, eval_classes = folder_classes(train_dir, training=True), folder_classes(eval_dir)
+    if len(train_classes) == 1:
+        raise ConfigError(f"{train_dir} holds one class ({next(iter(train_classes))}): every prediction would be "
+                          f"right (top-1 100%) and nothing learned or measured; add the other class folders")
     extra = sorted(set(eval_classes) - set(train_classes))
     if extra:
         raise ConfigError(f"{eval_dir} has classes that {train_dir} lacks ({', '.join(extra[:5])}): give both "
@@ -151,24 +228,29 @@ def dataset_num_classes(dataset) -> Optional[int]:
 def create_datasets(args):
     """timm train and eval datasets from `--data-dir`, `--dataset` and the split names."""
     check_data_dir(args)
+    eval_map = eval_class_map(args)  # checks the class folders before timm reads a split
     common = dict(root=args.data_dir, class_map=args.class_map, download=args.dataset_download,
                   batch_size=args.batch_size, trust_remote_code=args.dataset_trust_remote_code)
     optional = dict(input_img_mode=args.input_img_mode, input_key=args.input_key, target_key=args.target_key)
     common.update((k, v) for k, v in optional.items() if v is not None)
     train = create_dataset(args.dataset, split=args.train_split, is_training=True, seed=args.seed,
                            repeats=args.epoch_repeats, num_samples=args.train_num_samples, **common)
-    common['class_map'] = eval_class_map(args)
+    common['class_map'] = eval_map
     evals = create_dataset(args.dataset, split=args.val_split, is_training=False,
                            num_samples=args.val_num_samples, **common)
     return train, evals
 
 
 def check_num_classes(num_classes: int, dataset, split: str) -> None:
-    """Refuse a classifier with fewer outputs than the dataset has classes."""
+    """Refuse a classifier with fewer outputs than the dataset has classes; warn of one with more."""
     found = dataset_num_classes(dataset)
     if found is not None and num_classes < found:
         raise ConfigError(f'--num-classes {num_classes} is smaller than the {found} classes in the '
                           f"'{split}' split: set --num-classes {found}")
+    if found is not None and num_classes > found:
+        _logger.warning(f"the model has {num_classes} outputs (--num-classes) and the '{split}' split {found} "
+                        f"classes: {num_classes - found} outputs are never a target; set --num-classes {found} "
+                        f"unless classes are missing from the data")
 
 
 def create_loaders(args, dataset_train, dataset_eval, data_config: dict, device: torch.device):
@@ -251,11 +333,14 @@ def run_folder(output_dir: Optional[Path], tb_writer=None) -> Iterator[None]:
             tb_writer.close()  # before the folder goes (close is idempotent)
         last = None
         if output_dir is not None and output_dir.is_dir():
-            (output_dir / 'tmp.pth.tar').unlink(missing_ok=True)  # a save Ctrl-C cut short
-            if not any(output_dir.glob('*.pth.tar')):
-                shutil.rmtree(output_dir)
-                _logger.info(f'Removed {output_dir}: the run stopped before writing a checkpoint')
-            elif (output_dir / 'last.pth.tar').is_file():
+            try:  # a folder that turned read-only keeps what it holds (the error says why)
+                (output_dir / 'tmp.pth.tar').unlink(missing_ok=True)  # a save Ctrl-C cut short
+                if not any(output_dir.glob('*.pth.tar')):
+                    shutil.rmtree(output_dir)
+                    _logger.info(f'Removed {output_dir}: the run stopped before writing a checkpoint')
+            except OSError as cleanup:
+                _logger.warning(f'could not tidy {output_dir} ({cleanup.strerror or cleanup}): remove it by hand')
+            if (output_dir / 'last.pth.tar').is_file():
                 last = output_dir / 'last.pth.tar'
         if isinstance(e, KeyboardInterrupt) and not isinstance(e, RunInterrupted):
             raise RunInterrupted(last) from None

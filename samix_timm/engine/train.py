@@ -7,11 +7,13 @@ Differences from timm's script, each deliberate:
 - the output folder of an earlier run is never reused (a suffix is added);
 - tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
 """
+import errno
 import logging
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -19,7 +21,7 @@ from timm import utils
 from timm.data import resolve_data_config
 from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
 from timm.models import create_model, is_model, list_models
-from timm.optim import create_optimizer_v2, optimizer_kwargs, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..errors import ConfigError
@@ -114,29 +116,36 @@ def create_mixing(args, model: nn.Module, data_config: dict, steps_per_epoch: in
 
 
 def build_task(args, model: nn.Module, loss_fn: nn.Module, mixup_fn, clean, device: torch.device,
-               model_ema: Optional[nn.Module] = None, class_to_idx: Optional[Dict[str, int]] = None,
-               optimizer: Optional[torch.optim.Optimizer] = None):
-    """The training step (`samix_timm.task`) around the model: DDP-wrapped when distributed (`prepare_distributed`),
-    then compiled with `--torchcompile` (SAMix's θ̄ passes and Mixer with it); it also says what a checkpoint
-    holds (the EMA, the class index, SAMix's state). With `--samix-clean-head own` the optimizer also trains the
-    clean head (timm's weight-decay groups)."""
+               class_to_idx: Optional[Dict[str, int]] = None):
+    """The training step (`samix_timm.task`) around the model, with its EMA (`--model-ema`, timm's `setup_ema`):
+    DDP-wrapped when distributed (`prepare_distributed`), then compiled with `--torchcompile` (SAMix's θ̄ passes and
+    Mixer with it); it also says what a checkpoint holds (the EMA, the class index, SAMix's state). Built before
+    the optimizer (`create_task_optimizer`)."""
     clean_head = args.samix_clean_head or 'shared'
     if clean_head == 'own' and (clean is None or clean.weight == 0):
         raise ConfigError('--samix-clean-head own needs the clean-batch term: pass --samix-clean-weight 1 beside '
                           'the mixing, or drop --samix-clean-head')
     task = create_task(model, loss_fn, mixup_fn, clean, channels_last=args.channels_last, device=device,
-                       model_ema=model_ema, class_to_idx=class_to_idx, clean_head=clean_head)
-    if task.clean_classifier is not None:
-        if optimizer is None:
-            raise ValueError("clean_head='own' trains a head of its own: pass the optimizer")
-        for group in param_groups_weight_decay(task.clean_classifier.head, args.weight_decay):
-            optimizer.add_param_group(group)
+                       class_to_idx=class_to_idx, clean_head=clean_head)
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device='cpu' if args.model_ema_force_cpu else None)
     if args.distributed:
         task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None,
                                  broadcast_buffers=not args.no_ddp_bb)
     if args.torchcompile:
         task.compile(args.torchcompile, args.torchcompile_mode)
     return task
+
+
+def create_task_optimizer(args, task) -> torch.optim.Optimizer:
+    """timm's optimizer of the task's classifier (its weight-decay and layer-decay rules), then the groups of what
+    the task trains beside it (the clean head of `--samix-clean-head own`)."""
+    optimizer = create_optimizer_v2(utils.unwrap_model(task.trainable_module), **optimizer_kwargs(cfg=args),
+                                    **args.opt_kwargs)
+    for group in task.extra_param_groups(args.weight_decay):
+        optimizer.add_param_group(group)
+    return optimizer
 
 
 def train(args, args_text: str) -> TrainResult:
@@ -183,16 +192,12 @@ def train(args, args_text: str) -> TrainResult:
         model = torch.jit.script(model)
 
     resolve_lr(args)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
-    model_ema = None
-    if args.model_ema:
-        model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
-                                     device='cpu' if args.model_ema_force_cpu else None)
     loader_train, loader_eval = create_loaders(args, dataset_train, dataset_eval, data_config, device)
     mixup_fn, clean, train_loss_fn = create_mixing(args, model, data_config, len(loader_train), len(dataset_train),
                                                    amp_autocast, loss_scaler, device)
-    task = build_task(args, model, train_loss_fn, mixup_fn, clean, device, model_ema,
-                      dataset_class_to_idx(dataset_train), optimizer)
+    task = build_task(args, model, train_loss_fn, mixup_fn, clean, device, dataset_class_to_idx(dataset_train))
+    optimizer = create_task_optimizer(args, task)
+    model_ema = task.trainable_module_ema if task.has_ema() else None
     resume_epoch = None
     if args.resume:  # the task's state (classifier, EMA, Mixer), the optimizer and the scaler
         resume_epoch = resume_task(task, args.resume, None if args.no_resume_opt else optimizer,
@@ -248,8 +253,7 @@ def train(args, args_text: str) -> TrainResult:
             if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
                 mixup_fn.mixup_enabled = False
             train_metrics = train_one_epoch(
-                epoch, task, loader_train, optimizer, ctx, lr_scheduler=lr_scheduler, model_ema=model_ema,
-                num_epochs=num_epochs)
+                epoch, task, loader_train, optimizer, ctx, lr_scheduler=lr_scheduler, num_epochs=num_epochs)
             if health_x is not None:
                 health = mixer_health(mixup_fn, health_x)
                 train_metrics.update(health)
@@ -269,8 +273,9 @@ def train(args, args_text: str) -> TrainResult:
                                      output_dir, tb_writer)
                 _logger.info(f'Mixed samples written to {png}')
             if primary:
-                _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
-                                  write_header=best_metric is None)
+                with epoch_writes(epoch, output_dir, 'logs (summary.csv)'):
+                    _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir,
+                                      tb_writer, write_header=best_metric is None)
                 # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
                 chosen = ema_metrics if ema_metrics is not None else eval_metrics
                 best_metric, best_epoch = save_checkpoint(saver, epoch, chosen[args.eval_metric], output_dir)
@@ -281,27 +286,47 @@ def train(args, args_text: str) -> TrainResult:
                        checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
 
 
-# what torch's checkpoint writer says when a write fails (full disk, file gone); other RuntimeErrors are not ours
-_WRITER_FAILURES = ('unexpected pos', 'file write failed', 'PytorchStreamWriter', 'iostream error')
+# what torch's checkpoint writer says when a write fails (full disk, file gone, a folder that turned read-only);
+# other RuntimeErrors are not ours
+_WRITER_FAILURES = ('unexpected pos', 'file write failed', 'PytorchStreamWriter', 'iostream error', 'open file failed')
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextmanager
+def epoch_writes(epoch: int, output_dir: Path, what: str = 'checkpoint') -> Iterator[None]:
+    """A write of the run folder that fails (full disk, a folder that turned read-only or lost its permission) is one
+    line: what could not be written, why, the fix, and the checkpoint to resume from when one was kept (at epoch 0
+    none is, and the run folder goes: issue 44, the line used to recommend a file that did not exist)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer ("unexpected pos ...", "open file failed")
+        if isinstance(e, RuntimeError) and not any(w in str(e) for w in _WRITER_FAILURES):
+            raise
+        for partial in output_dir.glob('tmp*.pth.tar'):
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass
+        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0].split('strerror: ')[-1]
+        try:
+            free = f'{shutil.disk_usage(output_dir).free / 2 ** 20:.1f} MiB free there'
+        except OSError:
+            free = 'free space unknown'
+        not_allowed = getattr(e, 'errno', None) in _NOT_ALLOWED or any(
+            w in reason for w in ('Permission denied', 'Read-only', 'not permitted'))
+        fix = (f'make {output_dir} writable again' if not_allowed else
+               'free disk space or pass --output on another disk')
+        last = output_dir / 'last.pth.tar'
+        then = (f', then --resume {last}' if last.is_file() else
+                ', then run the same command again (no checkpoint had been written to resume from)')
+        raise ConfigError(f'cannot write the epoch {epoch} {what} to {output_dir} ({reason}; {free}): '
+                          f'{fix}{then}') from None
 
 
 def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, output_dir: Path):
     """timm's `save_checkpoint`; a write that fails (full disk, lost permission) leaves no partial file behind."""
-    try:
+    with epoch_writes(epoch, output_dir):
         return saver.save_checkpoint(epoch, metric=metric)
-    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer on a full disk ("unexpected pos ...")
-        if isinstance(e, RuntimeError) and not any(w in str(e) for w in _WRITER_FAILURES):
-            raise
-        for partial in output_dir.glob('tmp*.pth.tar'):
-            partial.unlink(missing_ok=True)
-        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0]
-        try:
-            free = shutil.disk_usage(output_dir).free / 2 ** 20
-        except OSError:
-            free = float('nan')
-        raise ConfigError(f'cannot write the epoch {epoch} checkpoint to {output_dir} ({reason}; {free:.1f} MiB free '
-                          f'there): free disk '
-                          f'space or pass --output on another disk, then --resume {output_dir / "last.pth.tar"}') from None
 
 
 def check_epochs_left(start_epoch: int, num_epochs: int, args) -> None:
@@ -312,7 +337,8 @@ def check_epochs_left(start_epoch: int, num_epochs: int, args) -> None:
     if args.resume and args.start_epoch is None:
         raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
                           f"nothing is left to train; to train longer pass --epochs above {start_epoch} (its "
-                          f"schedule becomes that of the longer run), to evaluate it use validate.py --checkpoint")
+                          f"schedule becomes that of the longer run), to evaluate it: python validate.py --checkpoint "
+                          f"{args.resume} --data-dir {args.data_dir}")
     raise ConfigError(f'--start-epoch {start_epoch} leaves nothing to train in a run of {num_epochs} epochs: '
                       f'pass --epochs above {start_epoch} or a smaller --start-epoch')
 

@@ -6,17 +6,19 @@ training arguments, so `python validate.py --data-dir D --checkpoint run/last.pt
 import argparse
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
 from timm.data import create_dataset, create_loader, resolve_data_config
+from timm.data.readers.class_map import load_class_map
 from timm.models import create_model, is_model
 
 from .args import ConfigError, ParseKwargs
 from .loop import StepContext, evaluate
 from .checkpoint import CLASSES_KEY, load_model_state, model_state, read_checkpoint
-from .checks import check_new_file, check_numbers
+from .checks import check_kwargs_flags, check_new_file, check_numbers
 from .setup import check_data_dir, check_num_classes, create_amp, folder_classes, local_device, split_folder
 
 _logger = logging.getLogger(__name__)
@@ -67,14 +69,38 @@ def _fill_from_checkpoint(args, checkpoint: Dict) -> None:
             setattr(args, key, saved[key])
 
 
+def check_class_map(args, trained: Dict[str, int]) -> None:
+    """`--class-map` gives every class the label the checkpoint trained it with (`trained`, its class index):
+    another map scored the model against shifted labels (top-1 0.0 without a word)."""
+    root = args.data_dir
+    if args.data_dir and not args.dataset and Path(args.data_dir).is_dir():
+        root = str(split_folder(Path(args.data_dir), args.split, 'evaluation', '--split'))
+    try:
+        given = load_class_map(args.class_map, root or '')
+    except (AssertionError, ValueError, OSError, UnicodeDecodeError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"--class-map '{args.class_map}' cannot be read ({e or type(e).__name__}): pass a .txt "
+                          f"file of class names, one per line, or leave it out (the checkpoint's class index is "
+                          f"used)") from None
+    unknown = sorted(str(c) for c in given if c not in trained)
+    moved = [c for c in given if c in trained and given[c] != trained[c]]
+    if unknown or moved:
+        detail = (f"'{moved[0]}' is label {given[moved[0]]} there and {trained[moved[0]]} in training" if moved else
+                  f"it names classes the checkpoint was not trained on ({', '.join(unknown[:5])})")
+        raise ConfigError(f"--class-map '{args.class_map}' disagrees with the class index the checkpoint was "
+                          f"trained with ({detail}): leave --class-map out (validate.py reads the split with the "
+                          f"checkpoint's index), or pass the map the run trained with")
+
+
 def split_class_map(args, checkpoint: Optional[Dict], num_classes: int):
     """The class index to read the split with: --class-map, else the one the checkpoint trained with; without
     either, a split with another class count than the model is refused (its labels would shift)."""
+    trained = (checkpoint or {}).get(CLASSES_KEY)
+    if args.class_map and trained:
+        check_class_map(args, trained)
     if args.class_map or args.dataset or Path(args.data_dir).is_file():
         return args.class_map
     folder = split_folder(Path(args.data_dir), args.split, 'evaluation', '--split')
     found = folder_classes(folder)
-    trained = (checkpoint or {}).get(CLASSES_KEY)
     if trained:
         extra = sorted(set(found) - set(trained))
         if extra:
@@ -102,6 +128,8 @@ def validate(args) -> Dict[str, float]:
     if not is_model(args.model):
         raise ConfigError(f"unknown timm model '{args.model}': pick a name from timm.list_models()")
     check_data_dir(args)
+    check_kwargs_flags('model_kwargs', args.model_kwargs,
+                       dict(num_classes='--num-classes', in_chans='--in-chans', global_pool='--gp'))
     device = local_device(args.device)
     args.device = str(device)
     amp_autocast, _ = create_amp(args, device)

@@ -9,7 +9,7 @@ from ..cli import guarded
 from ..engine.checks import check_numbers
 from ..errors import ConfigError
 from .cost import cost_text, measure_cost
-from .recipes import config_path, list_configs, read_config
+from .recipes import RECIPES, config_path, list_configs, read_config, split_name
 from .results import collect
 from .runner import run_config
 from .table import format_table
@@ -26,6 +26,30 @@ def _expand(patterns: Sequence[str]) -> List[Path]:
                               f"(e.g. configs/in1k/pt100_resnet50_samix.yaml) or a glob that matches some")
         paths += found
     return paths
+
+
+def _check_run_dir(run_dir: str) -> None:
+    """`--collect RUN_DIR` is a train.py run folder (it used to be a FileNotFoundError traceback)."""
+    path = Path(run_dir)
+    what = 'pass a train.py run folder of a configs/ recipe (output/train/<run>, holding args.yaml and summary.csv)'
+    if not path.exists():
+        raise ConfigError(f"--collect '{run_dir}' does not exist: {what}")
+    if not path.is_dir():
+        raise ConfigError(f"--collect '{run_dir}' is a file, not a run folder: {what}")
+    if not (path / 'args.yaml').is_file():
+        raise ConfigError(f"--collect '{run_dir}' holds no args.yaml, so it is not a train.py run folder: {what}")
+
+
+def _check_recipe(result) -> None:
+    """A collected run was trained from a reproduction recipe: its table row needs the recipe's name."""
+    try:
+        recipe, _, _ = split_name(result.config)
+    except ValueError:
+        recipe = None
+    if recipe not in RECIPES:
+        raise ConfigError(f"--collect '{result.run_dir}' is a run of '{result.config}', not of a recipe of configs/ "
+                          f"(e.g. pt100_resnet50_samix): collect runs of train.py --config configs/<group>/<recipe>.yaml "
+                          f"or of python -m samix_timm.reproduce")
 
 
 def create_parser() -> argparse.ArgumentParser:
@@ -62,7 +86,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(args) -> int:
     if args.collect:
+        for d in args.collect:
+            _check_run_dir(d)
         results = [collect(d, data_dir=args.data_dir) for d in args.collect]
+        for r in results:
+            _check_recipe(r)
         paths = [config_path(r.config) or Path(f'{r.config}.yaml') for r in results]
         print(format_table(paths, {r.config: r for r in results}))
         return 0

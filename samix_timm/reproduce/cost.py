@@ -16,13 +16,11 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
     (no fp16 there; bfloat16 autocast is slower than fp32 on most CPUs)."""
     import torch
     from timm.data import resolve_data_config
-    from timm.optim import create_optimizer_v2, optimizer_kwargs
-    from timm.utils import ModelEmaV3
 
     from ..engine.args import parse_train_args
     from ..engine.loop import StepContext, train_one_epoch
     from ..engine.setup import create_amp, resolve_device
-    from ..engine.train import build_model, build_task, create_mixing, resolve_lr
+    from ..engine.train import build_model, build_task, create_mixing, create_task_optimizer, resolve_lr
 
     cfg = read_config(path)
     argv = ['--config', str(path), '--device', device, *smoke_overrides(cfg, img_size)]
@@ -36,7 +34,6 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
     amp_autocast, scaler = create_amp(args, dev)
     model = build_model(args, args.num_classes).to(dev)
     resolve_lr(args)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
     recipe = RECIPES.get(split_name(path.stem)[0], Recipe(1, 10_000, ''))
     data_config = resolve_data_config(vars(args), model=model)
     size = data_config['input_size'][-1]
@@ -44,7 +41,7 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
                                              max(1, recipe.train_images // (args.batch_size * recipe.gpus)),
                                              recipe.train_images, amp_autocast, scaler, dev)
     task = build_task(args, model, loss_fn, mixup_fn, clean, dev)
-    ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
+    optimizer = create_task_optimizer(args, task)
     ctx = StepContext(device=dev, amp_autocast=amp_autocast, loss_scaler=scaler, clip_grad=args.clip_grad,
                       clip_mode=args.clip_mode, log_interval=10 ** 9, is_primary=False)
     batch = (torch.randn(args.batch_size, 3, size, size, device=dev),
@@ -54,7 +51,7 @@ def measure_cost(path: Path, device: str = 'cpu', batch_size: Optional[int] = No
         if dev.type == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_one_epoch(0, task, [batch] * n, optimizer, ctx, model_ema=ema)
+        train_one_epoch(0, task, [batch] * n, optimizer, ctx)
         if dev.type == 'cuda':
             torch.cuda.synchronize()
         return time.perf_counter() - start

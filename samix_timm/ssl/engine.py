@@ -20,13 +20,14 @@ from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..engine.checkpoint import resume_task
-from ..engine.checks import check_names, check_numbers
+from ..engine.checks import (check_input_file, check_kwargs_flags, check_names, check_numbers, check_output,
+                              check_path_length)
 from ..engine.loop import StepContext, train_one_epoch
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
                             shared_class_index, split_folder)
 from ..defaults import PAPER_MASK_BETA, SMALL_DATA_IMAGES
-from ..engine.train import HEALTH_IMAGES, epoch_seed, save_checkpoint
+from ..engine.train import HEALTH_IMAGES, epoch_seed, epoch_writes, save_checkpoint
 from ..errors import ConfigError, keyword_as_flag
 from ..health import format_health, is_grey, mixer_health
 from ..momentum import BetaSchedule
@@ -58,9 +59,23 @@ class SSLResult:
     mixer_health: Optional[Dict[str, float]] = None  # the last epoch's, for SAMix-I/-C
 
 
+# create_optimizer_v2 keywords train_ssl.py sets from flags of its own: --opt-kwargs must not repeat them
+_OPT_KWARG_FLAGS = dict(opt='--opt', lr='--lr', weight_decay='--weight-decay', momentum='--momentum')
+
+
 def _check_args(args, mode) -> None:
     check_numbers(args)
     check_names(args)  # --samix-mixer, --samix-beta-schedule, --opt, --sched: one line for an unknown name
+    # as train.py's checks: the run folder can be made (writable, a name the file system allows, not inside a split
+    # of --data-dir, where the next run would read it as a class), and no keyword is set twice
+    check_output(args, 'output/ssl')
+    if args.resume:
+        check_input_file('resume', args.resume, 'the last.pth.tar of a train_ssl.py run, e.g. '
+                                                'output/ssl/<run>/last.pth.tar')
+    if 'num_classes' in (args.model_kwargs or {}):
+        raise ConfigError(f"--model-kwargs num_classes={args.model_kwargs['num_classes']}: train_ssl.py builds the "
+                          f"backbone without a classifier (num_classes=0; the probes fit their own); drop num_classes")
+    check_kwargs_flags('opt_kwargs', args.opt_kwargs, _OPT_KWARG_FLAGS)
     if args.knn_interval > 0 and not args.dataset and Path(args.data_dir).is_dir():
         split_folder(Path(args.data_dir), args.val_split, 'validation (the kNN probe)', '--val-split')
         shared_class_index(Path(args.data_dir), args.train_split, args.val_split)  # a val/ class train/ lacks: refused
@@ -157,6 +172,8 @@ def _train_ssl(args, args_text: str) -> SSLResult:
     device = resolve_device(args)
     primary = utils.is_primary(args)
     mode = get_ssl_mode(args.ssl_mix)
+    if args.data_dir or args.data:
+        check_path_length('data_dir', args.data_dir or args.data)
     check_data_dir(args)
     _check_args(args, mode)
     utils.random_seed(args.seed, args.rank)
@@ -197,7 +214,8 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         if start_epoch >= num_epochs:  # before anything is written (it used to suggest `ssl.probe --checkpoint None`)
             raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
                               f"nothing is left to train; to train longer pass --epochs above {start_epoch}, to "
-                              f"evaluate it use python -m samix_timm.ssl.probe --checkpoint {args.resume}")
+                              f"evaluate it: python -m samix_timm.ssl.probe --checkpoint {args.resume} --data-dir "
+                              f"{args.data_dir}")
         if lr_scheduler is not None:
             lr_scheduler.step_update(start_epoch * len(loader))
         if primary:
@@ -261,9 +279,10 @@ def _train_ssl(args, args_text: str) -> SSLResult:
             for k, v in {**row, **monitor}.items():
                 tb_writer.add_scalar(f'epoch/{k}', v, epoch)
             # the kNN column is in every row (empty between monitors): the csv header is the first row's keys
-            utils.update_summary(epoch, row, dict(knn_top1=monitor.get('knn_top1', '')) if knn_loaders else {},
-                                 filename=str(output_dir / 'summary.csv'), lr=optimizer.param_groups[0]['lr'],
-                                 write_header=epoch == start_epoch)
+            with epoch_writes(epoch, output_dir, 'logs (summary.csv)'):
+                utils.update_summary(epoch, row, dict(knn_top1=monitor.get('knn_top1', '')) if knn_loaders else {},
+                                     filename=str(output_dir / 'summary.csv'), lr=optimizer.param_groups[0]['lr'],
+                                     write_header=epoch == start_epoch)
             save_checkpoint(saver, epoch, monitor.get('knn_top1'), output_dir)
             checkpoint = output_dir / 'last.pth.tar'
     return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
