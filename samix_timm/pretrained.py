@@ -275,16 +275,20 @@ class SAMixPretrained:
         self.amp_autocast = amp_autocast
         self.mixup_enabled = True
 
-    @staticmethod
-    def _check_batch(x: torch.Tensor) -> None:
-        """Refuse a batch that is not a float tensor: uint8 pixels would be mixed as if normalised (and returned as
-        uint8), silently."""
+    def _check_batch(self, x: torch.Tensor) -> None:
+        """Refuse a batch that is not a float tensor (uint8 pixels would be mixed as if normalised, and returned as
+        uint8) or has another number of channels than the extractor reads (a 1-channel batch was broadcast against
+        the 3-channel mean/std, silently)."""
         if not torch.is_tensor(x) or not x.is_floating_point():
             kind = f'a {x.dtype} tensor' if torch.is_tensor(x) else f'a {type(x).__name__}'
             raise ConfigError(f'x is {kind}: the pre-trained Mixer mixes float batches normalised with the mean/std '
                               f'you gave it (data_config, or input_mean/input_std), as its hub entry says; convert the '
                               f'images to float in [0, 1] and normalise them (e.g. (x.float() / 255 - mean) / std, '
                               f'or timm.data.create_loader with that data_config)')
+        channels = self._scale.shape[1]
+        if x.dim() == 4 and x.shape[1] != channels:
+            raise ConfigError(f'x has {x.shape[1]} channel(s): this Mixer\'s extractor reads {channels} (e.g. '
+                              f'x.expand(-1, {channels}, -1, -1) for grey images, normalised with its mean/std)')
 
     def _check_target(self, x: torch.Tensor, target: torch.Tensor) -> None:
         """Refuse labels `soft_target` would fail on deep inside (out of range: an index error) or read wrongly

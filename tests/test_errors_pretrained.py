@@ -212,6 +212,10 @@ def test_hub_mixer_refuses_uint8_images():
             call()
     x_mix, _ = mixer((x.float() / 255 - 0.45) / 0.225, y)
     assert x_mix.dtype == torch.float32
+    grey = torch.rand(4, 1, 32, 32)  # was broadcast against the 3-channel mean/std and mixed, without a word
+    for call in (lambda: mixer(grey, y), lambda: mixer.mask(grey, 0.5, torch.arange(4))):
+        with pytest.raises(ValueError, match=r"^x has 1 channel\(s\): this Mixer's extractor reads 3"):
+            call()
 
 
 # --- python -m samix_timm.export ---------------------------------------------------------------------------------

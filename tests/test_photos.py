@@ -132,3 +132,17 @@ def test_object_retention_by_hand():
     assert r['a'] == pytest.approx(1.0) and r['b'] == pytest.approx(1.0)
     boxes = bench.cutmix_masks(400, 32, 0.5, np.random.default_rng(0))
     assert set(boxes.unique().tolist()) == {0.0, 1.0} and 0.3 < float(boxes.mean()) < 0.5  # clipped at borders
+
+
+@pytest.mark.parametrize('photos', [False, True])
+def test_fewer_images_than_classes_is_one_line(photos, sources, tmp_path, capsys):
+    """--num-train 5 over 10 classes built an empty training split without a word (5 // 10 = 0 per class)."""
+    argv = ['--out', str(tmp_path / 'out'), '--num-train', '5', '--num-val', '50']
+    if photos:
+        argv = ['--photos', *argv, '--stamps', str(sources / 'stamps'), '--backgrounds', str(sources / 'backgrounds')]
+        with pytest.raises(EmbeddedDataError, match='num_train=2, num_val=15: each must be at least the 3 classes'):
+            _build(tmp_path / 'lib', sources, PhotoObjectsConfig(canvas=32, num_train=2, num_val=15))
+    assert data_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'num_train=5' in err[0] and 'classes' in err[0], err
+    assert not (tmp_path / 'out').exists()

@@ -61,6 +61,9 @@ def _stratified_split(labels: np.ndarray, cfg: ClutteredMnistConfig, rng: np.ran
     """Per-class disjoint train/val index lists of the requested sizes."""
     classes = np.unique(labels)
     per_train, per_val = cfg.num_train // len(classes), cfg.num_val // len(classes)
+    if min(per_train, per_val) < 1:  # the images are split evenly over the classes
+        raise EmbeddedDataError(f'num_train={cfg.num_train}, num_val={cfg.num_val}: each must be at least the '
+                                f'{len(classes)} classes (the images are split evenly over them)')
     train_idx, val_idx = [], []
     for c in classes:
         idx = rng.permutation(np.flatnonzero(labels == c))

@@ -238,6 +238,9 @@ def build_photo_objects(root: str | Path, cfg: PhotoObjectsConfig = PhotoObjects
     from PIL import Image
 
     cfg.check()
+    if min(cfg.num_train, cfg.num_val) < len(classes):  # each class gets num // classes images
+        raise EmbeddedDataError(f'num_train={cfg.num_train}, num_val={cfg.num_val}: each must be at least the '
+                                f'{len(classes)} classes (the images are split evenly over them)')
     root, stamps_dir = Path(root), Path(stamps_dir)
     backgrounds = find_backgrounds(backgrounds_dir)
     stamp_files = find_stamps(stamps_dir, classes)
