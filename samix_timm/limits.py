@@ -63,7 +63,9 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
 def check_keyword(name: str, value: Any, limit: Optional[Limit] = None) -> None:
     """`ConfigError` (a `ValueError`) naming the keyword argument when `value` is not a finite number in range."""
     limit = limit or KEYWORD_LIMITS[name]
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ConfigError(f'{name}={value!r} is a {type(value).__name__}, not a number: it must be {limit.text}')
+    if not math.isfinite(value):
         raise ConfigError(f'{name}={value!r} is not a finite number: it must be {limit.text}')
     if limit.integer and not isinstance(value, numbers.Integral):
         raise ConfigError(f'{name}={value!r} is not a whole number: it must be an int {limit.text}')

@@ -581,3 +581,15 @@ def test_ssl_model_kwargs_without_a_flag_are_passed_on(files, tmp_path, capsys, 
     args, text = parse_ssl_args([*SSL, '--data-dir', str(files['data']), '--output', str(tmp_path),
                                  '--model-kwargs', 'drop_rate=0.1'])
     assert train_ssl(args, text).encoder.backbone.drop_rate == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize('value, says', [('10', "num_classes='10' is a str, not a number"),
+                                         (True, 'num_classes=True is a bool, not a number'),
+                                         (float('nan'), 'num_classes=nan is not a finite number')])
+def test_keyword_check_names_what_the_value_is(value, says):
+    """A hub user's num_classes='10' or True is a wrong type, not 'not a finite number' (issue 44 audit)."""
+    from samix_timm.errors import ConfigError
+    from samix_timm.limits import check_keyword
+    with pytest.raises(ConfigError) as e:
+        check_keyword('num_classes', value)
+    assert str(e.value).startswith(says)
