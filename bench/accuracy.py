@@ -53,6 +53,7 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'mixup_clean': 'mixup_clean', 'samix_noclean': 'samix_paper_noclean', 'samix_joint': 'samix_paper_joint',
             'vanilla_long': 'none', 'mixup_long': 'mixup', 'samix_default': 'samix_paper_stable',
             'samix_p_own': 'samix_p_self', 'mixup_clean0.25': 'mixup_clean0.25',
+            'samix': 'samix_lowres_stable', 'samix_w0': 'samix_lowres_stable_noclean', 'samix_p_trained': 'samix_p_self',
             'mixup_clean0.25_rowmean': 'mixup_clean0.25',
             # the Mixer trains for the first 30 % of the steps: the two step costs in those shares
             'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7}}
@@ -102,6 +103,11 @@ METHODS: Dict[str, List[str]] = {
     # measures what its rows measured; today's default is in bench/mixer_grey.py's sweep (all_qk_image_area_b1)
     'samix_default': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mask-beta', '0.1'],
     'samix_p_own': ['--mixup', 'samix'],  # + --samix-pretrained: the Mixer of a run in PRETRAIN_SOURCE
+    # today's default as it stands (stable Mixer with area λ, `lowres`, β 1, η loss): the photo benchmark's rows,
+    # without its clean-batch term, and SAMix^P with the Mixer of a default run on the same data (another seed)
+    'samix': ['--mixup', 'samix'],
+    'samix_w0': ['--mixup', 'samix', '--samix-clean-weight', '0'],
+    'samix_p_trained': ['--mixup', 'samix'],
     'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
     # the partial clean term (§5.6) beside timm Mixup, on 12 of the 50 rows: each clean image weighed W/N as in the
     # reference term, and the weighting before the fix, W on the mean of those 12 rows (= W·50/12 per N)
@@ -111,7 +117,7 @@ METHODS: Dict[str, List[str]] = {
 # SAMix^P methods whose Mixer is exported from a finished run of this benchmark: method -> (method, seed) of that
 # run (a seed no table row uses); the export is written once under --output and reused, its cost is the source
 # row's run_cost, reported as `pretrain_cost`
-PRETRAIN_SOURCE = {'samix_p_own': ('samix_default', 100)}
+PRETRAIN_SOURCE = {'samix_p_own': ('samix_default', 100), 'samix_p_trained': ('samix', 100)}
 _EXPORT_LOCK = threading.Lock()
 EPOCH_FACTOR: Dict[str, float] = {}
 
@@ -320,7 +326,9 @@ def row_cost(record: Dict, results: Path) -> Dict:
 def pretrain_row(method: str, record: Dict, results: Path) -> Optional[Dict]:
     """The finished row (same budget) whose run made the Mixer of SAMix^P method `method` (`PRETRAIN_SOURCE`)."""
     src, seed = PRETRAIN_SOURCE[method]
-    rows = [r for r in _done(results) if r['method'] == src and r['seed'] == seed and budget(r) == budget(record)]
+    data = record.get('data')  # builds of the same size share a budget: the Mixer must come from this one
+    rows = [r for r in _done(results) if r['method'] == src and r['seed'] == seed and budget(r) == budget(record)
+            and r.get('data', data) == data]
     return rows[-1] if rows else None
 
 
@@ -329,7 +337,7 @@ def pretrained_mixer(method: str, args) -> Tuple[Path, str]:
     checkpoint of its source run, which must be finished; returns (artifact path, where it came from)."""
     src, seed = PRETRAIN_SOURCE[method]
     probe = dict(method=method, model=args.model, epochs=args.epochs, img_size=args.img_size,
-                 train_images=train_images(args.data_dir))
+                 train_images=train_images(args.data_dir), data=dataset_id(args.data_dir))
     row = pretrain_row(method, probe, Path(args.results))
     if row is None:
         raise SystemExit(f'{method} needs the Mixer of a finished {src} run, seed {seed}, of this budget: run '

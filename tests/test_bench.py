@@ -361,6 +361,10 @@ def test_samix_p_rows_carry_the_cost_of_the_run_that_made_their_mixer(accuracy, 
     assert 'speed_bench_1k_p.json' in cost['cost_from']
     other_budget = dict(row, epochs=30)
     assert accuracy.row_cost(other_budget, tmp_path).get('pretrain_cost') is None
+    # builds of the same size share the budget: a Mixer trained on another build is not this row's source
+    (tmp_path / 'accuracy_runs.jsonl').write_text(json.dumps(dict(source, data='photo_objects:aaaa')) + '\n')
+    assert accuracy.row_cost(dict(row, data='photo_objects:bbbb'), tmp_path).get('pretrain_cost') is None
+    assert accuracy.row_cost(dict(row, data='photo_objects:aaaa'), tmp_path)['pretrain_cost'] == pytest.approx(3.0)
 
 
 def test_equal_compute_verdict_compares_with_the_best_baseline_that_got_at_least_the_compute(accuracy):
