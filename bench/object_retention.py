@@ -132,6 +132,12 @@ def main(argv=None) -> int:
     p.add_argument('--picture', default=None, help='also write the first Mixer\'s masks at λ 0.5 as this PNG')
     p.add_argument('--out', default=None, help='write OUT.jsonl and OUT.md (never over existing files)')
     args = p.parse_args(argv)
+    bad = ([f'--lams {v:g} is not in (0, 1)' for v in args.lams if not 0 < v < 1]
+           + ([f'--images {args.images} must be at least 1'] if args.images < 1 else [])
+           + ([f'--batch {args.batch} must be at least 2 (the Mixer runs on batch statistics)'] if args.batch < 2 else []))
+    if bad:
+        print(f'error: {bad[0]}', file=sys.stderr)
+        return 2
     if args.out:
         for suffix in ('.jsonl', '.md'):
             if Path(args.out + suffix).exists():

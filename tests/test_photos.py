@@ -98,13 +98,37 @@ def test_stamp_split_holds_out_whole_objects(sources, tmp_path):
 
 @pytest.mark.parametrize('missing, line', [('stamps', 'apt-get install tuxpaint-stamps-default'),
                                            ('backgrounds', 'apt-get install tuxpaint-data')])
-def test_missing_package_is_one_line_naming_it(missing, line, sources, tmp_path, capsys):
-    paths = {'stamps': str(sources / 'stamps'), 'backgrounds': str(sources / 'backgrounds'), missing: str(tmp_path / 'no')}
-    assert data_main(['--photos', '--out', str(tmp_path / 'out'), '--stamps', paths['stamps'],
-                      '--backgrounds', paths['backgrounds']]) == 2
+def test_missing_package_is_one_line_naming_it(missing, line, sources, tmp_path, monkeypatch, capsys):
+    """The package's folder missing names the apt-get line; a folder the user passed names the flag instead
+    (it said apt-get install for an empty --backgrounds folder, issue 44 audit)."""
+    import samix_timm.data.__main__ as cli
+    import samix_timm.data.photos as photos
+    default = str(tmp_path / 'not_installed')
+    monkeypatch.setattr(photos, f'{missing.upper()}_DIR', default)
+    monkeypatch.setattr(cli, f'{missing.upper()}_DIR', default)
+    given = {'stamps': str(sources / 'stamps'), 'backgrounds': str(sources / 'backgrounds')}
+    given.pop(missing)
+    flags = [x for k, v in given.items() for x in (f'--{k}', v)]
+    assert data_main(['--photos', '--out', str(tmp_path / 'out'), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and line in err[0], err
+    (tmp_path / 'empty').mkdir()
+    assert data_main(['--photos', '--out', str(tmp_path / 'out'), *flags, f'--{missing}', str(tmp_path / 'empty')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f'pass --{missing} a folder' in err[0] and 'apt-get' not in err[0], err
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('flags, line', [(['--lams', '1.5'], '--lams 1.5 is not in (0, 1)'),
+                                         (['--images', '0'], '--images 0 must be at least 1'),
+                                         (['--batch', '1'], '--batch 1 must be at least 2')])
+def test_object_retention_refuses_bad_values_in_one_line(flags, line, tmp_path, capsys):
+    """--lams 1.5 ended in a NaN traceback, --images 0 blamed the data (issue 44 audit)."""
+    from conftest import load_bench
+    bench = load_bench('object_retention')
+    assert bench.main(['--data-dir', str(tmp_path), '--mixer', 'x', *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f'error: {line}'] or (len(err) == 1 and err[0].startswith(f'error: {line}')), err
 
 
 def test_options_of_the_other_dataset_are_refused(tmp_path, capsys):

@@ -100,15 +100,17 @@ def _images_under(folder: Path) -> List[Path]:
 def find_stamps(stamps_dir: str | Path, classes: Dict[str, Sequence[str]] = CLASSES) -> Dict[str, List[Path]]:
     """class -> its stamp files (RGBA images; drawings in `cartoon` folders left out)."""
     root = Path(stamps_dir)
+    fix = (f'{STAMPS_PACKAGE} (or pass --stamps DIR)' if root == Path(STAMPS_DIR) else
+           'pass --stamps a folder of RGBA stamps in the category folders of Tux Paint\'s')
     if not root.is_dir():
-        raise EmbeddedDataError(f'no stamps at {root}: {STAMPS_PACKAGE} (or pass --stamps DIR)')
+        raise EmbeddedDataError(f'no stamps at {root}: {fix}')
     found = {}
     for name, folders in classes.items():
         files = [p for f in folders for p in _images_under(root / f)
                  if not any(part in LEFT_OUT for part in p.relative_to(root).parts)]
         if len(files) < MIN_STAMPS:
             raise EmbeddedDataError(f'class {name} has {len(files)} stamps under {root} ({", ".join(folders)}), '
-                                    f'fewer than {MIN_STAMPS}: {STAMPS_PACKAGE} (or pass --stamps DIR)')
+                                    f'fewer than {MIN_STAMPS}: {fix}')
         found[name] = files
     return found
 
@@ -118,8 +120,10 @@ def find_backgrounds(backgrounds_dir: str | Path) -> List[Path]:
     root = Path(backgrounds_dir)
     files = _images_under(root) if root.is_dir() else []
     if not files:
-        raise EmbeddedDataError(f'no background photographs at {root}: {BACKGROUNDS_PACKAGE} '
-                                f'(or pass --backgrounds DIR, a folder of photographs)')
+        fix = (f'{BACKGROUNDS_PACKAGE} (or pass --backgrounds DIR, a folder of photographs)'
+               if root == Path(BACKGROUNDS_DIR) else
+               f'pass --backgrounds a folder of photographs ({", ".join(sorted(IMAGE_SUFFIXES))})')
+        raise EmbeddedDataError(f'no background photographs at {root}: {fix}')
     return files
 
 
