@@ -253,8 +253,8 @@ class Runner:
 
     @property
     def mix(self):
-        """The task's mixer (timm Mixup, SAMix, SAMix^P) or None."""
-        return self.task.mixer
+        """The task's mixer (timm Mixup, SAMix^P), its SAMix (online SAMix's task) or None."""
+        return getattr(self.task, 'samix', self.task.mixer)
 
     def run(self, steps: int) -> float:
         """Seconds per step of `train_one_epoch` over `steps` copies of the batch; returns when the device is done."""

@@ -4,6 +4,7 @@ from .features import FeatureTap, FeatureTapError
 from .mixer import AutoMixer, Mixer, MixerNumericsError, create_mixer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .samix import SAMix
+from .task import SAMixTask, create_task
 from .settings import MixerSettings, MixSettings, StepPreset
 from .defaults import samix_defaults
 from .pretrained import SAMixPretrained, export_mixer, load_artifact

@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import timm
 import torch
 import torch.nn as nn
@@ -24,7 +23,8 @@ from .errors import ConfigError
 from .files import read_torch_file, write_new_torch_file
 from .limits import check_keyword
 from .mixer import create_mixer, set_inference_mode
-from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
+from .mixing import (adjust_lam, draw_mixing, in_lam_margin, margin_mask, mix_images, mixer_mask, preview_dict,
+                     preview_index, soft_target)
 from .settings import MixSettings
 from .task import task_state_of
 
@@ -333,14 +333,13 @@ class SAMixPretrained:
                 x, indices=[self.feature_index], intermediates_only=True, stop_early=True)[0]
 
     @torch.no_grad()
-    def mask(self, x: torch.Tensor, lam: float, index: torch.Tensor) -> torch.Tensor:
-        """s (Nx1xHxW), the weight of x[index], for mixing ratio λ (lam_margin and λ adjusting of §3)."""
-        if in_lam_margin(lam, self.lam_margin):
+    def mask(self, x: torch.Tensor, lam: float, index: torch.Tensor, adjust: bool = False) -> torch.Tensor:
+        """s (Nx1xHxW), the weight of x[index], for mixing ratio λ: the λ margin, the Mixer on the extractor's map,
+        λ adjusting when `adjust` (§3; the core every SAMix shares, `mixing.mixer_mask`). The extractor runs only
+        when the Mixer is asked."""
+        if in_lam_margin(lam, self.lam_margin):  # no extractor pass for a mask the Mixer does not make
             return margin_mask(x.shape[0], x.shape[-2:], lam, x.device)
-        s = self.mixer(self.features(x), lam, index, x.shape[-2:])
-        if self.lam_adjust_prob > 0 and np.random.rand() < self.lam_adjust_prob:
-            s = adjust_lam(s, lam)
-        return s
+        return mixer_mask(self.mixer, self.features(x), lam, index, x.shape[-2:], self.lam_margin, adjust)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(x_mixed, soft_target NxK), like `timm.data.Mixup`."""
@@ -348,18 +347,24 @@ class SAMixPretrained:
         self._check_target(x, target)
         if self._scale.device != x.device:
             self.to(x.device)
-        if not self.mixup_enabled or np.random.rand() >= self.mix_prob:
-            return x, soft_target(target, torch.arange(len(x), device=x.device), 1., self.num_classes,
-                                  self.label_smoothing)
-        lam = float(np.random.beta(self.alpha, self.alpha))
+        draw = None
+        if self.mixup_enabled:  # numpy's global RNG, as timm's Mixup and online SAMix draw
+            draw = draw_mixing(self.alpha, self.mix_prob, self.lam_margin, self.lam_adjust_prob)
+        if draw is None:
+            return x, soft_target(target, None, 1., self.num_classes, self.label_smoothing)
+        (lam,), adjust = draw
         index = torch.randperm(x.shape[0], device=x.device)
-        x_mix = mix_images(x, self.mask(x, lam, index), index)
+        x_mix = mix_images(x, self.mask(x, lam, index, adjust), index)
         return x_mix, soft_target(target, index, lam, self.num_classes, self.label_smoothing)
 
     @torch.no_grad()
     def preview(self, x: torch.Tensor, lam: float = 0.5) -> Dict[str, torch.Tensor]:
-        """(x_i, x_j, s, x_mix) for display."""
+        """(x_i, x_j, s, x_mix) for display, and 'mask_raw', the Mixer's own mask before λ adjusting (§3), as online
+        SAMix previews: λ adjusting only when it always applies (lam_adjust_prob 1); draws nothing from the RNG."""
         self._check_batch(x)
-        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
-        s = self.mask(x, lam, index)
-        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
+        if self._scale.device != x.device:
+            self.to(x.device)
+        index = preview_index(x.shape[0], x.device)
+        raw = self.mask(x, lam, index)
+        adjust = self.lam_adjust_prob >= 1 and not in_lam_margin(lam, self.lam_margin)
+        return preview_dict(x, adjust_lam(raw, lam) if adjust else raw, index, raw=raw)

@@ -1,30 +1,29 @@
-""" SAMix: learned, data-dependent mixing with the call shape of `timm.data.Mixup` (spec §5).
+""" SAMix: the parts of online SAMix and its steps (spec §5), for `task.SAMixTask`.
 
-`samix(x, target) -> (x_mixed, soft_target)`. Inside the call the Mixer is trained online:
-a momentum encoder θ̄ of the classifier reads the clean batch (§1), the Mixer proposes masks
-(§2), the classifier-branch mask mixes the batch handed back to the training loop (§3), and a
-second, independent mixing trains the Mixer through θ̄ with the η-balanced loss plus the mask
-losses (§3, §4). The training loop's own optimizer, scaler, scheduler and checkpointing of the
-classifier stay untouched.
+θ̄, a momentum copy of the classifier, reads the clean batch (§1); the Mixer proposes masks from its features (§2);
+the classifier-branch mask mixes the batch the classifier trains on (§3), and a second, independent mixing trains
+the Mixer through θ̄ with the η-balanced loss plus the mask losses (§3, §4). `SAMixTask` (task.py) owns a `SAMix`
+as a submodule and runs these steps in the method's order; the margin → Mixer → λ-adjusting path, the λ draw and
+the mixed image are the shared core in `mixing.py`.
 """
 import logging
 import math
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from .clean import CleanMixLoss, CleanTerm
+from .clean import CleanTerm
 from .errors import ConfigError
 from .features import FeatureTap, _input_hw
 from .losses import eta_balanced_bce, mixup_ce
 from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
-from .mixing import adjust_lam, in_lam_margin, margin_mask, mix_images, soft_target
+from .mixing import (adjust_lam, draw_mixing, in_lam_margin, mix_images, mixer_mask, preview_dict, preview_index,
+                     soft_target)
 from .mixer_trainer import MixerTrainer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .settings import MixerSettings, MixSettings, StepPreset
@@ -50,18 +49,19 @@ def warn_small_mixer_input(input_size: Sequence[int], mixer_scale: float) -> boo
                     f'input: its masks are constant over each image and its gradients 0 (the Mixer learns nothing); '
                     f'use mixer_scale={2 / min(full):.3g} or more (or 1)')
     return True
-
-
-class SAMix:
-    """Drop-in for `timm.data.Mixup` whose masks come from an online-trained Mixer (§5).
+class SAMix(nn.Module):
+    """The parts of online SAMix (§5) and the steps it takes with them: θ̄ (`encoder`, the momentum copy of the
+    classifier), the stage-l feature tap on it (`tap`), the Mixer M_φ (`mixer`) and its optimizer (`trainer`).
+    `SAMixTask` owns it as a submodule and runs the steps in the method's order (`SAMixTask.mix`), so `to`, `train`,
+    `eval` and `state_dict` of the task reach θ̄ and the Mixer. Each step takes what it needs and returns what it
+    makes; between calls SAMix keeps only the run's state (step counter, fp32 fallback, weights, optimizer).
 
     Args:
-        model: the classifier being trained (unwrapped, on its device; before DDP wrapping).
+        model: the classifier being trained (unwrapped, on its device; before DDP wrapping): θ̄ starts as its copy.
         num_classes: classes of the soft targets.
-        total_steps: SAMix calls in the whole run (schedules are functions of the step).
+        total_steps: training steps in the whole run (schedules are functions of the step).
         mixer: the Mixer and how it is trained (`MixerSettings`; `samix_defaults` chooses it per run).
-        preset: how the step runs, economies and clean-batch term (`StepPreset`; a `SAMIX_PRESETS` entry). With a
-            clean term the call returns [x; x_mix] and the loss must come from `loss(...)`.
+        preset: how the step runs, economies and clean-batch term (`StepPreset`; a `SAMIX_PRESETS` entry).
         mix: the classifier branch's draw (`MixSettings`: α, λ margin and adjusting, label smoothing, prob).
         momentum: schedule of the momentum encoder (§5; None: 0.999 -> 0.99999 after 10 %).
         input_size: training input size, for the small-input stage rule of `FeatureTap`.
@@ -82,6 +82,7 @@ class SAMix:
             amp_autocast: Callable = nullcontext,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
+        super().__init__()
         mixer, preset, mix = mixer or MixerSettings(), preset or StepPreset(), mix or MixSettings()
         model_classes = getattr(model, 'num_classes', None)
         if model_classes is not None and model_classes != num_classes:
@@ -92,19 +93,17 @@ class SAMix:
                               f'has a fixed patch grid: use mixer_scale=1')
         if preset.mixer_scale < 1 and input_size is not None:
             warn_small_mixer_input(input_size, preset.mixer_scale)
-        self.model = model
         self.num_classes = num_classes
         self.total_steps = total_steps
         self.settings, self.preset, self.mix = mixer, preset, mix
         self.momentum = momentum or MomentumSchedule(0.999, 0.99999, total_steps)
-        self.encoder = MomentumEncoder(model, self.momentum)
+        self.encoder = MomentumEncoder(model, self.momentum)  # θ̄
         self.tap = FeatureTap(self.encoder.module, index=mixer.tap_index, input_size=input_size)
         built = mixer.mixer
         if isinstance(built, str):
             built = create_mixer(built, self.tap.channels, **mixer.kwargs)
         self.mixer = built.to(next(model.parameters()).device)
-        # what θ̄'s two passes and the Mixer run through: the modules, or their torch.compile'd versions (`compile()`)
-        self.tap_forward, self.encoder_forward, self.mixer_forward = self.tap, self.encoder.module, self.mixer
+        self._run_through(self.tap, self.encoder.module, self.mixer)
         broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
         self.trainer = MixerTrainer(self.mixer, total_steps, mixer.optimizer, mixer.min_lr,
                                     mixer.beta or BetaSchedule(0.1, 'linear', total_steps), mixer.mask_margin,
@@ -119,129 +118,86 @@ class SAMix:
         # θ̄ is a copy of the classifier: it gets its input in the classifier's memory format
         self.channels_last = any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
                                  and not p.is_contiguous() for p in model.parameters())
-        self.last_metrics: Dict[str, torch.Tensor] = {}
 
-    # -- the call of timm.data.Mixup -------------------------------------------------------------
+    def _run_through(self, tap: Callable, encoder: Callable, mixer: Callable) -> None:
+        """What θ̄'s two passes and the Mixer run through: the modules, or their torch.compile'd versions
+        (`compile()`). Plain attributes, not submodules: they share the modules' weights."""
+        self.__dict__.update(tap_forward=tap, encoder_forward=encoder, mixer_forward=mixer)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """timm Mixup's call, for a training loop of your own: `mix_batch`, then with the clean term ([x; x_mixed],
-        [onehot(y); soft_target]), 2N rows, to be weighed by `loss(...)`. train.py's `MixTask` calls `mix_batch` and
-        owns the clean term itself."""
-        x_mix, y_mix = self.mix_batch(x, target)
-        if not self.mixup_enabled:
-            self.clean.skip()
-            return x_mix, y_mix
-        return self.clean.join(x, target, x_mix, y_mix)  # §5.6: [x; x_mix] when the clean term is on
+    def train(self, mode: bool = True) -> 'SAMix':
+        """The Mixer follows `mode`; θ̄ stays on batch statistics (train mode), the way the method uses it (§5.2)."""
+        super().train(mode)
+        self.encoder.module.train()
+        return self
 
-    def mix_batch(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mix a batch; trains the Mixer on the way. Returns (x_mixed, soft_target NxK); (x, one-hot) when mixing
-        is off or this step draws no mixing (as timm's Mixup)."""
-        if target.ndim != 1:
-            raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine it with '
-                              'collate-time mixing (timm FastCollateMixup)')
-        self.last_metrics = {}
+    # -- the steps, in the order `SAMixTask.mix` runs them (§5) -----------------------------------
+
+    def update_encoder(self, model: nn.Module) -> float:
+        """θ̄ ← m θ̄ + (1 − m) θ with this step's m (§5.5; before this step's passes, as the reference); returns m
+        and counts the step."""
         with record_function('samix/momentum_update'):
-            m = self.encoder.step(self.model, self.step)  # §5.5, θ̄ follows the live θ
+            m = self.encoder.step(model, self.step)  # §5.5, θ̄ follows the live θ
             broadcast_module_(self.encoder.module, params=False)  # θ's BN statistics differ per rank under DDP
         self.step += 1
-        if not self.mixup_enabled:
-            return x, soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
-        draw = self.draw()
-        if draw is None:  # an unmixed batch in the mixed half (as timm's Mixup)
-            return x, soft_target(target, None, 1., self.num_classes, self.mix.label_smoothing)
-        lam_q, lam_k, adjust = draw
-        index_q = torch.randperm(x.shape[0], device=x.device)  # the pairing may differ per rank
-        try:
-            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
-        except MixerNumericsError as e:
-            if self.fp32_features:
-                raise MixerNumericsError(f'{e} Happened with fp32 features too: the Mixer diverged, lower '
-                                         f'the Mixer learning rate (or train without AMP).') from None
-            # §2: attention overflow from low-precision features: recompute them in fp32, once
-            _logger.warning('Mixer attention was not finite: computing the Mixer features in fp32 from now on')
-            self.fp32_features = True
-            x_mix = self._mix_and_train(x, target, lam_q, lam_k, index_q, adjust)
-        self.last_metrics.update(momentum=m, lam=lam_q)
-        return x_mix, soft_target(target, index_q, lam_q, self.num_classes, self.mix.label_smoothing)
+        return m
 
     def draw(self) -> Optional[Tuple[float, float, bool]]:
-        """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch: numpy's global RNG (as timm's Mixup),
-        drawn on rank 0 and broadcast, because these decide which collectives the step runs (Mixer update,
-        buffer sync) and every rank must run the same ones."""
+        """This step's (λ_q, λ_k, λ adjusting), None for an unmixed batch: numpy's global RNG (as timm's Mixup,
+        `mixing.draw_mixing`), drawn on rank 0 and broadcast, because these decide which collectives the step runs
+        (Mixer update, buffer sync) and every rank must run the same ones."""
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
-            mixed, lam_q, lam_k, adjust = float(np.random.rand() < self.mix.prob), 1., 1., 0.
-            if mixed:
-                lam_q, lam_k = (float(v) for v in np.random.beta(self.mix.alpha, self.mix.alpha, size=2))  # §5.1
-                adjust = float(self.mix.lam_adjust_prob > 0 and not in_lam_margin(lam_q, self.mix.lam_margin)
-                               and np.random.rand() < self.mix.lam_adjust_prob)
-            values = [mixed, lam_q, lam_k, adjust]
+            drawn = draw_mixing(self.mix.alpha, self.mix.prob, self.mix.lam_margin, self.mix.lam_adjust_prob,
+                                num_lams=2)  # §5.1: λ_q, λ_k
+            values = [0., 1., 1., 0.] if drawn is None else [1., *drawn[0], float(drawn[1])]
         else:
             values = [0.] * 4
         if distributed:
-            t = torch.tensor(values, dtype=torch.float64, device=next(self.model.parameters()).device)
+            t = torch.tensor(values, dtype=torch.float64, device=next(self.encoder.module.parameters()).device)
             dist.broadcast(t, 0)
             values = t.tolist()
         mixed, lam_q, lam_k, adjust = values
         return (lam_q, lam_k, bool(adjust)) if mixed else None
 
-    def compile(self, backend: str = 'inductor', mode: Optional[str] = None) -> None:
-        """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix) and the Mixer, as
-        `--torchcompile` compiles the classifier. λ reaches the Mixer as a tensor (`_mask`), so a new λ is new
-        data, not a new graph."""
-        self.tap_forward = torch.compile(self.tap, backend=backend, mode=mode)
-        self.encoder_forward = torch.compile(self.encoder.module, backend=backend, mode=mode)
-        self.mixer_forward = torch.compile(self.mixer, backend=backend, mode=mode)
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch in θ̄'s memory format (the classifier's: channels_last when it is)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def loss(self, loss_fn: nn.Module) -> CleanMixLoss:
-        """The training loss for the batches this mixer returns: W·loss(clean) + loss(mixed) (§5.6)."""
-        return CleanMixLoss(loss_fn, self.clean)
-
-    def _mix_and_train(self, x, target, lam_q: float, lam_k: float, index_q: torch.Tensor,
-                       adjust: bool = False) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """z, θ̄'s stage-l map of the clean batch (§1, §5.2), NxCxhxw, no grad; fp32 after an fp16 overflow. Raises
+        `MixerNumericsError` on every rank when the features overflowed float16 on one."""
         with record_function('samix/features'):
-            z = self._features(x)  # §5.2, NxCxhxw, no grad
+            z = self._features(x)
             check = z.dtype == torch.float16 or self.fp32_features  # fp16 overflow, or still bad after the fallback
             if check and any_rank(not bool(torch.isfinite(z).all()), z.device):
                 raise MixerNumericsError('θ̄ features overflowed float16 (inf/nan).')  # every rank falls back
-        with torch.no_grad(), record_function('samix/classifier_mask'):
-            s_q = self.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3
-            x_mix = mix_images(x, s_q, index_q)
-        if (self.step - 1) % self.preset.mixer_every == 0 and self.step <= self.mixer_steps:
-            self._train_mixer(x, target, z, lam_k)  # §5.4
-        self.trainer.sync_buffers()  # also on steps without an update: the mask forward moved the BN statistics
-        return x_mix
-
-    # -- pieces ----------------------------------------------------------------------------------
+        return z
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage-l map of θ̄ on the clean batch (§1), fp32 after an fp16 overflow."""
         with torch.no_grad(), (nullcontext() if self.fp32_features else self.amp_autocast()):
             return self.tap_forward(x)
 
     def classifier_mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
                         adjust: bool = False) -> torch.Tensor:
-        """Mask of the batch handed to the classifier: lam_margin and, when `adjust`, λ adjusting (§3)."""
-        if in_lam_margin(lam, self.mix.lam_margin):
-            return margin_mask(z.shape[0], out_size, lam, z.device)
-        s = self._mask(z, lam, index, out_size)
-        return adjust_lam(s, lam) if adjust else s
+        """s_q, the mask of the batch handed to the classifier (§5.3): λ margin, Mixer, λ adjusting when `adjust`
+        (§3, `mixing.mixer_mask`)."""
+        return mixer_mask(self._mask, z, lam, index, out_size, self.mix.lam_margin, adjust)
 
-    def _mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size) -> torch.Tensor:
-        """The Mixer's mask s, λ passed as a 0-d tensor: the same float32 value the Mixer would make of a
-        float, but no float for dynamo to specialise (and recompile) on."""
-        return self.mixer_forward(z, torch.tensor(lam, dtype=torch.float32, device=z.device), index, out_size)
+    def mixer_due(self) -> bool:
+        """Whether this step (counted by `update_encoder`) updates the Mixer: every `mixer_every`-th step of the
+        first `mixer_until` of the run (§5.4 economies)."""
+        return (self.step - 1) % self.preset.mixer_every == 0 and self.step <= self.mixer_steps
 
-    def _train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float) -> None:
-        """One Mixer update: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only (§5.4)."""
+    def train_mixer(self, x: torch.Tensor, target: torch.Tensor, z: torch.Tensor, lam: float
+                    ) -> Dict[str, torch.Tensor]:
+        """One Mixer update with its own λ_k and π_k: L_φ = ℓ(f_θ̄(x_mix_k), ỹ_k) + β(ℓ_μ + ℓ_σ), gradient to φ only
+        (§5.4); returns its metrics."""
         n = max(2, int(round(self.preset.mixer_batch_frac * x.shape[0])))
         x, target, z = x[:n], target[:n], z[:n]
         if self.preset.mixer_scale < 1:  # θ̄ reads a smaller copy; the Mixer makes its mask at that size (not §5.4)
             size = scaled_size(x.shape[-2:], self.preset.mixer_scale)
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
-        index = torch.randperm(n, device=x.device)
+        index = torch.randperm(n, device=x.device)  # π_k
         with record_function('samix/mixer_forward'):
             s = self._mask(z, lam, index, x.shape[-2:])  # Nx1xHxW, with grad to φ
             x_mix = mix_images(x, s, index)
@@ -255,7 +211,33 @@ class SAMix:
             loss_cls = mixup_ce(logits.float(), y)
         with record_function('samix/mixer_backward_step'):
             metrics = self.trainer.update(loss_cls, s, lam, self.step)  # + β(ℓ_μ + ℓ_σ), step φ (§3, §5.4)
-        self.last_metrics.update(metrics, lam_k=lam)
+        return dict(metrics, lam_k=lam)
+
+    def fall_back_to_fp32(self, error: MixerNumericsError) -> None:
+        """After an fp16 overflow of the features or the attention: compute the features in fp32 from now on (§2);
+        a second overflow means the Mixer diverged."""
+        if self.fp32_features:
+            raise MixerNumericsError(f'{error} Happened with fp32 features too: the Mixer diverged, lower '
+                                     f'the Mixer learning rate (or train without AMP).') from None
+        _logger.warning('Mixer attention was not finite: computing the Mixer features in fp32 from now on')
+        self.fp32_features = True
+
+    def compile(self, backend: str = 'inductor', mode: Optional[str] = None) -> None:
+        """torch.compile θ̄'s two passes (stage features, full forward on the Mixer's mix) and the Mixer, as
+        `--torchcompile` compiles the classifier. λ reaches the Mixer as a tensor (`_mask`), so a new λ is new
+        data, not a new graph."""
+        self._run_through(torch.compile(self.tap, backend=backend, mode=mode),
+                          torch.compile(self.encoder.module, backend=backend, mode=mode),
+                          torch.compile(self.mixer, backend=backend, mode=mode))
+
+    def _mask(self, z: torch.Tensor, lam: float, index: torch.Tensor, out_size,
+              z_partner: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The Mixer's mask s, λ passed as a 0-d tensor: the same float32 value the Mixer would make of a
+        float, but no float for dynamo to specialise (and recompile) on."""
+        lam = torch.tensor(lam, dtype=torch.float32, device=z.device)
+        if z_partner is None:
+            return self.mixer_forward(z, lam, index, out_size)
+        return self.mixer_forward(z, lam, index, out_size, z_partner=z_partner)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -273,22 +255,21 @@ class SAMix:
         """(x_i, x_j, s, x_mix) as the classifier branch makes them (θ̄ on batch statistics, as in training;
         Mixer as `mixer_inference`: dropout off), and 'mask_raw', the Mixer's own mask before λ adjusting (§3);
         changes no state."""
-        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
+        index = preview_index(x.shape[0], x.device)
         counts = [(m, m.num_batches_tracked.clone()) for m in self.encoder.module.modules()
                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None]
         try:
             with mixer_inference(self.mixer):
-                xf = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-                raw = self.classifier_mask(self._features(xf), lam, index, x.shape[-2:])
+                raw = self.classifier_mask(self._features(self.encoder_input(x)), lam, index, x.shape[-2:])
         finally:
             for m, count in counts:  # θ̄'s BN momentum is 0: only the forward count moved
                 m.num_batches_tracked.copy_(count)
         adjust = self.mix.lam_adjust_prob >= 1 and not in_lam_margin(lam, self.mix.lam_margin)
-        s = adjust_lam(raw, lam) if adjust else raw
-        return dict(x_i=x, x_j=x[index], mask=s, mask_raw=raw, x_mix=mix_images(x, s, index))
+        return preview_dict(x, adjust_lam(raw, lam) if adjust else raw, index, raw=raw)
 
-    def state_dict(self) -> Dict:
-        """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7)."""
+    def get_state(self) -> Dict:
+        """Everything needed to continue (step, Mixer, its optimizer and scaler, θ̄) and to export (§7): the 'samix'
+        entry of a checkpoint's task state."""
         return dict(
             step=self.step, fp32_features=self.fp32_features, feature_index=self.tap.index,
             mixer_name=mixer_name(self.mixer), mixer_config=self.mixer.config, mixer=self.mixer.state_dict(),
@@ -310,7 +291,8 @@ class SAMix:
             raise ConfigError(f'the checkpoint was trained with another Mixer: {pairs}; resume it with the Mixer '
                               f'settings it was trained with')
 
-    def load_state_dict(self, state: Dict) -> None:
+    def load_state(self, state: Dict) -> None:
+        """Continue from `get_state()`'s dict (a checkpoint's task state 'samix')."""
         self._check_same_mixer(state)
         self.step = state['step']
         self.fp32_features = state.get('fp32_features', False)

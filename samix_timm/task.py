@@ -1,13 +1,16 @@
 """ The training steps of train.py and train_ssl.py as `timm.task.TrainingTask`s, for the one loop both run
-(`engine.loop.train_one_epoch`): mix, forward, loss (and the clean-batch term of §5.6); MoCo v2 + SAMix-I/-C (§6).
+(`engine.loop.train_one_epoch`) and for loops of one's own: mix, forward, loss (and the clean-batch term of §5.6);
+online SAMix (§5); MoCo v2 + SAMix-I/-C (§6).
 
-    task = create_task(model, loss_fn, mixer, clean)        # mixer: timm Mixup, SAMix, SAMix^P or None
+    task = create_task(model, loss_fn, mixer, clean)        # mixer: timm Mixup, SAMix^P, a SAMix or None
     result = task(x, target)                                # {'loss', 'output', 'input', + the mixer's metrics}
     result['loss'].backward()
 
-The training loop knows only the task. The clean term, W·loss(f(x), y) + loss(f(x_mix), ỹ), is computed here from
-both halves directly, so nothing passes between the mixer's call and the loss (the Mixup-shaped `SAMix.__call__`
-with `SAMix.loss` stays for loops of one's own).
+The training loop knows only the task. A fixed mixer (timm's Mixup, the frozen Mixer of SAMix^P) keeps the
+`(x, target) -> (x_mix, soft_target)` call of timm's Mixup; online SAMix is a task (`SAMixTask`) that owns θ̄, the
+feature tap, the Mixer and its optimizer (through its `SAMix` submodule) and runs the method's step in order. The
+clean term, W·loss(f(x), y) + loss(f(x_mix), ỹ), is computed from both halves directly: each call returns what it
+made, and nothing passes between calls through attributes.
 """
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -16,9 +19,13 @@ import torch
 import torch.nn as nn
 from timm.optim import param_groups_weight_decay
 from timm.task import TrainingTask
-from timm.utils import get_state_dict, unwrap_model
+from timm.utils import unwrap_model
+from torch.profiler import record_function
 
 from .clean import CLEAN_HEADS, CleanHeadClassifier, CleanTerm
+from .errors import ConfigError
+from .mixer import MixerNumericsError
+from .mixing import mix_images, soft_target
 from .samix import SAMix
 
 __all__ = ['Task', 'MixTask', 'SAMixTask', 'MoCoTask', 'create_task']
@@ -44,8 +51,9 @@ def task_state_of(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class Task(TrainingTask):
-    """A timm TrainingTask with what our loop asks besides timm's contract: `after_step` after every optimizer
-    step (MoCo enqueues its keys there) and `extra_param_groups`, the parameters the step trains beside the
+    """A timm TrainingTask with what our loop asks besides timm's contract: `after_step`, a hook the loop calls after
+    every optimizer step (no task of ours needs it: each call returns or keeps what it made, MoCo enqueues its keys
+    in its own forward, as MoCo does), and `extra_param_groups`, the parameters the step trains beside the
     trainable module (the optimizer is built after the task). timm's `CheckpointSaver(task=...)`, its
     `resume_task_checkpoint` and our resume read and write a checkpoint through `get_task_state` /
     `load_task_state` (`task_state`) beside the trainable module's `state_dict`."""
@@ -174,8 +182,16 @@ class MixTask(Task):
             return []
         return param_groups_weight_decay(unwrap_model(self.clean_classifier).head, weight_decay)
 
-    def mix(self, x: torch.Tensor, target: torch.Tensor):
-        return self.mixer(x, target)
+    def mixes(self) -> bool:
+        """Whether this call mixes (a mixer, on): the clean-batch term applies then."""
+        return self.mixer is not None and self.mixer.mixup_enabled
+
+    def mix(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
+        """(x_mix, soft_target, metrics) of the mixer: (x, target, {}) without one (timm's Mixup has no metrics)."""
+        if self.mixer is None:
+            return x, target, {}
+        x, y = self.mixer(x, target)
+        return x, y, {}
 
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         """torch.compile the classifier as the loop runs it (`--torchcompile`)."""
@@ -184,10 +200,6 @@ class MixTask(Task):
         if self.clean_classifier is not None:
             self.clean_classifier = torch.compile(self.clean_classifier, backend=backend, mode=mode, **compile_kwargs)
         return self.trainable_module
-
-    def metrics(self) -> Dict[str, torch.Tensor]:
-        """The mixer's metrics of the last step (none for a fixed mixer)."""
-        return {}
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -198,17 +210,16 @@ class MixTask(Task):
         return self.trainable_module(self._layout(x))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:
-        x, y, clean = input, target, None
-        if self.mixer is not None:
-            if self.clean is not None and self.mixer.mixup_enabled:
-                x_clean, y_clean = self.clean.batch(input, target)
-                # before mixing: timm's Mixup mixes the batch in place (SAMix makes a new tensor: no copy)
-                clean = (x_clean.clone() if self.mixes_in_place else x_clean), y_clean
-            with torch.autocast(device_type=input.device.type, enabled=False):
-                x, y = self.mix(input, target)
+        clean = None
+        if self.clean is not None and self.mixes():
+            x_clean, y_clean = self.clean.batch(input, target)
+            # before mixing: timm's Mixup mixes the batch in place (SAMix makes a new tensor: no copy)
+            clean = (x_clean.clone() if self.mixes_in_place else x_clean), y_clean
+        with torch.autocast(device_type=input.device.type, enabled=False):  # mixers keep their own precision
+            x, y, metrics = self.mix(input, target)
         if clean is None:
             output = self._model(x)
-            return dict(loss=self.criterion(output, y), output=output, input=x, **self.metrics())
+            return dict(loss=self.criterion(output, y), output=output, input=x, **metrics)
         x_clean, y_clean = clean
         if self.clean_classifier is not None:  # the reference's clean head on the shared features (§5.6)
             out_clean, out_mix = self.clean_classifier(self._layout(x_clean), self._layout(x),
@@ -219,27 +230,78 @@ class MixTask(Task):
             out_clean, out_mix = self._model(torch.cat([x_clean, x])).split([x_clean.shape[0], x.shape[0]])
         w = self.clean.term_weight(x_clean.shape[0], input.shape[0])  # W·n/N (§5.6)
         loss = w * self.criterion(out_clean, y_clean) + self.criterion(out_mix, y)
-        return dict(loss=loss, output=torch.cat([out_clean, out_mix]), input=torch.cat([x_clean, x]),
-                    **self.metrics())
+        return dict(loss=loss, output=torch.cat([out_clean, out_mix]), input=torch.cat([x_clean, x]), **metrics)
 
 
 class SAMixTask(MixTask):
-    """`MixTask` with online SAMix: the step trains the Mixer (through `SAMix.mix_batch`) and reports its metrics;
-    `compile()` also compiles θ̄'s passes and the Mixer."""
+    """Online SAMix (§5) as one training step: the method's step up to the classifier (`mix`), then `MixTask`'s
+    classifier forward and loss on the mixed batch and the clean-batch term (§5.6). The task owns the method's parts
+    through its `samix` submodule, as timm's `LogitDistillationTask` owns its teacher: θ̄ (`samix.encoder`), the
+    feature tap (`samix.tap`), the Mixer (`samix.mixer`) and the Mixer's optimizer (`samix.trainer`), so `to`,
+    `train`/`eval` and `state_dict` reach them, and a checkpoint keeps them in its task state ('samix').
+
+        samix = SAMix(model, num_classes, total_steps, **samix_defaults(model_name, total_steps))
+        task = SAMixTask(model, loss_fn, samix)
+        result = task(x, target)        # trains the Mixer on the way; result['loss'] trains the classifier
+
+    Args:
+        model: the classifier (as `MixTask`).
+        criterion: the recipe's training loss.
+        samix: the online SAMix built on `model`; its preset brings the clean-batch term.
+        channels_last, device, model_ema, class_to_idx, clean_head: as `MixTask`.
+    """
     mixes_in_place = False  # `mix_images` returns a new tensor
 
     def __init__(self, model: nn.Module, criterion: Callable, samix: SAMix, channels_last: bool = False,
                  device: Optional[torch.device] = None, model_ema: Optional[nn.Module] = None,
                  class_to_idx: Optional[Dict[str, int]] = None, clean_head: str = 'shared'):
-        super().__init__(model, criterion, samix, samix.clean, channels_last, device, model_ema, class_to_idx,
+        super().__init__(model, criterion, None, samix.clean, channels_last, device, model_ema, class_to_idx,
                          clean_head)
+        self.samix = samix
+
+    def mixes(self) -> bool:
+        return self.samix.mixup_enabled
+
+    def mix(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
+        """The method's step up to the classifier (§5): θ̄ follows θ, λ_q, λ_k and π_q are drawn, θ̄ reads the clean
+        batch, the Mixer masks it for the classifier and is updated on its own mixing. Returns (x_mix NxCxHxW, ỹ_q NxK,
+        metrics); (x, one-hot, {}) when mixing is off or this step draws no mixing (as timm's Mixup)."""
+        samix = self.samix
+        if target.ndim != 1:
+            raise ConfigError('SAMix received soft targets: it must be the only mixer, do not combine it with '
+                              'collate-time mixing (timm FastCollateMixup)')
+        momentum = samix.update_encoder(unwrap_model(self.trainable_module))  # §5.5 θ̄ ← m θ̄ + (1 − m) θ
+        draw = samix.draw() if samix.mixup_enabled else None  # §5.1 λ_q, λ_k: numpy's RNG, rank 0's draw
+        if draw is None:
+            return x, soft_target(target, None, 1., samix.num_classes, samix.mix.label_smoothing), {}
+        lam_q, lam_k, adjust = draw
+        index_q = torch.randperm(x.shape[0], device=x.device)  # π_q (N,); the pairing may differ per rank
+        try:
+            x_mix, metrics = self._masks_and_update(x, target, lam_q, lam_k, index_q, adjust)
+        except MixerNumericsError as e:  # §2: fp16 overflow of the features or the attention: once more in fp32
+            samix.fall_back_to_fp32(e)
+            x_mix, metrics = self._masks_and_update(x, target, lam_q, lam_k, index_q, adjust)
+        y_mix = soft_target(target, index_q, lam_q, samix.num_classes, samix.mix.label_smoothing)  # ỹ_q, NxK
+        return x_mix, y_mix, dict(metrics, momentum=momentum, lam=lam_q)
+
+    def _masks_and_update(self, x: torch.Tensor, target: torch.Tensor, lam_q: float, lam_k: float,
+                          index_q: torch.Tensor, adjust: bool) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        samix = self.samix
+        x = samix.encoder_input(x)
+        z = samix.features(x)  # §5.2 NxCxhxw, θ̄'s stage-l map of the clean batch, no grad
+        with torch.no_grad(), record_function('samix/classifier_mask'):
+            s_q = samix.classifier_mask(z, lam_q, index_q, x.shape[-2:], adjust)  # §5.3 Nx1xHxW
+            x_mix = mix_images(x, s_q, index_q)  # NxCxHxW
+        metrics = samix.train_mixer(x, target, z, lam_k) if samix.mixer_due() else {}  # §5.4 with λ_k, π_k
+        samix.trainer.sync_buffers()  # also on steps without an update: the mask forward moved the BN statistics
+        return x_mix, metrics
 
     def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
-        """The clean head's, and the state to continue or export the Mixer (`SAMix.state_dict`: θ̄, the Mixer,
+        """The clean head's, and the state to continue or export the Mixer (`SAMix.get_state`: θ̄, the Mixer,
         its optimizer and step, under 'samix')."""
         state = super().get_task_state(module, ema)
         if not ema:
-            state[MIXER_STATE_KEY] = self.mixer.state_dict()
+            state[MIXER_STATE_KEY] = self.samix.get_state()
         return state
 
     def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Optional[nn.Module] = None,
@@ -250,21 +312,15 @@ class SAMixTask(MixTask):
         if ema:
             return
         if state and MIXER_STATE_KEY in state:
-            self.mixer.load_state_dict(state[MIXER_STATE_KEY])
-            _logger.info(f'Restored SAMix state (step {self.mixer.step})')
+            self.samix.load_state(state[MIXER_STATE_KEY])
+            _logger.info(f'Restored SAMix state (step {self.samix.step})')
         else:
             _logger.warning('the checkpoint holds no SAMix state: the Mixer starts fresh, θ̄ from the resumed weights')
-            self.mixer.encoder.set(unwrap_model(self.trainable_module))
-
-    def mix(self, x: torch.Tensor, target: torch.Tensor):
-        return self.mixer.mix_batch(x, target)
-
-    def metrics(self) -> Dict[str, torch.Tensor]:
-        return dict(self.mixer.last_metrics)
+            self.samix.encoder.set(unwrap_model(self.trainable_module))
 
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         """The classifier, and θ̄'s two passes and the Mixer with the same backend and mode (`SAMix.compile`)."""
-        self.mixer.compile(backend, mode)
+        self.samix.compile(backend, mode)
         return super().compile(backend, mode, **compile_kwargs)
 
 
@@ -321,8 +377,6 @@ class MoCoTask(Task):
         loss, metrics = self.moco(self.trainable_module, x1, x2, target)
         return dict(loss=loss, **metrics)
 
-    def after_step(self) -> None:
-        self.moco.after_step()  # enqueue this step's keys, advance the step
 
 
 def create_task(model: nn.Module, criterion: Callable, mixer: Optional[Callable] = None,

@@ -11,5 +11,5 @@ if __name__ == '__main__':
     args, text = parse_train_args(argv)
     result = train(args, text)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    samix = result.mixup_fn.state_dict() if hasattr(result.mixup_fn, 'state_dict') else None
+    samix = result.mixup_fn.get_state() if hasattr(result.mixup_fn, 'get_state') else None
     torch.save(dict(state=state, samix=samix, metrics=result.eval_metrics), out / f'rank{args.rank}.pt')

@@ -7,15 +7,14 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 
 from conftest import build_samix
 from samix_timm import MixSettings, SAMix
-from samix_timm.clean import CleanBatch, CleanMixLoss, CleanTerm, forward_batch
+from samix_timm.clean import CleanTerm
 from samix_timm.defaults import samix_defaults
-from samix_timm.errors import ConfigError
 from samix_timm.health import health_failures, mixer_health
+from samix_timm.task import MixTask, SAMixTask
 
 K = 10
 
@@ -30,36 +29,58 @@ def _batch(n=6, seed=0):
     return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, K, (n,), generator=g)
 
 
-def test_join_and_loss_against_hand_values():
-    clean = CleanTerm(0.5, num_classes=3, smoothing=0.3)
-    x, y = torch.zeros(2, 1, 2, 2), torch.tensor([0, 2])
-    x_mix, y_mix = torch.ones(2, 1, 2, 2), torch.tensor([[.2, .8, 0.], [0., .4, .6]])
-    x_out, y_out = clean.join(x, y, x_mix, y_mix)
-    assert clean.split == 2 and torch.equal(x_out, torch.cat([x, x_mix]))
-    # one-hot with the recipe's smoothing: on = 1 - 0.3 + 0.1, off = 0.1
-    torch.testing.assert_close(y_out[:2], torch.tensor([[.8, .1, .1], [.1, .1, .8]]))
-    torch.testing.assert_close(y_out[2:], y_mix)
-    logits = torch.tensor([[2., 0., 0.], [0., 1., 0.], [1., 1., 1.], [0., 0., 3.]])
-    logp = logits.log_softmax(-1)
-    by_hand = 0.5 * -(y_out[:2] * logp[:2]).sum(1).mean() + -(y_out[2:] * logp[2:]).sum(1).mean()
-    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits, y_out), by_hand)
-    with pytest.raises(ConfigError, match='the loss got 2 rows but the mixer returned 4'):
-        CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits[:2], y_out[:2])
-    clean.skip()  # an unmixed batch: the plain loss
-    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits[:2], y_out[:2]),
-                               -(y_out[:2] * logp[:2]).sum(1).mean())
+class _Fixed:
+    """A mixer that hands back a given mixed batch (timm Mixup's call), to check the clean term by hand."""
+    mixup_enabled = True
+
+    def __init__(self, x_mix, y_mix):
+        self.x_mix, self.y_mix = x_mix, y_mix
+
+    def __call__(self, x, target):
+        return self.x_mix, self.y_mix
+
+
+class _Recording(nn.Module):
+    """The recipe's loss, keeping the targets the task hands it."""
+
+    def __init__(self, loss_fn):
+        super().__init__()
+        self.loss_fn, self.targets = loss_fn, []
+
+    def forward(self, output, target):
+        self.targets.append(target)
+        return self.loss_fn(output, target)
+
+
+def test_clean_and_mixed_terms_against_hand_values():
+    """W·loss(f(x), onehot(y) smoothed as the recipe) + loss(f(x_mix), ỹ); the plain loss on an unmixed batch."""
+    x = torch.tensor([[2., 0., 0.], [0., 1., 0.]]).view(2, 3, 1, 1)  # nn.Flatten: the pixels are the logits
+    x_mix = torch.tensor([[1., 1., 1.], [0., 0., 3.]]).view(2, 3, 1, 1)
+    y_mix = torch.tensor([[.2, .8, 0.], [0., .4, .6]])
+    loss_fn = _Recording(SoftTargetCrossEntropy())
+    task = MixTask(nn.Flatten(), loss_fn, _Fixed(x_mix, y_mix), CleanTerm(0.5, num_classes=3, smoothing=0.3))
+    result = task(x, torch.tensor([0, 2]))
+    y_clean = loss_fn.targets[0]  # one-hot with the recipe's smoothing: on = 1 - 0.3 + 0.1, off = 0.1
+    torch.testing.assert_close(y_clean, torch.tensor([[.8, .1, .1], [.1, .1, .8]]))
+    logp, logp_mix = x.flatten(1).log_softmax(-1), x_mix.flatten(1).log_softmax(-1)
+    by_hand = 0.5 * -(y_clean * logp).sum(1).mean() + -(y_mix * logp_mix).sum(1).mean()
+    torch.testing.assert_close(result['loss'], by_hand)
+    assert torch.equal(result['input'], torch.cat([x, x_mix]))
+    plain = MixTask(  # no mixing: no clean half, the plain loss
+        nn.Flatten(), SoftTargetCrossEntropy(), None, CleanTerm(0.5, 3, 0.3))(x, y_clean)
+    torch.testing.assert_close(plain['loss'], -(y_clean * logp).sum(1).mean())
 
 
 def test_clean_half_follows_the_recipes_bce_threshold():
     """RSB recipes: the clean half goes through the same BCE with its target threshold."""
-    clean = CleanTerm(1.0, num_classes=3, smoothing=0.1)
+    x, x_mix = torch.tensor([[0.5, -1., 2.]]).view(1, 3, 1, 1), torch.tensor([[1., 0., -1.]]).view(1, 3, 1, 1)
     y_mix = torch.tensor([[.7, .3, 0.]])
-    x_out, y_out = clean.join(torch.zeros(1, 1, 1, 1), torch.tensor([1]), torch.zeros(1, 1, 1, 1), y_mix)
-    logits = torch.tensor([[0.5, -1., 2.], [1., 0., -1.]])
     bce = BinaryCrossEntropy(target_threshold=0.2)
-    by_hand = (F.binary_cross_entropy_with_logits(logits[:1], (y_out[:1] > 0.2).float())
-               + F.binary_cross_entropy_with_logits(logits[1:], (y_mix > 0.2).float()))
-    torch.testing.assert_close(CleanMixLoss(bce, clean)(logits, y_out), by_hand)
+    task = MixTask(nn.Flatten(), bce, _Fixed(x_mix, y_mix), CleanTerm(1.0, num_classes=3, smoothing=0.1))
+    y_clean = torch.tensor([[0.1 / 3, 0.9 + 0.1 / 3, 0.1 / 3]])
+    by_hand = (F.binary_cross_entropy_with_logits(x.flatten(1), (y_clean > 0.2).float())
+               + F.binary_cross_entropy_with_logits(x_mix.flatten(1), (y_mix > 0.2).float()))
+    torch.testing.assert_close(task(x, torch.tensor([1]))['loss'], by_hand)
 
 
 @pytest.mark.parametrize('bad', [-1.0, float('nan')])
@@ -70,68 +91,54 @@ def test_bad_clean_weight_is_refused(bad):
         CleanTerm(1.0, K, forward='both')
 
 
-def test_samix_returns_clean_then_mixed_and_both_terms_train_the_classifier():
+def _samix_task(model, **flat):
+    return SAMixTask(model, _Recording(SoftTargetCrossEntropy()), build_samix(model, K, 100, input_size=(3, 32, 32),
+                                                                             **flat))
+
+
+def test_samix_task_trains_on_clean_then_mixed_and_both_terms_train_the_classifier():
     model = _model()
-    samix = build_samix(model, K, 100, input_size=(3, 32, 32), label_smoothing=0.0, lam_margin=0.0, clean_weight=1.0)
+    task = _samix_task(model, label_smoothing=0.0, lam_margin=0.0, clean_weight=1.0, clean_forward='separate')
+    samix = task.samix
     x, y = _batch()
     np.random.seed(0)
-    x_out, y_out = samix(x, y)
+    result = task(x, y)
+    x_out, (y_clean, y_mix) = result['input'], task.criterion.targets
     assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x)  # clean rows untouched
-    torch.testing.assert_close(y_out[:6], F.one_hot(y, K).float())
-    lam = samix.last_metrics['lam']
+    torch.testing.assert_close(y_clean, F.one_hot(y, K).float())
+    lam = result['lam']
     assert not torch.allclose(x_out[6:], x)  # the mixed half is mixed
-    torch.testing.assert_close(y_out[6:].max(1).values.min(), torch.tensor(max(lam, 1 - lam)), atol=1e-6, rtol=0)
-    loss_fn = samix.loss(SoftTargetCrossEntropy())
-    out = forward_batch(model, x_out, samix)
-    loss = loss_fn(out, y_out)
-    clean_only = CleanMixLoss(SoftTargetCrossEntropy(), samix.clean)
-    samix.clean.weight = 1.0
-    torch.testing.assert_close(loss, clean_only.loss_fn(out[:6], y_out[:6]) + clean_only.loss_fn(out[6:], y_out[6:]))
+    torch.testing.assert_close(y_mix.max(1).values.min(), torch.tensor(max(lam, 1 - lam)), atol=1e-6, rtol=0)
+    ce = SoftTargetCrossEntropy()
+    torch.testing.assert_close(result['loss'], ce(result['output'][:6], y_clean) + ce(result['output'][6:], y_mix))
     mixer_grads = [p.grad.clone() for p in samix.mixer.parameters()]  # left by the Mixer's own update
-    loss.backward()
+    result['loss'].backward()
     assert all(p.grad is not None for p in model.parameters())
     # the classifier loss never reaches φ (x_mix is built under no_grad)
     assert all(torch.equal(g, p.grad) for g, p in zip(mixer_grads, samix.mixer.parameters()))
-    # off: the plain (x_mix, ỹ) contract of timm Mixup
-    off = build_samix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=0.0)
-    x_mix, target = off(x, y)
-    assert x_mix.shape[0] == 6 and off.clean.split is None
+    # off: the mixed batch alone
+    off = _samix_task(_model(), clean_weight=0.0)
+    assert off.clean is None and off(x, y)['input'].shape[0] == 6
 
 
-def test_samix_disabled_mixing_returns_the_plain_batch():
-    samix = build_samix(_model(), K, 100, input_size=(3, 32, 32), clean_weight=1.0)
-    samix.mixup_enabled = False  # timm's --mixup-off-epoch
+def test_samix_disabled_mixing_trains_on_the_plain_batch():
+    task = _samix_task(_model(), clean_weight=1.0)
+    task.samix.mixup_enabled = False  # timm's --mixup-off-epoch
     x, y = _batch()
-    x_out, _ = samix(x, y)
-    assert torch.equal(x_out, x) and samix.clean.split is None
+    result = task(x, y)
+    assert torch.equal(result['input'], x) and result['output'].shape[0] == 6
 
 
 def test_separate_forward_gives_each_half_its_own_batchnorm_statistics():
-    model = _model().train()
-    clean = CleanTerm(1.0, K, forward='separate')
-    holder = type('M', (), {'clean': clean})()
     x, y = _batch()
-    x_out, _ = clean.join(x, y, 3 * x + 1, F.one_hot(y, K).float())
-    separate = forward_batch(model, x_out, holder)
-    torch.testing.assert_close(separate[:6], model(x))  # as a forward of the clean batch alone
-    clean.forward = 'joint'
-    joint = forward_batch(model, x_out, holder)
-    assert not torch.allclose(joint[:6], separate[:6], atol=1e-3)  # BN saw both halves together
-
-
-def test_clean_batch_wraps_timm_mixup():
-    mixup = Mixup(mixup_alpha=1.0, num_classes=K, label_smoothing=0.0)
-    wrapped = CleanBatch(mixup, CleanTerm(1.0, K))
-    x, y = _batch()
-    x_in = x.clone()  # timm's Mixup overwrites x with the mixed batch: the clean half is what came in
-    x_out, y_out = wrapped(x, y)
-    assert x_out.shape[0] == 12 and torch.equal(x_out[:6], x_in) and wrapped.clean.split == 6
-    assert not torch.equal(x_out[6:], x_in)
-    torch.testing.assert_close(y_out[:6], F.one_hot(y, K).float())
-    wrapped.mixup_enabled = False
-    assert mixup.mixup_enabled is False
-    x_out, _ = wrapped(x, y)
-    assert x_out.shape[0] == 6 and wrapped.clean.split is None
+    outputs = {}
+    for forward in ('separate', 'joint'):
+        model = _model().train()
+        task = MixTask(model, SoftTargetCrossEntropy(), _Fixed(3 * x + 1, F.one_hot(y, K).float()),
+                       CleanTerm(1.0, K, forward=forward))
+        outputs[forward] = task(x, y)['output'].detach()
+    torch.testing.assert_close(outputs['separate'][:6], _model().train()(x))  # as a forward of the clean batch alone
+    assert not torch.allclose(outputs['joint'][:6], outputs['separate'][:6], atol=1e-3)  # BN saw both halves together
 
 
 def test_train_args_and_own_loop_get_the_same_samix():
@@ -238,38 +245,35 @@ def test_health_of_a_real_samix_changes_no_state():
 
 def test_clean_frac_weighs_the_first_rows_of_the_clean_batch():
     """`clean_frac` < 1: the term sees the first round(frac·N) clean rows, each weighed W/N as in the reference term;
-    the mixed batch stays whole."""
+    the mixed batch stays whole; with the separate forward the clean rows get their own."""
     clean = CleanTerm(2.0, num_classes=3, frac=0.25)
-    x, y = torch.arange(8.).view(8, 1, 1, 1), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    x_mix, y_mix = -torch.ones(8, 1, 1, 1), torch.full((8, 3), 1 / 3)
-    x_out, y_out = clean.join(x, y, x_mix, y_mix)
-    assert clean.split == 2 and x_out.shape[0] == 10 and torch.equal(x_out[:2], x[:2])
-    torch.testing.assert_close(y_out[:2], F.one_hot(y[:2], 3).float())
-    logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
-    logp = logits.log_softmax(-1)
-    by_hand = 2.0 * -(y_out[:2] * logp[:2]).sum(1).sum() / 8 + -(y_out[2:] * logp[2:]).sum(1).mean()  # W/N each
-    torch.testing.assert_close(CleanMixLoss(SoftTargetCrossEntropy(), clean)(logits, y_out), by_hand)
-    with pytest.raises(ConfigError, match=r'the loss got 16 rows but the mixer returned 10 \(2 clean \+ 8 mixed\)'):
-        CleanMixLoss(SoftTargetCrossEntropy(), clean)(torch.zeros(16, 3), torch.zeros(16, 3))
-    clean = CleanTerm(1.0, K, forward='separate', frac=0.25)
-    holder = type('M', (), {'clean': clean})()
+    x, y = torch.randn(8, 3, 1, 1, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    x_mix, y_mix = -torch.ones(8, 3, 1, 1), torch.full((8, 3), 1 / 3)
+    loss_fn = _Recording(SoftTargetCrossEntropy())
+    result = MixTask(nn.Flatten(), loss_fn, _Fixed(x_mix, y_mix), clean)(x, y)
+    assert result['input'].shape[0] == 10 and torch.equal(result['input'][:2], x[:2])
+    torch.testing.assert_close(loss_fn.targets[0], F.one_hot(y[:2], 3).float())
+    logp, logp_mix = x[:2].flatten(1).log_softmax(-1), x_mix.flatten(1).log_softmax(-1)
+    by_hand = 2.0 * -(loss_fn.targets[0] * logp).sum(1).sum() / 8 + -(y_mix * logp_mix).sum(1).mean()  # W/N each
+    torch.testing.assert_close(result['loss'], by_hand)
     model = _model().train()
     xb, yb = _batch(8)
-    x_out, _ = clean.join(xb, yb, 3 * xb, F.one_hot(yb, K).float())
-    separate = forward_batch(model, x_out, holder)
+    task = MixTask(model, SoftTargetCrossEntropy(), _Fixed(3 * xb, F.one_hot(yb, K).float()),
+                   CleanTerm(1.0, K, forward='separate', frac=0.25))
+    separate = task(xb, yb)['output']
     assert separate.shape[0] == 10
-    torch.testing.assert_close(separate[:2], model(xb[:2]))  # the clean rows get their own forward
+    torch.testing.assert_close(separate[:2], _model().train()(xb[:2]))  # the clean rows get their own forward
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match=f'frac={bad} is out of range: it must be in'):
             CleanTerm(1.0, K, frac=bad)
 
 
-def test_samix_with_clean_frac_returns_fewer_clean_rows():
-    samix = build_samix(_model(), K, 100, input_size=(3, 32, 32), lam_margin=0.0, clean_weight=1.0, clean_frac=0.5)
+def test_samix_with_clean_frac_trains_on_fewer_clean_rows():
+    task = _samix_task(_model(), lam_margin=0.0, clean_weight=1.0, clean_frac=0.5)
     x, y = _batch(6)
     np.random.seed(0)
-    x_out, y_out = samix(x, y)
-    assert x_out.shape[0] == 9 and samix.clean.split == 3 and torch.equal(x_out[:3], x[:3])
+    x_out = task(x, y)['input']
+    assert x_out.shape[0] == 9 and torch.equal(x_out[:3], x[:3])
 
 
 def test_health_of_a_one_position_mixer_reads_uniform_not_nan():

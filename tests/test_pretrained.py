@@ -141,7 +141,8 @@ def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
     exact = SAMixPretrained(load_pretrained_artifact('samix_r18_cluttered_mnist'), 10, lam_adjust_prob=1.0,
                             data_config=EMBEDDED_NORM)
     for lam in (0.3, 0.7):
-        assert abs(float(exact.mask(x, lam, index).mean()) - (1 - lam)) < 1e-3
+        assert abs(float(exact.mask(x, lam, index, adjust=True).mean()) - (1 - lam)) < 1e-3
+        assert abs(float(exact.preview(x, lam)['mask'].mean()) - (1 - lam)) < 1e-3  # always adjusted at prob 1
 
 
 @pytest.mark.parametrize('model,extra', [('resnet18', []), ('deit_tiny_patch16_224', ['--model-kwargs', 'img_size=32'])])
@@ -196,3 +197,49 @@ def test_exported_mixer_makes_the_masks_of_its_run(samix_run, artifact_path, sma
         assert float((via_hub.features(x) - z_online).abs().max()) <= 1e-3 * scale
         via_hub.extractor.eval()
         assert float((via_hub.features(x) - z_online).abs().max()) > 0.05 * scale
+
+
+def _shipped(**kw):
+    return SAMixPretrained(load_pretrained_artifact('samix_r18_cluttered_mnist'), 10, data_config=EMBEDDED_NORM, **kw)
+
+
+def test_one_mixer_core_makes_the_same_masks_for_samix_samix_p_and_the_ssl_branch():
+    """Online SAMix's classifier mask, the frozen SAMix^P Mixer and the self-supervised branch's encoder mask all run
+    the λ margin → Mixer → λ adjusting of `mixing.mixer_mask`: from the same features, Mixer weights, λ and π they
+    make the same masks (the SSL branch's partners are the same batch here, and it has no λ adjusting)."""
+    import copy
+    import timm
+    from samix_timm import MixerSettings, MixSettings, SAMix
+    from samix_timm.mixer import set_inference_mode
+    from samix_timm.ssl.mixer_branch import SSLMixerBranch
+    pre = _shipped()
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([2, 0, 1, 5, 3, 4])
+    z = pre.features(x)
+    torch.manual_seed(0)
+    samix = SAMix(timm.create_model('test_resnet', num_classes=10), 10, 10, input_size=(3, 32, 32),
+                  mixer=MixerSettings(mixer=copy.deepcopy(pre.mixer)), mix=MixSettings(lam_margin=pre.lam_margin))
+    config = dict(pre.mixer.config)
+    branch = SSLMixerBranch(config.pop('in_channels'), 10, mixer_kwargs=config, lam_margin=pre.lam_margin)
+    branch.mixer.load_state_dict(pre.mixer.state_dict())
+    for mixer in (samix.mixer, branch.mixer):
+        set_inference_mode(mixer)  # as the frozen Mixer runs (dropout off, BatchNorm on the batch's statistics)
+    for lam in (0.05, 0.3, 0.7):  # 0.05: within the margin, the constant mask 1 − λ
+        for adjust in (False, True):
+            s = pre.mask(x, lam, index, adjust)
+            torch.testing.assert_close(samix.classifier_mask(z, lam, index, x.shape[-2:], adjust), s, rtol=0, atol=0)
+            if not adjust:
+                torch.testing.assert_close(branch.mask(z, z, lam, index, x.shape[-2:]), s, rtol=0, atol=0)
+        assert (pre.mask(x, lam, index).flatten(1).std(1) > 0).all() != (lam == 0.05)
+
+
+def test_pretrained_preview_draws_nothing_from_the_training_rng():
+    """The per-epoch health and image grids preview the Mixer between epochs: with λ adjusting on (probability < 1)
+    the preview used to draw numpy's global RNG, so the next epoch's λ draws depended on whether it ran."""
+    pre = _shipped(lam_adjust_prob=0.5)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    np.random.seed(0)
+    pre.preview(x, 0.3)
+    after = np.random.rand()
+    np.random.seed(0)
+    assert np.random.rand() == after

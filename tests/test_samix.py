@@ -1,6 +1,7 @@
-""" SAMix as a timm Mixup drop-in: gradient routing, targets, schedules, state, numerics. """
+""" Online SAMix's step (`SAMix`, run by `SAMixTask.mix`): gradient routing, targets, schedules, state, numerics. """
 import io
 import math
+import weakref
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
 from conftest import build_samix
-from samix_timm import MixerSettings, SAMix, StepPreset
+from samix_timm import MixerSettings, SAMix, SAMixTask, StepPreset
 from samix_timm.defaults import samix_defaults
 from samix_timm.errors import ConfigError
 from samix_timm.features import FeatureTapError
@@ -30,9 +31,19 @@ def _model(seed=0):
     return timm.create_model('test_resnet', num_classes=K)
 
 
+_TASKS = weakref.WeakKeyDictionary()  # SAMix -> the task that runs it on its classifier
+
+
 def _samix(model, **kw):
     kw.setdefault('input_size', (3, 32, 32))
-    return build_samix(model, K, kw.pop('total_steps', 100), **kw)
+    samix = build_samix(model, K, kw.pop('total_steps', 100), **kw)
+    _TASKS[samix] = SAMixTask(model, SoftTargetCrossEntropy(), samix)
+    return samix
+
+
+def _mix(samix, x, y):
+    """One step of the SAMix task up to the classifier (`SAMixTask.mix`): (x_mix, ỹ, metrics)."""
+    return _TASKS[samix].mix(x, y)
 
 
 def _batch(n=6, seed=0):
@@ -54,7 +65,7 @@ def test_gradient_routing():
     p_model, p_mixer, p_enc = _params(model), _params(samix.mixer), _params(samix.encoder.module)
     x, y = _batch()
     np.random.seed(0)
-    x_mix, target = samix(x, y)
+    x_mix, target, _ = _mix(samix, x, y)
     # the Mixer loss moved every Mixer parameter and nothing else
     assert _changed(p_mixer, samix.mixer) == set(p_mixer)
     assert not _changed(p_model, model)
@@ -73,7 +84,7 @@ def test_gradient_routing():
     assert _changed(p_model, model)
     # the next call moves θ̄ towards the updated θ by (1 - m)
     m = samix.momentum(1)
-    samix(x, y)
+    _mix(samix, x, y)
     name = next(iter(p_enc))
     expected = m * p_enc[name] + (1 - m) * dict(model.named_parameters())[name].detach()
     torch.testing.assert_close(dict(samix.encoder.module.named_parameters())[name], expected)
@@ -89,7 +100,7 @@ def test_mixer_scale_trains_the_mixer_through_a_smaller_copy():
     p_mixer, p_model = _params(samix.mixer), _params(model)
     x, y = _batch()
     np.random.seed(0)
-    x_mix, _ = samix(x, y)
+    x_mix, _, _ = _mix(samix, x, y)
     assert seen == [(6, 3, 16, 16)] and x_mix.shape == x.shape
     assert _changed(p_mixer, samix.mixer) == set(p_mixer) and not _changed(p_model, model)
     for bad in (0.0, 1.5):
@@ -121,7 +132,7 @@ def test_constant_mask_targets_equal_timm_mixup_target(monkeypatch):
     lam = 0.05  # inside the lam margin: the classifier mask is the constant 1 - lam (§3)
     monkeypatch.setattr(samix, 'draw', lambda: (lam, lam, False))
     monkeypatch.setattr(torch, 'randperm', lambda n, **kw: torch.arange(n - 1, -1, -1))
-    x_mix, target = samix(x, y)
+    x_mix, target, _ = _mix(samix, x, y)
     torch.testing.assert_close(x_mix, lam * x + (1 - lam) * x.flip(0))
     torch.testing.assert_close(target, mixup_target(y, K, lam=lam, smoothing=0.1))
 
@@ -136,10 +147,10 @@ def test_soft_target_matches_timm(lam, smoothing):
 def test_odd_batch_and_shapes():
     samix = _samix(_model())
     x, y = _batch(5)
-    x_mix, target = samix(x, y)
+    x_mix, target, metrics = _mix(samix, x, y)
     assert x_mix.shape == x.shape and target.shape == (5, K)
     torch.testing.assert_close(target.sum(1), torch.ones(5))
-    assert set(samix.last_metrics) >= {'mixer_loss', 'mask_mu', 'mask_var', 'mask_keep', 'mixer_lr', 'momentum'}
+    assert set(metrics) >= {'mixer_loss', 'mask_mu', 'mask_var', 'mask_keep', 'mixer_lr', 'momentum'}
 
 
 def test_mixup_disabled_returns_clean_batch_and_smoothed_targets():
@@ -147,7 +158,7 @@ def test_mixup_disabled_returns_clean_batch_and_smoothed_targets():
     samix.mixup_enabled = False
     x, y = _batch()
     p_mixer = _params(samix.mixer)
-    x_out, target = samix(x, y)
+    x_out, target, _ = _mix(samix, x, y)
     assert x_out is x
     torch.testing.assert_close(target, mixup_target(y, K, lam=1.0, smoothing=0.1))
     assert not _changed(p_mixer, samix.mixer)
@@ -157,31 +168,30 @@ def test_mixer_economies():
     x, y = _batch(8)
     every = _samix(_model(), mixer_every=2)
     before = _params(every.mixer)
-    every(x, y)
+    _mix(every, x, y)
     assert _changed(before, every.mixer)
     before = _params(every.mixer)
-    every(x, y)  # second call: no Mixer update
+    _mix(every, x, y)  # second call: no Mixer update
     assert not _changed(before, every.mixer)
     half = _samix(_model(), mixer_batch_frac=0.5)
-    half(x, y)
-    assert half.last_metrics['mixer_loss'] > 0
+    assert _mix(half, x, y)[2]['mixer_loss'] > 0
 
 
 def test_state_dict_resumes_exactly():
     x, y = _batch(6)
     a = _samix(_model())
     for _ in range(2):
-        a(x, y)
+        _mix(a, x, y)
     buffer = io.BytesIO()
-    torch.save(a.state_dict(), buffer)  # as a checkpoint does: no tensor shared between a and b
+    torch.save(a.get_state(), buffer)  # as a checkpoint does: no tensor shared between a and b
     buffer.seek(0)
     b = _samix(_model())
-    b.load_state_dict(torch.load(buffer, weights_only=True))
+    b.load_state(torch.load(buffer, weights_only=True))
     assert b.step == 2 and b.optimizer.param_groups[0]['lr'] == a.optimizer.param_groups[0]['lr']
     torch.manual_seed(7), np.random.seed(7)
-    xa, ta = a(x, y)
+    xa, ta, _ = _mix(a, x, y)
     torch.manual_seed(7), np.random.seed(7)
-    xb, tb = b(x, y)
+    xb, tb, _ = _mix(b, x, y)
     torch.testing.assert_close(xa, xb)
     torch.testing.assert_close(ta, tb)
     for (k, pa), pb in zip(a.mixer.named_parameters(), b.mixer.parameters()):
@@ -192,7 +202,7 @@ def test_soft_targets_input_is_refused():
     samix = _samix(_model())
     x, y = _batch()
     with pytest.raises(ConfigError, match='collate-time mixing'):
-        samix(x, torch.nn.functional.one_hot(y, K).float())
+        _mix(samix, x, torch.nn.functional.one_hot(y, K).float())
 
 
 def test_bad_settings_and_models():
@@ -227,12 +237,12 @@ def test_low_precision_overflow_falls_back_to_fp32_once(monkeypatch):
 
     monkeypatch.setattr(samix.mixer, 'forward', fragile)
     x, y = _batch()
-    x_mix, _ = samix(x, y)
+    x_mix, _, _ = _mix(samix, x, y)
     assert samix.fp32_features and seen[0] == torch.bfloat16 and seen[-1] == torch.float32
     assert torch.isfinite(x_mix).all()
     monkeypatch.setattr(samix.mixer, 'forward', lambda *a, **kw: (_ for _ in ()).throw(MixerNumericsError('nan')))
     with pytest.raises(MixerNumericsError, match='lower the Mixer learning rate'):
-        samix(x, y)
+        _mix(samix, x, y)
 
 
 def test_fp16_feature_overflow_takes_the_fp32_fallback_then_a_clear_error():
@@ -248,11 +258,11 @@ def test_fp16_feature_overflow_takes_the_fp32_fallback_then_a_clear_error():
 
     samix.tap_forward = overflowing
     x, y = _batch()
-    x_mix, _ = samix(x, y)
+    x_mix, _, _ = _mix(samix, x, y)
     assert calls == [False, True] and samix.fp32_features and torch.isfinite(x_mix).all()
     samix.tap_forward = lambda x: torch.full_like(tap(x), float('nan'))
     with pytest.raises(MixerNumericsError, match='fp32 features too.*lower the Mixer learning rate'):
-        samix(x, y)
+        _mix(samix, x, y)
 
 
 def test_sync_bn_classifier_gives_a_momentum_encoder_without_collectives():
@@ -264,7 +274,7 @@ def test_sync_bn_classifier_gives_a_momentum_encoder_without_collectives():
     for (k, a), b in zip(samix.encoder.module.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k
     x, y = _batch()
-    x_mix, _ = samix(x, y)  # θ̄ forwards on CPU without a process group
+    x_mix, _, _ = _mix(samix, x, y)  # θ̄ forwards on CPU without a process group
     assert torch.isfinite(x_mix).all()
 
 
@@ -275,7 +285,7 @@ def test_channels_last_classifier_feeds_the_momentum_encoder_channels_last():
     seen = []
     tap = samix.tap
     samix.tap_forward = lambda x: (seen.append(x.is_contiguous(memory_format=torch.channels_last)), tap(x))[1]
-    samix(*_batch())
+    _mix(samix, *_batch())
     assert seen and all(seen)
 
 
@@ -291,7 +301,7 @@ def test_compiled_momentum_encoder_gives_the_same_step():
             samix.compile('eager')
             assert samix.tap_forward is not samix.tap
         torch.manual_seed(0)
-        out.append(samix(x, y)[0])
+        out.append(_mix(samix, x, y)[0])
     torch.testing.assert_close(out[0], out[1])
 
 
@@ -395,14 +405,14 @@ def test_mce_mixer_loss_uses_the_recipes_label_smoothing(smoothing):
     seen = {}
     encoder, mask = samix.encoder_forward, samix._mask
     samix.encoder_forward = lambda xm: seen.setdefault('logits', encoder(xm))
-    samix._mask = lambda z, lam, index, size: (seen.__setitem__('index', index), mask(z, lam, index, size))[1]
+    samix._mask = lambda z, lam, index, size, **kw: (seen.__setitem__('index', index), mask(z, lam, index, size))[1]
     np.random.seed(0)
-    samix(x, y)
-    lam, index, logits = samix.last_metrics['lam_k'], seen['index'], seen['logits'].detach().float()
+    metrics = _mix(samix, x, y)[2]
+    lam, index, logits = metrics['lam_k'], seen['index'], seen['logits'].detach().float()
     hot = torch.eye(K)
     y_mix = (1 - smoothing) * (lam * hot[y] + (1 - lam) * hot[y[index]]) + smoothing / K
     hand = -(y_mix * torch.log_softmax(logits, 1)).sum(1).mean()
-    torch.testing.assert_close(samix.last_metrics['mixer_loss'], hand, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics['mixer_loss'], hand, rtol=1e-5, atol=1e-6)
     unsmoothed = -((lam * hot[y] + (1 - lam) * hot[y[index]]) * torch.log_softmax(logits, 1)).sum(1).mean()
     assert (abs(float(hand - unsmoothed)) > 1e-4) == (smoothing > 0)  # 20x the tolerance above: it tells them apart
 
@@ -430,8 +440,7 @@ def test_automix_ablation_trains_with_mean_loss_only():
     for name, has_var in [('samix', True), ('automix', False)]:
         samix = _samix(_model(), mixer=name, lam_margin=0.0)
         np.random.seed(0)
-        samix(x, y)
-        assert (samix.last_metrics['mask_var'] != 0) == has_var, name  # §3 ℓ_σ only for the SAMix Mixer
+        assert (_mix(samix, x, y)[2]['mask_var'] != 0) == has_var, name  # §3 ℓ_σ only for the SAMix Mixer
 
 
 def test_factory_keeps_explicit_zero_settings():
@@ -485,15 +494,15 @@ def test_paper_preset_is_the_reference_step():
 
 
 def test_state_written_before_the_mixer_trainer_split_still_resumes(one_thread):
-    # tests/data/samix_state_pre_split.pth: SAMix.state_dict() of commit 789ef75 (test_resnet, 4 classes,
-    # 2 steps, θ̄ stored in fp16 to keep the file small), written before SAMix handed its optimizer,
+    # tests/data/samix_state_pre_split.pth: SAMix.state_dict() (now `get_state`) of commit 789ef75 (test_resnet,
+    # 4 classes, 2 steps, θ̄ stored in fp16 to keep the file small), written before SAMix handed its optimizer,
     # schedule and scaler to MixerTrainer
     state = torch.load(Path(__file__).parent / 'data' / 'samix_state_pre_split.pth', map_location='cpu',
                        weights_only=False)
     torch.manual_seed(0)
     model = timm.create_model('test_resnet', num_classes=4)
     samix = SAMix(model, 4, total_steps=10, input_size=(3, 32, 32), mixer=MixerSettings(kwargs=dict(dropout=0.)))
-    samix.load_state_dict(state)
+    samix.load_state(state)
     assert samix.step == 2
     for name, p in samix.mixer.state_dict().items():
         torch.testing.assert_close(p, state['mixer'][name])
@@ -503,7 +512,8 @@ def test_state_written_before_the_mixer_trainer_split_still_resumes(one_thread):
     for i in saved:
         torch.testing.assert_close(restored[i]['momentum_buffer'], saved[i]['momentum_buffer'])
     assert samix.optimizer is samix.trainer.optimizer
-    x_mix, target = samix(torch.randn(6, 3, 32, 32), torch.arange(6) % 4)  # and trains on from there
+    x_mix, target, _ = SAMixTask(model, SoftTargetCrossEntropy(), samix).mix(torch.randn(6, 3, 32, 32),
+                                                                          torch.arange(6) % 4)  # and trains on
     assert samix.step == 3 and torch.isfinite(x_mix).all() and target.shape == (6, 4)
 
 
@@ -513,17 +523,17 @@ def test_a_checkpoint_resumes_only_into_the_mixer_it_trained():
     existed reads as area 'free'."""
     stable = dict(init='fan_in_all', norm='qk', area='lam')
     authors = _samix(_model(), mixer_kwargs=dict(dropout=0.))
-    state = authors.state_dict()
+    state = authors.get_state()
     with pytest.raises(ConfigError, match=r"another Mixer: area 'free' \(now 'lam'\), init 'reference' \(now "
                                           r"'fan_in_all'\).*mask_loss 'batch' \(now 'image'\), norm 'none'"):
-        _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').load_state_dict(state)
-    soft = _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').state_dict()
+        _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').load_state(state)
+    soft = _samix(_model(), mixer_kwargs=dict(dropout=0., **stable), mask_loss='image').get_state()
     with pytest.raises(ConfigError, match=r"another Mixer: sharpness None \(now 6.0\)"):  # a run without the floor
-        _samix(_model(), mixer_kwargs=dict(dropout=0., sharpness=6., **stable), mask_loss='image').load_state_dict(soft)
+        _samix(_model(), mixer_kwargs=dict(dropout=0., sharpness=6., **stable), mask_loss='image').load_state(soft)
     old = dict(state, mixer_config={k: v for k, v in state['mixer_config'].items() if k != 'area'})
     del old['mask_loss']
     again = _samix(_model(), mixer_kwargs=dict(dropout=0.))
-    again.load_state_dict(old)
+    again.load_state(old)
     assert again.step == authors.step
 
 
@@ -536,11 +546,11 @@ def test_mixer_until_trains_the_mixer_for_its_share_of_the_run_then_freezes_it()
     before = _params(samix.mixer)
     for call in range(1, 5):
         np.random.seed(call)
-        samix(x, y)
+        metrics = _mix(samix, x, y)[2]
         now = _params(samix.mixer)
         moved = any(not torch.equal(before[k], now[k]) for k in now)
         assert moved == (call <= 2), call
-        assert ('mixer_loss' in samix.last_metrics) == (call <= 2)
+        assert ('mixer_loss' in metrics) == (call <= 2)
         before = now
     from samix_timm.engine.args import parse_train_args
     from samix_timm.factory import create_mixup

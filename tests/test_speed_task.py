@@ -36,7 +36,7 @@ def test_timed_step_is_the_task_step(speed, monkeypatch, one_thread):
         def forward(self, input, target):
             calls[name] = calls.get(name, 0) + 1
             if name not in tasks:  # the task, and the Mixer's weights before its first step
-                mixer = self.mixer.mixer.parameters() if name == 'samix' else ()
+                mixer = self.samix.mixer.parameters() if name == 'samix' else ()
                 tasks[name] = (self, [p.detach().clone() for p in mixer])
             return original(self, input, target)
         return forward
@@ -51,8 +51,8 @@ def test_timed_step_is_the_task_step(speed, monkeypatch, one_thread):
     assert sorted(epochs) == [args.warmup] * 2 + [args.window] * (2 * args.reps)  # one train_one_epoch per sample
     task, before = tasks['samix']
     assert type(task) is SAMixTask and type(tasks['mixup'][0]) is MixTask
-    assert task.mixer.step == steps
-    assert any(not torch.equal(b, p) for b, p in zip(before, task.mixer.mixer.parameters()))
+    assert task.samix.step == steps
+    assert any(not torch.equal(b, p) for b, p in zip(before, task.samix.mixer.parameters()))
     assert all(r['median_s'] > 0 and r['steps'] == args.reps for r in out.values())
 
 
@@ -63,9 +63,9 @@ def test_runner_builds_what_the_flags_say(speed, one_thread):
         return speed.Runner('test_resnet', method, 32, 4, CPU)
 
     default = runner('samix').task
-    assert type(default) is SAMixTask and default.mixer.preset == SAMIX_PRESETS[DEFAULT_PRESET]
+    assert type(default) is SAMixTask and default.samix.preset == SAMIX_PRESETS[DEFAULT_PRESET]
     reference = runner('samix_reference').task
-    assert reference.mixer.preset == SAMIX_PRESETS['reference'] and reference.mixer.settings.loss == 'mce'
+    assert reference.samix.preset == SAMIX_PRESETS['reference'] and reference.samix.settings.loss == 'mce'
     assert reference.clean is not None and reference.clean.forward == 'separate'
     assert isinstance(runner('samix_p').mix, SAMixPretrained)
     clean = runner('mixup_clean').task

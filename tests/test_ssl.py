@@ -12,7 +12,8 @@ import samix_timm.ssl.moco as moco_mod
 from samix_timm.errors import ConfigError
 from samix_timm.ssl import (
     KeyQueue, MoCoOnline, MoCoSAMix, create_ssl_encoder, derangement, eta_instance_loss, get_ssl_mode,
-    info_nce, kmeans_labels, lam_info_nce, mix_cross_view, require_faiss, two_way_loss)
+    info_nce, kmeans_labels, lam_info_nce, require_faiss, two_way_loss)
+from samix_timm.mixing import mix_images
 from samix_timm.ssl.mixing import cutmix_mask
 
 
@@ -93,9 +94,8 @@ def _views(n=8):
 def test_queue_receives_the_momentum_keys(one_thread):
     online, moco = _moco('none')
     x1, x2 = _views()
-    loss, _ = moco(online, x1, x2, torch.arange(8))
+    loss, _ = moco(online, x1, x2, torch.arange(8))  # enqueues the batch's keys, as MoCo's forward
     loss.backward()
-    moco.after_step()
     with torch.no_grad():
         expected = moco.momentum.module(x2)  # θ̄ is updated at the start of the next step only
     torch.testing.assert_close(moco.queue.keys[:8], expected)
@@ -154,7 +154,6 @@ def test_step_reads_nothing_back_from_the_device(mode, monkeypatch, one_thread):
         monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
     loss, metrics = moco(online, x1, x2, torch.arange(8))
     loss.backward()
-    moco.after_step()
     monkeypatch.undo()
     assert reads == [], reads
     assert {'key_cosine', 'instance_top1', 'loss_moco'} <= set(metrics)
@@ -206,7 +205,7 @@ def test_one_permutation_per_branch_for_images_features_and_keys(mode, monkeypat
     torch.testing.assert_close(k_j, k1[pi_q])
     with torch.no_grad():
         s = moco.mixer.mask(z1, z2, metrics['lam'], pi_q, (32, 32))
-    torch.testing.assert_close(mixed[0], mix_cross_view(x1, x2, s, pi_q))
+    torch.testing.assert_close(mixed[0], mix_images(x1, s, pi_q, partner=x2))
     assert not (pi_q == torch.arange(8)).any() and not (pi_k == torch.arange(8)).any()
 
 

@@ -30,8 +30,7 @@ import timm
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
-from samix_timm import MixerSettings, MixSettings, SAMix, StepPreset
-from samix_timm.clean import forward_batch
+from samix_timm import MixerSettings, MixSettings, SAMix, SAMixTask, StepPreset
 from samix_timm.momentum import BetaSchedule, MomentumSchedule
 
 K = 5  # classes
@@ -214,17 +213,27 @@ def run_step(clean_weight=1.0, clean_forward='separate', lam_rescale_k=-1., seed
 
     samix.optimizer.register_step_pre_hook(pre_step)
 
+    targets = []
+
+    def recipe_loss(output, target):  # the recipe's loss, seeing the targets the task hands it
+        targets.append(target)
+        return SoftTargetCrossEntropy()(output, target)
+
+    task = SAMixTask(model, recipe_loss, samix)
     np.random.seed(seed)  # the per-step draws (mix or not, λ): numpy's global RNG, as timm's Mixup
-    xb, yb = samix(x, y)
+    result = task(x, y)  # the whole step: θ̄, masks, Mixer update, the classifier's loss (not yet its backward)
     samix.mixer.forward = mixer_forward
-    rec.update(calls=calls, steps=steps, xb=xb, yb=yb, metrics=dict(samix.last_metrics))
+    xb = result['input']  # [x_clean; x_mix], the batch the classifier saw
+    yb = torch.cat(targets)  # [onehot(y); ỹ_q], clean term first
+    rec.update(calls=calls, steps=steps, xb=xb, yb=yb,
+               metrics={k: v for k, v in result.items() if k not in ('loss', 'output', 'input')})
     rec['theta_after_call'] = {n: p.detach().clone() for n, p in model.named_parameters()}
     rec['theta_bar1'] = {n: p.detach().clone() for n, p in samix.encoder.module.named_parameters()}
     rec['phi1'] = {n: p.detach().clone() for n, p in samix.mixer.named_parameters()}
     rec['theta_grad_after_call'] = [p.grad for p in model.parameters()]
 
-    # the training loop's side (§5.6): loss of the 2N batch through samix.loss, one backward
-    loss = samix.loss(SoftTargetCrossEntropy())(forward_batch(model, xb, samix), yb)
+    # the classifier's side (§5.6): W·loss(clean) + loss(mixed), one backward
+    loss = result['loss']
     loss.backward()
     rec['cls_loss'] = loss.detach()
     rec['theta_grad'] = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
@@ -345,7 +354,7 @@ def test_classifier_batch_matches_hand_mixer(lam_rescale_k):
 
 @pytest.mark.parametrize('clean_weight,clean_forward', [(1.0, 'separate'), (0.5, 'separate'), (1.0, 'joint')])
 def test_classifier_loss_and_gradients_match_spec(clean_weight, clean_forward):
-    """(b) §4, §5.6: samix.loss(SoftTargetCrossEntropy()) on forward_batch(...) equals, value and gradient on
+    """(b) §4, §5.6: SAMixTask's loss with SoftTargetCrossEntropy equals, value and gradient on
     every θ parameter, W·CE(f_θ(x), y) + MCE(f_θ(x_mix_q), ỹ_q) with one forward per half ('separate', the
     reference) or one forward of the 2N batch ('joint')."""
     rec = run_step(clean_weight=clean_weight, clean_forward=clean_forward)

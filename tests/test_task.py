@@ -76,36 +76,94 @@ def test_no_clean_half_when_mixing_is_off():
     assert result['output'].shape[0] == 8
 
 
-def test_samix_task_owns_the_clean_term_and_reports_the_mixer():
-    """The SAMix task gives the same loss as the Mixup-shaped call with `SAMix.loss`, from the same RNG state, but
-    leaves nothing in the mixer for the loss to read (`clean.split` stays unset), and returns the Mixer's metrics."""
+def _samix_step_task(seed=0, **preset):
+    torch.manual_seed(seed)
+    model = timm.create_model('test_resnet', num_classes=K)
+    samix = SAMix(model, K, 10, preset=StepPreset(**preset), input_size=(3, 32, 32))
+    return create_task(model, SoftTargetCrossEntropy(), samix)
+
+
+def _samix_batch(n=16):
     torch.manual_seed(1)
-    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, K, (16,))
+    return torch.randn(n, 3, 32, 32), torch.randint(0, K, (n,))
+
+
+def test_samix_task_loss_is_the_clean_and_the_mixed_term_of_its_own_mix():
+    """The SAMix task's loss is W·CE(f(x), onehot(y)) + CE(f(x_mix), ỹ) (§5.6, separate forwards) for the x_mix, ỹ
+    its step makes (`mix`: θ̄, the masks, the Mixer update), from the same RNG state; it reports the Mixer's
+    metrics and the momentum and λ of the step."""
+    x, y = _samix_batch()
+    task = _samix_step_task(clean_weight=0.5, clean_forward='separate')
+    assert isinstance(task, SAMixTask) and task.mixer is None and task.samix.clean.weight == 0.5
+    torch.manual_seed(5), np.random.seed(5)
+    result = task(x, y)
+    twin = _samix_step_task(clean_weight=0.5, clean_forward='separate')
+    torch.manual_seed(5), np.random.seed(5)
+    x_mix, y_mix, metrics = twin.mix(x, y)
+    model = twin.trainable_module
+    by_hand = 0.5 * SoftTargetCrossEntropy()(model(x), soft_target(y, None, 1., K, 0.1)) \
+        + SoftTargetCrossEntropy()(model(x_mix), y_mix)
+    torch.testing.assert_close(result['loss'], by_hand, rtol=0, atol=0)
+    torch.testing.assert_close(result['input'], torch.cat([x, x_mix]), rtol=0, atol=0)
+    assert {'mixer_loss', 'mask_keep', 'lam_k', 'momentum', 'lam'} <= set(result) and set(metrics) <= set(result)
+    assert metrics['lam'] == result['lam'] and y_mix.shape == (16, K)
+
+
+def test_samix_task_keeps_no_state_between_calls():
+    """Each call returns what it made: a second step gives the same result whether or not other calls on the task and
+    its SAMix (preview, health, checkpoint state, train/eval, a call of another task) came in between (it used to
+    pass the clean split and the metrics through attributes of the mixer: `CleanTerm.split`, `last_metrics`)."""
+    from samix_timm.health import mixer_health
+    x, y = _samix_batch()
     results = []
-    for shaped in (False, True):
-        torch.manual_seed(0)
-        model = timm.create_model('test_resnet', num_classes=K)
-        samix = SAMix(model, K, 10, preset=StepPreset(clean_weight=1.0, clean_forward='separate'),
-                      input_size=(3, 32, 32))
+    for interleave in (False, True):
+        task = _samix_step_task()
         torch.manual_seed(5), np.random.seed(5)
-        if shaped:
-            from samix_timm.clean import forward_batch
-            xo, yo = samix(x, y)
-            results.append(float(samix.loss(SoftTargetCrossEntropy())(forward_batch(model, xo, samix), yo).detach()))
-        else:
-            task = create_task(model, SoftTargetCrossEntropy(), samix)
-            assert isinstance(task, SAMixTask)
-            result = task(x, y)
-            assert samix.clean.split is None  # nothing passed through the mixer
-            assert 'mixer_loss' in result and 'momentum' in result
-            results.append(float(result["loss"].detach()))
-    assert results[0] == results[1]
+        task(x, y)
+        rng = torch.get_rng_state(), np.random.get_state()
+        if interleave:
+            task.samix.preview(x[:4])
+            mixer_health(task.samix, x[:8], lams=(0.3,))
+            task.get_checkpoint_state()
+            task.eval(), task.train()
+            MixTask(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, K)), SoftTargetCrossEntropy(),
+                    Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K))(x.clone(), y)
+            other = _samix_step_task(seed=3)
+            other(x[:8], y[:8])
+            torch.set_rng_state(rng[0]), np.random.set_state(rng[1])
+        results.append(task(x[:8], y[:8]))
+    plain, interleaved = results
+    assert set(plain) == set(interleaved)
+    for k, v in plain.items():
+        torch.testing.assert_close(torch.as_tensor(interleaved[k]), torch.as_tensor(v), rtol=0, atol=0, msg=k)
+
+
+def test_samix_task_to_train_and_state_dict_reach_theta_bar_and_the_mixer():
+    """θ̄, the feature tap and the Mixer are the task's submodules (through `samix`), as timm's distillation task
+    owns its teacher: `train(False)` puts the Mixer in eval (θ̄ stays on batch statistics, as the method uses it),
+    `to(dtype)` converts θ̄ and the Mixer (and a step runs in that dtype), `state_dict` holds both."""
+    task = _samix_step_task()
+    samix = task.samix
+    task.train(False)
+    assert not samix.mixer.training and not any(m.training for m in samix.mixer.modules())
+    assert samix.encoder.module.training  # θ̄ normalises with batch statistics whatever the task's mode
+    task.train()
+    assert samix.mixer.training and samix.encoder.module.training
+    keys = task.state_dict().keys()
+    assert any(k.startswith('samix.encoder.module.') for k in keys) and any(k.startswith('samix.mixer.') for k in keys)
+    task.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in samix.encoder.module.parameters())
+    assert all(p.dtype == torch.float64 for p in samix.mixer.parameters())
+    assert task.dtype == torch.float64
+    x, y = _samix_batch(8)
+    result = task(x.double(), y)
+    assert result['loss'].dtype == torch.float64 and torch.isfinite(result['loss'])
+    assert samix.optimizer.param_groups[0]['params'][0] is next(samix.mixer.parameters())  # still the Mixer's
 
 
 def test_clean_half_is_the_unmixed_batch_although_timm_mixup_mixes_in_place():
     """timm's Mixup overwrites its input with the mixed batch; the clean term must still see the images as they came
     from the loader (it used to see the mixed ones with one-hot labels: `mixup_clean`, the fair control of §5.6)."""
-    from samix_timm.clean import CleanBatch
     x, y = _batch()
     seen = []
 
@@ -119,9 +177,6 @@ def test_clean_half_is_the_unmixed_batch_although_timm_mixup_mixes_in_place():
             CleanTerm(1.0, K, forward='separate'))(x.clone(), y)
     torch.testing.assert_close(seen[0], x)  # separate forward: the clean half first
     assert not torch.equal(seen[1], x)
-    np.random.seed(0)
-    joined, _ = CleanBatch(Mixup(mixup_alpha=1.0, num_classes=K), CleanTerm(1.0, K))(x.clone(), y)
-    torch.testing.assert_close(joined[:8], x)
 
 
 def test_one_resume_restores_what_each_task_saved(tmp_path):
@@ -155,6 +210,20 @@ def test_one_resume_restores_what_each_task_saved(tmp_path):
     assert other_samix.step == 7
     for a, b in zip(other_samix.mixer.state_dict().values(), samix.mixer.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_samix_checkpoint_entry_keeps_its_layout():
+    """The task state's 'samix' entry keeps the layout checkpoints have been written with (main before SAMix became
+    a task's submodule; the SAMix^P export reads it too), so they resume and export unchanged."""
+    task = _samix_step_task()
+    x, y = _samix_batch(8)
+    task(x, y)
+    state = task.get_task_state()['samix']
+    assert set(state) == {'step', 'fp32_features', 'feature_index', 'mixer_name', 'mixer_config', 'mixer', 'mask_loss',
+                          'encoder', 'optimizer', 'grad_scaler'}
+    assert state['step'] == 1 and state['mixer_name'] == 'samix' and set(state['optimizer']) == {'state', 'param_groups'}
+    assert state['mixer'].keys() == task.samix.mixer.state_dict().keys()
+    assert state['encoder'].keys() == task.trainable_module.state_dict().keys()  # θ̄: the classifier's layout
 
 
 def test_own_clean_head_by_hand_and_gradients_reach_only_their_head():

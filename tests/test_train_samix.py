@@ -63,7 +63,7 @@ def test_samix_resume_reproduces_next_steps(small_data, tmp_path, preset, forwar
     assert int(b[0]['epoch']) == 1
     for key in ('train_loss', 'train_mixer_loss', 'train_mask_keep', 'train_momentum', 'train_mixer_lr'):
         assert float(a[1][key]) == pytest.approx(float(b[0][key]), rel=1e-5), key
-    sa, sb = full.mixup_fn.state_dict(), resumed.mixup_fn.state_dict()
+    sa, sb = full.mixup_fn.get_state(), resumed.mixup_fn.get_state()
     assert sa['step'] == sb['step']
     for part in ('mixer', 'encoder'):
         for k in sa[part]:

@@ -13,9 +13,8 @@ import torch
 
 from ..mixer import create_mixer, mixer_name
 from ..mixer_trainer import MixerTrainer
-from ..mixing import in_lam_margin, margin_mask
+from ..mixing import mix_images, mixer_mask
 from ..momentum import BetaSchedule
-from .mixing import mix_cross_view
 
 __all__ = ['SSLMixerBranch']
 
@@ -66,11 +65,9 @@ class SSLMixerBranch:
 
     @torch.no_grad()
     def mask(self, z1: torch.Tensor, z2_all: torch.Tensor, lam: float, index: torch.Tensor, size) -> torch.Tensor:
-        """Encoder-branch mask s (Nx1xHxW) of view 1 with partners z2_all[index] (no gradient)."""
-        if in_lam_margin(lam, self.lam_margin):
-            s = margin_mask(z1.shape[0], size, lam, z1.device)
-        else:
-            s = self.mixer(z1, lam, index, size, z_partner=z2_all)
+        """Encoder-branch mask s (Nx1xHxW) of view 1 with partners z2_all[index] (no gradient): the λ margin and the
+        Mixer, as every SAMix makes the mask a network trains on (`mixing.mixer_mask`, §3, §6)."""
+        s = mixer_mask(self.mixer, z1, lam, index, size, self.lam_margin, z_partner=z2_all)
         self.trainer.sync_buffers()  # on every rank, whatever its λ: the forward moved this rank's BN statistics
         return s
 
@@ -87,7 +84,7 @@ class SSLMixerBranch:
     ) -> Dict[str, Union[float, torch.Tensor]]:
         """One Mixer update: L_φ = score(x_mix) + β(l_mu + l_sigma), gradient to φ only (§3, §6)."""
         s = self.mixer(z1, lam, index, x1.shape[-2:], z_partner=z2_all)  # Nx1xHxW, grad to φ
-        x_mix = mix_cross_view(x1, x2_all, s, index)
+        x_mix = mix_images(x1, s, index, partner=x2_all)  # view 1 with the partners' view 2 (§6)
         with self.amp_autocast():
             loss_mix = score(x_mix).float()
         return self.trainer.update(loss_mix, s, lam, step + 1)  # + β(ℓ_μ + ℓ_σ), step φ (§3)

@@ -13,10 +13,11 @@ import torch
 from timm.data.mixup import rand_bbox
 
 from ..errors import ConfigError
+from ..mixing import margin_mask
 from .distributed import broadcast_, is_distributed
 
 __all__ = [
-    'derangement', 'global_derangement', 'mix_cross_view', 'mixup_mask', 'cutmix_mask',
+    'derangement', 'global_derangement', 'mixup_mask', 'cutmix_mask',
     'SSLMode', 'get_ssl_mode', 'list_ssl_modes',
 ]
 
@@ -40,15 +41,9 @@ def global_derangement(n_local: int, device=None) -> torch.Tensor:
     return index[rank * n_local:(rank + 1) * n_local]
 
 
-def mix_cross_view(x1: torch.Tensor, x2_all: torch.Tensor, s: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(1 − s) ⊙ x1 + s ⊙ x2_all[index]: view 1 with the partners' view 2 (§6)."""
-    s = s.to(x1.dtype)
-    return x1 + s * (x2_all[index] - x1)
-
-
 def mixup_mask(lam: float, n: int, size: SizeType, device=None) -> Tuple[torch.Tensor, float]:
-    """Mixup as a mask: the constant partner weight 1 − λ. Returns (s Nx1xHxW, λ)."""
-    return torch.full((n, 1, *size), 1. - lam, device=device), lam
+    """Mixup as a mask (`mixing.margin_mask`: the constant partner weight 1 − λ). Returns (s Nx1xHxW, λ)."""
+    return margin_mask(n, size, lam, device), lam
 
 
 def cutmix_mask(lam: float, n: int, size: SizeType, device=None) -> Tuple[torch.Tensor, float]:

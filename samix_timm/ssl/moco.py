@@ -20,7 +20,6 @@ nearest in-batch key is its own) are the collapse signals.
 from contextlib import nullcontext
 from typing import Callable, Dict, Optional, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,13 +29,13 @@ from ..limits import check_keyword
 from ..features import FeatureTap
 from ..losses import eta_balanced_bce
 from ..mixer import mixer_inference
-from ..mixing import mix_images
+from ..mixing import draw_lam, mix_images, mixer_mask, preview_dict, preview_index
 from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
 from .distributed import gather, shuffle_batch, unshuffle
 from .encoder import SSLEncoder
 from .losses import eta_instance_loss, info_nce, lam_info_nce
 from .mixer_branch import SSLMixerBranch
-from .mixing import get_ssl_mode, global_derangement, mix_cross_view
+from .mixing import get_ssl_mode, global_derangement
 from .queue import KeyQueue
 
 __all__ = ['MoCoOnline', 'MoCoSAMix', 'collapse_signals']
@@ -134,7 +133,6 @@ class MoCoSAMix:
             self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, amp_autocast=amp_autocast,
                                         grad_scaler=grad_scaler, **kwargs)
         self.pseudo_labels: Optional[torch.Tensor] = None  # (num_train,) for SAMix-C
-        self._pending_keys: Optional[torch.Tensor] = None
         self.step = 0
 
     # -- keys -------------------------------------------------------------------------------------
@@ -153,8 +151,8 @@ class MoCoSAMix:
                  ) -> Tuple[torch.Tensor, Dict[str, float]]:
         """Loss of the encoder (and cluster head) for views ``x1``, ``x2`` of the samples ``index``.
 
-        Trains the Mixer on the way (SAMix modes). ``model`` is ``online`` or its DDP wrapper.
-        Call ``after_step`` once the encoder's optimizer has stepped.
+        Trains the Mixer on the way (SAMix modes), then enqueues this batch's keys and counts the step, as MoCo's
+        forward does (the loss reads a copy of the queue). ``model`` is ``online`` or its DDP wrapper.
         """
         metrics: Dict[str, MetricType] = {}
         metrics['moco_momentum'] = self.momentum.step(self.online.encoder, self.step)  # θ̄ before the keys, as MoCo
@@ -167,13 +165,13 @@ class MoCoSAMix:
             x2_all, z2_all, k1_all = gather(x2), gather(z2), gather(k1)  # partners come from the global batch
             if self.mixer is not None:
                 metrics.update(self._train_mixer(x1, x2_all, z1, z2_all, k2, k1_all, negatives, index))
-            lam = float(np.random.beta(self.alpha, self.alpha))
+            lam = draw_lam(self.alpha)  # λ_q
             index_q = global_derangement(x1.shape[0], x1.device)  # π_q, used for images and keys alike
             if self.mixer is not None:
                 s = self.mixer.mask(z1, z2_all, lam, index_q, x1.shape[-2:])
             else:
                 s, lam = self.mode.mask(lam, x1.shape[0], x1.shape[-2:], x1.device)
-            x_mix = mix_cross_view(x1, x2_all, s, index_q)
+            x_mix = mix_images(x1, s, index_q, partner=x2_all)  # view 1 with the partners' view 2 (§6)
             k_partner = k1_all[index_q]  # key of the partner's other view (§6)
             if self.mode.uses_clusters:
                 head_input = pooled1
@@ -191,7 +189,8 @@ class MoCoSAMix:
                 loss = loss + loss_head
                 metrics['loss_cluster_head'] = loss_head.detach()
         metrics.update(collapse_signals(q.detach(), k2))
-        self._pending_keys = k2
+        self.queue.enqueue(gather(k2))  # the keys of every rank become negatives of the next steps
+        self.step += 1
         return loss, metrics
 
     @torch.no_grad()
@@ -217,26 +216,20 @@ class MoCoSAMix:
         health (§2.6); runs on one rank (no collectives) and leaves every BatchNorm statistic as it was."""
         if self.mixer is None:
             raise ValueError(f'the {self.mode.name} mode has no learned Mixer to preview')
-        index = torch.roll(torch.arange(x.shape[0], device=x.device), 1)
+        index = preview_index(x.shape[0], x.device)
         encoder = self.momentum.module
         saved = {k: v.clone() for k, v in encoder.state_dict().items() if not v.is_floating_point() or 'running' in k}
         try:
             with self.amp_autocast(), mixer_inference(self.mixer.mixer) as mixer:
                 _, _, z = encoder.forward_with_map(x, self.tap_index)
-                s = mixer(z, lam, index, x.shape[-2:])
+                s = mixer_mask(mixer, z, lam, index, x.shape[-2:], self.mixer.lam_margin)
         finally:
             encoder.load_state_dict(saved, strict=False)
-        return dict(x_i=x, x_j=x[index], mask=s, x_mix=mix_images(x, s, index))
-
-    def after_step(self) -> None:
-        """Enqueue this step's keys (gathered over ranks) and advance the step counter."""
-        self.queue.enqueue(gather(self._pending_keys))
-        self._pending_keys = None
-        self.step += 1
+        return preview_dict(x, s, index)
 
     def _train_mixer(self, x1, x2_all, z1, z2_all, k2, k1_all, negatives, index) -> Dict[str, MetricType]:
         """Mixer branch with its own λ_k and π_k (§5.4, §6), loss through frozen θ̄ (and head)."""
-        lam = float(np.random.beta(self.alpha, self.alpha))
+        lam = draw_lam(self.alpha)  # λ_k
         index_k = global_derangement(x1.shape[0], x1.device)  # π_k: images, Mixer features and keys
         encoder = self.momentum.module
         if self.mode.mixer_loss == 'instance':
