@@ -12,12 +12,12 @@ tests/test_ssl_train.py::test_cli_run_logs_collapse_signals_and_saves_through_ti
 import logging
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 
+import samix_timm.engine.run as run_module
 from samix_timm.cli import run_train, run_train_ssl, run_validate
 from samix_timm.export import main as export_main
 from samix_timm.ssl.export import main as ssl_export_main
@@ -63,10 +63,9 @@ def run_printed(words: List[str]) -> int:
     return SCRIPTS[words[1]](words[2:])
 
 
-def _interrupt_after_first_epoch(monkeypatch, module: str):
-    """Ctrl-C at the start of the second epoch (after the first checkpoint)."""
-    engine = sys.modules[module]
-    real, calls = engine.train_one_epoch, {'n': 0}
+def _interrupt_after_first_epoch(monkeypatch):
+    """Ctrl-C at the start of the second epoch (after the first checkpoint), in the epoch loop both scripts run."""
+    real, calls = run_module.train_one_epoch, {'n': 0}
 
     def interrupted(*args, **kwargs):
         if calls['n'] == 1:
@@ -74,19 +73,18 @@ def _interrupt_after_first_epoch(monkeypatch, module: str):
         calls['n'] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, 'train_one_epoch', interrupted)
+    monkeypatch.setattr(run_module, 'train_one_epoch', interrupted)
     return real
 
 
 def test_train_py_printed_commands_run_as_printed(tiny_data, tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.chdir(tmp_path)  # the export hint writes mixers/NAME relative to where it is typed
     argv = [*TRAIN, '--data-dir', str(tiny_data), '--output', str(tmp_path / 'out'), '--experiment', 'run']
-    import samix_timm.engine.train  # noqa: F401
-    real = _interrupt_after_first_epoch(monkeypatch, 'samix_timm.engine.train')
+    real = _interrupt_after_first_epoch(monkeypatch)
     assert run_train(argv) == 130
     resume = printed_commands(capsys.readouterr().err)
     assert len(resume) == 1 and resume[0][:2] == ['python', 'train.py'], resume
-    monkeypatch.setattr(sys.modules['samix_timm.engine.train'], 'train_one_epoch', real)
+    monkeypatch.setattr(run_module, 'train_one_epoch', real)
 
     # 1. Ctrl-C: "resume with: python train.py ... --resume RUN/last.pth.tar" continues the run to its end
     assert run_printed(resume[0]) == 0
@@ -115,12 +113,11 @@ def test_train_py_printed_commands_run_as_printed(tiny_data, tmp_path, monkeypat
 
 def test_train_ssl_printed_commands_run_as_printed(tiny_data, tmp_path, monkeypatch, capsys, one_thread):
     argv = [*SSL, '--data-dir', str(tiny_data), '--output', str(tmp_path / 'out'), '--experiment', 'run']
-    import samix_timm.ssl.engine  # noqa: F401
-    real = _interrupt_after_first_epoch(monkeypatch, 'samix_timm.ssl.engine')
+    real = _interrupt_after_first_epoch(monkeypatch)
     assert run_train_ssl(argv) == 130
     resume = printed_commands(capsys.readouterr().err)
     assert len(resume) == 1 and resume[0][:2] == ['python', 'train_ssl.py'], resume
-    monkeypatch.setattr(sys.modules['samix_timm.ssl.engine'], 'train_one_epoch', real)
+    monkeypatch.setattr(run_module, 'train_one_epoch', real)
 
     # 1. Ctrl-C: the resume command trains the second epoch; the end of the run prints the probes command
     assert run_printed(resume[0]) == 0

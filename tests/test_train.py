@@ -206,8 +206,8 @@ def test_ctrl_c_stops_in_one_line_with_the_resume_command(small_data, tmp_path, 
     """Ctrl-C used to print a 55-line traceback, no resume hint, and leave the epoch-0 folder or a partial
     tmp.pth.tar. Now: one line and exit 130; before the first checkpoint the folder goes; after it, the folder stays
     without a cut-short save, and the printed command resumes the run."""
-    engine_train = sys.modules['samix_timm.engine.train']  # (samix_timm.engine.train is also the function)
-    real, calls = engine_train.train_one_epoch, {'n': 0}
+    from samix_timm.engine import run as engine_run  # the epoch loop of train.py (and train_ssl.py)
+    real, calls = engine_run.train_one_epoch, {'n': 0}
 
     def interrupted(*args, **kwargs):
         if calls['n'] == stop_at:
@@ -217,7 +217,7 @@ def test_ctrl_c_stops_in_one_line_with_the_resume_command(small_data, tmp_path, 
         calls['n'] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine_train, 'train_one_epoch', interrupted)
+    monkeypatch.setattr(engine_run, 'train_one_epoch', interrupted)
     monkeypatch.setattr(logging.getLogger(), 'handlers', [])  # run_train adds its handler on this test's stderr
     argv = ['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_ARGS, '--epochs', '2',
             '--experiment', 'run']
@@ -231,7 +231,7 @@ def test_ctrl_c_stops_in_one_line_with_the_resume_command(small_data, tmp_path, 
     run = tmp_path / 'run'
     assert err[-1].startswith('interrupted: the run is kept up to its last epoch; resume with: python train.py ')
     assert err[-1].endswith(f'--resume {run / "last.pth.tar"}') and not (run / 'tmp.pth.tar').exists()
-    monkeypatch.setattr(engine_train, 'train_one_epoch', real)
+    monkeypatch.setattr(engine_run, 'train_one_epoch', real)
     words = err[-1].split('resume with: python train.py ')[1].split()
     assert run_train(words) == 0
     assert [int(r['epoch']) for r in _summary(tmp_path / 'run-1' / 'summary.csv')] == [1]

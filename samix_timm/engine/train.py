@@ -1,19 +1,14 @@
-""" The training run behind train.py: timm's components wired the way timm's train.py wires them.
+""" The training run behind train.py: timm's components wired the way timm's train.py wires them, then the epochs
+of `engine.run.run_epochs` (the loop train_ssl.py runs too) with `ClassifierRun`, train.py's part of it: validation,
+the EMA's, the Mixer health and the mix-grid pictures.
 
-Differences from timm's script, each deliberate:
-- mixing runs on the device after the loader (prefetcher on or off), built by `create_mixup`;
-- every epoch reseeds all RNGs from (seed, epoch, rank) and each sample is augmented under its own
-  seed (engine/seeding.py), so `--resume` reproduces the uninterrupted run with persistent workers;
-- the output folder of an earlier run is never reused (a suffix is added);
-- tensorboard scalars beside timm's `summary.csv` and `args.yaml`.
+Differences from timm's script, each deliberate: mixing runs on the device after the loader (prefetcher on or off),
+built by `create_mixup`; the loop's own (seeding for an exact resume, run folders) are listed in `engine.run`.
 """
-import errno
 import logging
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -26,21 +21,19 @@ from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
 from ..errors import ConfigError
 from ..factory import create_clean_term, create_mixup, mixing_active
-from ..health import format_health, is_grey, mixer_health
+from ..health import mixer_health
 from ..task import create_task
 from .args import ConfigError
 from .checkpoint import load_model_state, model_state, read_checkpoint, resume_task
 from .checks import check_train_args
-from .loop import StepContext, evaluate, train_one_epoch
-from .seeding import set_loader_epoch
+from .loop import StepContext, evaluate
+from .run import HEALTH_IMAGES, RunHooks, log_mixer_health, run_epochs
 from .setup import (
-    check_num_classes, create_amp, create_datasets, create_loaders, create_output_dir, create_train_loss,
-    dataset_class_to_idx, dataset_num_classes, resolve_device, run_folder)
+    check_num_classes, create_amp, create_datasets, create_loaders, create_train_loss, dataset_class_to_idx,
+    dataset_num_classes, resolve_device)
 from .visualize import write_mix_grid
 
 _logger = logging.getLogger(__name__)
-
-HEALTH_IMAGES = 100  # held-out images the Mixer health is measured on
 
 
 @dataclass
@@ -56,11 +49,6 @@ class TrainResult:
     best_epoch: Optional[int]
     checkpoint: Optional[Path]
     mixer_health: Optional[Dict[str, float]] = None  # the last epoch's, for mixers that can preview
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of one epoch (ranks add their rank on top, see timm.utils.random_seed)."""
-    return seed + 1000 * (epoch + 1)
 
 
 def build_model(args, num_classes: Optional[int]) -> nn.Module:
@@ -206,167 +194,98 @@ def train(args, args_text: str) -> TrainResult:
             _logger.info(f'Resumed {args.resume}: epoch {resume_epoch} next')
     model = task.trainable_module
 
-    health_x = health = None
-    if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
-        health_x = next(iter(loader_eval))[0][:HEALTH_IMAGES].to(device)
-
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = create_scheduler_v2(
         optimizer, **scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
     start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
-    check_epochs_left(start_epoch, num_epochs, args)  # before anything is written
-
-    output_dir = saver = tb_writer = None
-    if primary:
-        output_dir = create_output_dir(args, data_config)
-        (output_dir / 'args.yaml').write_text(args_text)
-        saver = utils.CheckpointSaver(
-            model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
-            checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
-            decreasing=args.eval_metric == 'loss', max_history=args.checkpoint_hist,
-            task=task)
-        from torch.utils.tensorboard import SummaryWriter
-        tb_writer = SummaryWriter(log_dir=str(output_dir))
-
-    with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
-        if lr_scheduler is not None and start_epoch > 0:
-            if args.sched_on_updates:
-                lr_scheduler.step_update(start_epoch * updates_per_epoch)
-            else:
-                lr_scheduler.step(start_epoch)
-        if primary:
-            _logger.info(f'Scheduled epochs: {num_epochs}, {updates_per_epoch} updates per epoch, '
-                         f'output in {output_dir}')
-
-        ctx = StepContext(
-            device=device, amp_autocast=amp_autocast, loss_scaler=loss_scaler, channels_last=args.channels_last,
-            distributed=args.distributed, world_size=args.world_size, grad_accum_steps=args.grad_accum_steps,
-            clip_grad=args.clip_grad, clip_mode=args.clip_mode, log_interval=args.log_interval,
-            is_primary=primary, tb_writer=tb_writer, synchronize_step=args.synchronize_step,
-            image_dir=output_dir if args.save_images else None)
-        eval_metrics, ema_metrics = {}, None
-        best_metric = best_epoch = None
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, num_epochs):
-            utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-            set_loader_epoch(loader_train, epoch)
-            if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
-                mixup_fn.mixup_enabled = False
-            train_metrics = train_one_epoch(
-                epoch, task, loader_train, optimizer, ctx, lr_scheduler=lr_scheduler, num_epochs=num_epochs)
-            if health_x is not None:
-                health = mixer_health(mixup_fn, health_x)
-                train_metrics.update(health)
-                if primary:  # §2.6: a grey Mixer is never silent
-                    (_logger.warning if is_grey(health) else _logger.info)(
-                        f'Mixer health (epoch {epoch}, {len(health_x)} held-out images): {format_health(health)}')
-            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
-            eval_metrics = evaluate(model, loader_eval, ctx)
-            if model_ema is not None and not args.model_ema_force_cpu:
-                if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                    utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
-                ema_metrics = evaluate(model_ema.module, loader_eval, ctx, log_suffix=' (EMA)')
-            if primary and _is_vis_epoch(args, mixup_fn, epoch, num_epochs):
-                x, _ = next(iter(loader_train))  # shuffled: a mix of classes
-                png = write_mix_grid(mixup_fn, x.to(device)[:8], data_config['mean'], data_config['std'], epoch,
-                                     output_dir, tb_writer)
-                _logger.info(f'Mixed samples written to {png}')
-            if primary:
-                with epoch_writes(epoch, output_dir, 'logs (summary.csv)'):
-                    _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir,
-                                      tb_writer, write_header=best_metric is None)
-                # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
-                chosen = ema_metrics if ema_metrics is not None else eval_metrics
-                best_metric, best_epoch = save_checkpoint(saver, epoch, chosen[args.eval_metric], output_dir)
-            if lr_scheduler is not None:
-                lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
-    return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=output_dir, last_epoch=epoch,
-                       eval_metrics=eval_metrics, ema_metrics=ema_metrics, best_metric=best_metric, best_epoch=best_epoch,
-                       checkpoint=output_dir / 'last.pth.tar' if output_dir else None, mixer_health=health)
+    hooks = ClassifierRun(args, model, mixup_fn, loader_train, loader_eval, data_config, num_epochs, device,
+                          model_ema=model_ema)
+    ctx = StepContext(
+        device=device, amp_autocast=amp_autocast, loss_scaler=loss_scaler, channels_last=args.channels_last,
+        distributed=args.distributed, world_size=args.world_size, grad_accum_steps=args.grad_accum_steps,
+        clip_grad=args.clip_grad, clip_mode=args.clip_mode, log_interval=args.log_interval,
+        is_primary=primary, synchronize_step=args.synchronize_step)
+    run = run_epochs(args, args_text, task, loader_train, optimizer, lr_scheduler, num_epochs, start_epoch, ctx,
+                     hooks, data_config, sched_on_updates=args.sched_on_updates, save_images=args.save_images)
+    return TrainResult(model=utils.unwrap_model(model), mixup_fn=mixup_fn, output_dir=run.output_dir,
+                       last_epoch=run.last_epoch, eval_metrics=hooks.eval_metrics, ema_metrics=hooks.ema_metrics,
+                       best_metric=run.best_metric, best_epoch=run.best_epoch, checkpoint=run.checkpoint,
+                       mixer_health=hooks.health)
 
 
-# what torch's checkpoint writer says when a write fails (full disk, file gone, a folder that turned read-only);
-# other RuntimeErrors are not ours
-_WRITER_FAILURES = ('unexpected pos', 'file write failed', 'PytorchStreamWriter', 'iostream error', 'open file failed')
-_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+class ClassifierRun(RunHooks):
+    """train.py's part of the epoch loop (`engine.run.run_epochs`): mixing off from --mixup-off-epoch; after each
+    epoch the Mixer health on a fixed held-out batch (mixers that can preview), BN statistics shared across ranks
+    (--dist-bn), validation and the EMA's, which then picks model_best (timm's convention), and the mix-grid pictures.
 
+    Args:
+        args: train.py's arguments.
+        model: the classifier as the task trains it (DDP-wrapped when distributed).
+        mixup_fn: the mixing component, or None.
+        loader_train: the training loader (the pictures show a batch of it).
+        loader_eval: the validation loader.
+        data_config: timm's data config (the pictures' mean and std).
+        num_epochs: epochs of the whole run (the last one gets pictures).
+        device: where the health batch goes.
+        model_ema: timm's EMA of the classifier, or None.
+    """
 
-@contextmanager
-def epoch_writes(epoch: int, output_dir: Path, what: str = 'checkpoint') -> Iterator[None]:
-    """A write of the run folder that fails (full disk, a folder that turned read-only or lost its permission) is one
-    line: what could not be written, why, the fix, and the checkpoint to resume from when one was kept (at epoch 0
-    none is, and the run folder goes: issue 44, the line used to recommend a file that did not exist)."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:  # RuntimeError: torch's zip writer ("unexpected pos ...", "open file failed")
-        if isinstance(e, RuntimeError) and not any(w in str(e) for w in _WRITER_FAILURES):
-            raise
-        for partial in output_dir.glob('tmp*.pth.tar'):
-            try:
-                partial.unlink(missing_ok=True)
-            except OSError:
-                pass
-        reason = getattr(e, 'strerror', None) or str(e).splitlines()[0].split('strerror: ')[-1]
-        try:
-            free = f'{shutil.disk_usage(output_dir).free / 2 ** 20:.1f} MiB free there'
-        except OSError:
-            free = 'free space unknown'
-        not_allowed = getattr(e, 'errno', None) in _NOT_ALLOWED or any(
-            w in reason for w in ('Permission denied', 'Read-only', 'not permitted'))
-        fix = (f'make {output_dir} writable again' if not_allowed else
-               'free disk space or pass --output on another disk')
-        last = output_dir / 'last.pth.tar'
-        then = (f', then --resume {last}' if last.is_file() else
-                ', then run the same command again (no checkpoint had been written to resume from)')
-        raise ConfigError(f'cannot write the epoch {epoch} {what} to {output_dir} ({reason}; {free}): '
-                          f'{fix}{then}') from None
+    def __init__(self, args, model: nn.Module, mixup_fn, loader_train, loader_eval, data_config: Dict[str, Any],
+                 num_epochs: int, device: torch.device, model_ema: Optional[nn.Module] = None):
+        self.args, self.model, self.model_ema, self.mixup_fn = args, model, model_ema, mixup_fn
+        self.loader_train, self.loader_eval = loader_train, loader_eval
+        self.data_config, self.num_epochs = data_config, num_epochs
+        self.decreasing = args.eval_metric == 'loss'
+        self.health_x = None
+        if hasattr(mixup_fn, 'preview'):  # a fixed held-out batch for the per-epoch Mixer health
+            self.health_x = next(iter(loader_eval))[0][:HEALTH_IMAGES].to(device)
+        self.eval_metrics: Dict[str, float] = {}
+        self.ema_metrics: Optional[Dict[str, float]] = None
+        self.health: Optional[Dict[str, float]] = None
 
+    def evaluate_command(self, checkpoint: str) -> str:
+        return f'python validate.py --checkpoint {checkpoint} --data-dir {self.args.data_dir}'
 
-def save_checkpoint(saver: utils.CheckpointSaver, epoch: int, metric: float, output_dir: Path):
-    """timm's `save_checkpoint`; a write that fails (full disk, lost permission) leaves no partial file behind."""
-    with epoch_writes(epoch, output_dir):
-        return saver.save_checkpoint(epoch, metric=metric)
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.mixup_fn is not None and self.args.mixup_off_epoch and epoch >= self.args.mixup_off_epoch:
+            self.mixup_fn.mixup_enabled = False
 
+    def evaluate_epoch(self, epoch: int, train_metrics: Dict[str, float], ctx: StepContext,
+                       output_dir: Optional[Path]) -> Dict[str, float]:
+        """The health (into the train columns), then validation and the EMA's as the eval columns (ema_*)."""
+        args = self.args
+        if self.health_x is not None:
+            self.health = mixer_health(self.mixup_fn, self.health_x)
+            train_metrics.update(self.health)
+            if ctx.is_primary:
+                log_mixer_health(epoch, self.health, f'{len(self.health_x)} held-out images')
+        dist_bn = args.distributed and args.dist_bn in ('broadcast', 'reduce')
+        if dist_bn:
+            utils.distribute_bn(self.model, args.world_size, args.dist_bn == 'reduce')
+        self.eval_metrics = evaluate(self.model, self.loader_eval, ctx)
+        if self.model_ema is not None and not args.model_ema_force_cpu:
+            if dist_bn:
+                utils.distribute_bn(self.model_ema, args.world_size, args.dist_bn == 'reduce')
+            self.ema_metrics = evaluate(self.model_ema.module, self.loader_eval, ctx, log_suffix=' (EMA)')
+        if ctx.is_primary and self._is_vis_epoch(epoch):
+            x, _ = next(iter(self.loader_train))  # shuffled: a mix of classes
+            png = write_mix_grid(self.mixup_fn, x.to(ctx.device)[:8], self.data_config['mean'],
+                                 self.data_config['std'], epoch, output_dir, ctx.tb_writer)
+            _logger.info(f'Mixed samples written to {png}')
+        columns = {k: v for k, v in self.eval_metrics.items() if k != 'img_per_s'}
+        if self.ema_metrics is not None:
+            columns.update((f'ema_{k}', v) for k, v in self.ema_metrics.items() if k != 'img_per_s')
+        return columns
 
-def check_epochs_left(start_epoch: int, num_epochs: int, args) -> None:
-    """A run with no epoch left to train (resuming a finished run, or --epochs / --start-epoch past the end) is
-    refused in one line: it used to end with exit 0, a NaN top-1 and paths that did not exist."""
-    if start_epoch < num_epochs:
-        return
-    if args.resume and args.start_epoch is None:
-        raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
-                          f"nothing is left to train; to train longer pass --epochs above {start_epoch} (its "
-                          f"schedule becomes that of the longer run), to evaluate it: python validate.py --checkpoint "
-                          f"{args.resume} --data-dir {args.data_dir}")
-    raise ConfigError(f'--start-epoch {start_epoch} leaves nothing to train in a run of {num_epochs} epochs: '
-                      f'pass --epochs above {start_epoch} or a smaller --start-epoch')
+    def checkpoint_metric(self) -> float:
+        # timm's convention: the EMA metric picks the best checkpoint when EMA is evaluated
+        return (self.ema_metrics if self.ema_metrics is not None else self.eval_metrics)[self.args.eval_metric]
 
+    def scheduler_metric(self) -> float:
+        return self.eval_metrics[self.args.eval_metric]
 
-def _is_vis_epoch(args, mixup_fn, epoch: int, num_epochs: int) -> bool:
-    """Image grids every --samix-vis-interval epochs and at the last epoch, for mixers that can preview."""
-    if not hasattr(mixup_fn, 'preview') or args.samix_vis_interval <= 0:
-        return False
-    return epoch % args.samix_vis_interval == 0 or epoch == num_epochs - 1
-
-
-def _write_epoch_logs(epoch, train_metrics, eval_metrics, ema_metrics, optimizer, output_dir, tb_writer,
-                      write_header: bool) -> None:
-    lrs = [g['lr'] for g in optimizer.param_groups]
-    summary_eval = dict(eval_metrics)
-    summary_eval.pop('img_per_s', None)
-    if ema_metrics is not None:
-        summary_eval.update((f'ema_{k}', v) for k, v in ema_metrics.items() if k != 'img_per_s')
-    summary = output_dir / 'summary.csv'
-    if not write_header and summary.exists():  # the columns of the header, in its order: blank where a metric has no
-        # value this epoch (no Mixer update in a whole epoch: --mixup-off-epoch, --samix-mixer-until)
-        with open(summary) as f:
-            header = f.readline().rstrip('\n').split(',')
-        train_metrics = {h[6:]: train_metrics.get(h[6:], float('nan')) for h in header if h.startswith('train_')}
-        summary_eval = {h[5:]: summary_eval.get(h[5:], float('nan')) for h in header if h.startswith('eval_')}
-    utils.update_summary(epoch, train_metrics, summary_eval, filename=str(summary),
-                         lr=sum(lrs) / len(lrs), write_header=write_header)
-    for k, v in summary_eval.items():
-        tb_writer.add_scalar(f'eval/{k}', v, epoch)
-    for k, v in train_metrics.items():
-        tb_writer.add_scalar(f'train_epoch/{k}', v, epoch)
+    def _is_vis_epoch(self, epoch: int) -> bool:
+        """Image grids every --samix-vis-interval epochs and at the last epoch, for mixers that can preview."""
+        if not hasattr(self.mixup_fn, 'preview') or self.args.samix_vis_interval <= 0:
+            return False
+        return epoch % self.args.samix_vis_interval == 0 or epoch == self.num_epochs - 1

@@ -1,15 +1,13 @@
-""" The training run behind train_ssl.py: MoCo v2 (+ a mixing mode) on a timm backbone (spec §6).
-
-As ``engine.train``: every epoch reseeds all RNGs from (seed, epoch, rank) and loader workers
-are fresh per epoch, so ``--resume`` reproduces the uninterrupted run; an existing output folder
-is never reused; tensorboard scalars beside ``summary.csv`` and ``args.yaml``. Under torchrun the
-encoder is DDP-wrapped, keys use shuffled BN, and the queue and the mixing permutations span
-the gathered batch (see ``moco``, ``distributed``).
+""" The training run behind train_ssl.py: MoCo v2 (+ a mixing mode) on a timm backbone (spec §6), trained by the
+epoch loop train.py runs too (``engine.run.run_epochs``: seeding for an exact ``--resume``, run folder, summary.csv,
+checkpoints) with ``MoCoRun``, train_ssl.py's part of it: the queue warm-up, the k-means pseudo-label refresh, the
+Mixer health and the kNN monitor. Under torchrun the encoder is DDP-wrapped, keys use shuffled BN, and the queue and
+the mixing permutations span the gathered batch (see ``moco``, ``distributed``).
 """
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -22,14 +20,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..engine.checkpoint import resume_task
 from ..engine.checks import (check_input_file, check_kwargs_flags, check_names, check_numbers, check_output,
                               check_path_length)
-from ..engine.loop import StepContext, train_one_epoch
+from ..engine.loop import StepContext
+from ..engine.run import HEALTH_IMAGES, RunHooks, log_mixer_health, run_epochs
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
-from ..engine.setup import (check_data_dir, create_amp, create_output_dir, resolve_device, run_folder,
-                            shared_class_index, split_folder)
+from ..engine.setup import check_data_dir, create_amp, resolve_device, shared_class_index, split_folder
 from ..defaults import PAPER_MASK_BETA, SMALL_DATA_IMAGES
-from ..engine.train import HEALTH_IMAGES, epoch_seed, epoch_writes, save_checkpoint
 from ..errors import ConfigError, keyword_as_flag
-from ..health import format_health, is_grey, mixer_health
+from ..health import mixer_health
 from ..momentum import BetaSchedule
 from ..task import MoCoTask
 from .cluster import kmeans_labels, require_faiss
@@ -211,80 +208,93 @@ def _train_ssl(args, args_text: str) -> SSLResult:
     start_epoch = 0
     if args.resume:  # the task's state (online encoder, MoCo's key encoder, queue and Mixer), optimizer, scaler
         start_epoch = resume_task(task, args.resume, optimizer, loss_scaler, args, script='train_ssl.py')
-        if start_epoch >= num_epochs:  # before anything is written (it used to suggest `ssl.probe --checkpoint None`)
-            raise ConfigError(f"--resume {args.resume}: that run has trained {start_epoch} of {num_epochs} epochs, "
-                              f"nothing is left to train; to train longer pass --epochs above {start_epoch}, to "
-                              f"evaluate it: python -m samix_timm.ssl.probe --checkpoint {args.resume} --data-dir "
-                              f"{args.data_dir}")
-        if lr_scheduler is not None:
-            lr_scheduler.step_update(start_epoch * len(loader))
         if primary:
             _logger.info(f'Resumed {args.resume} at epoch {start_epoch}')
-    if args.queue_init == 'keys' and not moco.queue.full:  # real negatives from the first step (§6)
-        set_loader_epoch(loader, -1)  # views no training step sees again: no copy of a positive among negatives
-        batches = moco.warm_up_queue(loader, device, args.channels_last)
-        if primary:
-            _logger.info(f'Queue of {moco.queue.size} keys filled by the key encoder on {batches} batches')
-
-    output_dir = tb_writer = saver = None
-    if primary:
-        output_dir = create_output_dir(args, dict(input_size=(3, args.img_size, args.img_size)))
-        (output_dir / 'args.yaml').write_text(args_text)
-        from torch.utils.tensorboard import SummaryWriter
-        tb_writer = SummaryWriter(log_dir=str(output_dir))
-        saver = utils.CheckpointSaver(
-            model=online, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=str(output_dir),
-            recovery_dir=str(output_dir), max_history=args.checkpoint_hist,
-            task=task)
-        mixer_info = f'Mixer on stage {moco.tap_index}, ' if moco.mixer is not None else ''
-        _logger.info(f'MoCo v2 + {args.ssl_mix} on {args.model}: {num_epochs} epochs x {len(loader)} steps, '
-                     f'{mixer_info}output in {output_dir}')
-
-    cluster_loader = _eval_loader(args, args.train_split) if mode.uses_clusters else None
-    knn_loaders = (_eval_loader(args, args.train_split), _eval_loader(args, args.val_split)) \
-        if primary and args.knn_interval > 0 else None
+    hooks = MoCoRun(args, mode, moco, online, loader, num_epochs, device)
     # MoCo runs its forwards under its own autocast (moco.amp_autocast): the loop adds none
     ctx = StepContext(device=device, loss_scaler=loss_scaler, distributed=args.distributed,
-                      world_size=args.world_size, log_interval=args.log_interval, is_primary=primary,
-                      tb_writer=tb_writer)
-    health_x = health = None
-    if primary and moco.mixer is not None:  # a fixed batch (first training images, eval transform) for the health
-        health_x = next(iter(_eval_loader(args, args.train_split)))[0][:HEALTH_IMAGES].to(device)
-    with run_folder(output_dir, tb_writer):  # a run that fails before its first checkpoint leaves no folder
-        train_metrics, knn_top1, checkpoint, epoch = {}, None, None, start_epoch - 1
-        for epoch in range(start_epoch, num_epochs):
-            utils.random_seed(epoch_seed(args.seed, epoch), args.rank)
-            set_loader_epoch(loader, epoch)
-            if mode.uses_clusters and (epoch % args.cluster_interval == 0 or moco.pseudo_labels is None):
-                refresh_pseudo_labels(args, moco, cluster_loader, epoch, device)
-            train_metrics = train_one_epoch(epoch, task, loader, optimizer, ctx, lr_scheduler=lr_scheduler,
-                                            num_epochs=num_epochs)
-            if args.distributed:  # each rank's last forwards moved its BN statistics: average them (timm's dist_bn)
-                utils.distribute_bn(online, args.world_size, reduce=True)
-                utils.distribute_bn(moco.momentum.module, args.world_size, reduce=True)
-            if lr_scheduler is not None:
-                lr_scheduler.step(epoch + 1)
-            if not primary:
-                continue
-            row, monitor = dict(train_metrics), {}
-            if health_x is not None:  # §2.6: a grey Mixer is never silent
-                health = mixer_health(moco, health_x, net=moco.mixer.mixer)
-                row.update(health)
-                (_logger.warning if is_grey(health) else _logger.info)(
-                    f'Mixer health (epoch {epoch}, {len(health_x)} images): {format_health(health)}')
-            if knn_loaders is not None and ((epoch + 1) % args.knn_interval == 0 or epoch == num_epochs - 1):
-                feats = [eval_features(online.encoder.backbone, ld, device) for ld in knn_loaders]
-                knn_top1 = monitor['knn_top1'] = knn_probe(*feats[0], *feats[1], k=args.knn_k)
-                _logger.info(f'epoch {epoch}: kNN top-1 {knn_top1:.2f}%')
-            for k, v in {**row, **monitor}.items():
-                tb_writer.add_scalar(f'epoch/{k}', v, epoch)
-            # the kNN column is in every row (empty between monitors): the csv header is the first row's keys
-            with epoch_writes(epoch, output_dir, 'logs (summary.csv)'):
-                utils.update_summary(epoch, row, dict(knn_top1=monitor.get('knn_top1', '')) if knn_loaders else {},
-                                     filename=str(output_dir / 'summary.csv'), lr=optimizer.param_groups[0]['lr'],
-                                     write_header=epoch == start_epoch)
-            save_checkpoint(saver, epoch, monitor.get('knn_top1'), output_dir)
-            checkpoint = output_dir / 'last.pth.tar'
-    return SSLResult(encoder=online.encoder, moco=moco, output_dir=output_dir, last_epoch=epoch,
-                     train_metrics=train_metrics, knn_top1=knn_top1, checkpoint=checkpoint, mixer_health=health)
+                      world_size=args.world_size, log_interval=args.log_interval, is_primary=primary)
+    run = run_epochs(args, args_text, task, loader, optimizer, lr_scheduler, num_epochs, start_epoch, ctx, hooks,
+                     dict(input_size=(3, args.img_size, args.img_size)), sched_on_updates=True)
+    return SSLResult(encoder=online.encoder, moco=moco, output_dir=run.output_dir, last_epoch=run.last_epoch,
+                     train_metrics=run.train_metrics, knn_top1=hooks.knn_top1, checkpoint=run.checkpoint,
+                     mixer_health=hooks.health)
 
+
+class MoCoRun(RunHooks):
+    """train_ssl.py's part of the epoch loop (``engine.run.run_epochs``): the queue filled by the key encoder before
+    the first epoch (--queue-init keys, §6); the k-means pseudo-labels refreshed before an epoch (SAMix-C); after it,
+    BN statistics averaged across ranks, then on rank 0 the Mixer health (SAMix-I/-C) and the kNN monitor, which
+    picks model_best (its column is in every row, empty between monitors).
+
+    Args:
+        args: train_ssl.py's arguments.
+        mode: the ``--ssl-mix`` mode.
+        moco: the run's ``MoCoSAMix``.
+        online: the online ``MoCoOnline``, unwrapped.
+        loader: the training loader (the queue warm-up reads it).
+        num_epochs: epochs of the whole run (the last one gets a kNN monitor).
+        device: where the health batch goes.
+    """
+    tb_tags = ('epoch', 'epoch')
+
+    def __init__(self, args, mode, moco: MoCoSAMix, online: MoCoOnline, loader, num_epochs: int,
+                 device: torch.device):
+        self.args, self.mode, self.moco, self.online, self.loader = args, mode, moco, online, loader
+        self.num_epochs, self.device = num_epochs, device
+        self.primary = utils.is_primary(args)
+        self.cluster_loader = self.knn_loaders = self.health_x = None
+        self.knn_top1: Optional[float] = None  # the last monitor's
+        self.knn_now: Optional[float] = None  # this epoch's
+        self.health: Optional[Dict[str, float]] = None
+
+    def evaluate_command(self, checkpoint: str) -> str:
+        return f'python -m samix_timm.ssl.probe --checkpoint {checkpoint} --data-dir {self.args.data_dir}'
+
+    def describe(self, num_epochs: int, updates_per_epoch: int) -> str:
+        mixer_info = f', Mixer on stage {self.moco.tap_index}' if self.moco.mixer is not None else ''
+        return (f'MoCo v2 + {self.args.ssl_mix} on {self.args.model}: {num_epochs} epochs x {updates_per_epoch} '
+                f'steps{mixer_info}')
+
+    def prepare(self) -> None:
+        """The queue warm-up, then the loaders of the k-means, of the kNN monitor and of the health batch."""
+        args, moco = self.args, self.moco
+        if args.queue_init == 'keys' and not moco.queue.full:  # real negatives from the first step (§6)
+            set_loader_epoch(self.loader, -1)  # views no training step sees again: no positive among the negatives
+            batches = moco.warm_up_queue(self.loader, self.device, args.channels_last)
+            if self.primary:
+                _logger.info(f'Queue of {moco.queue.size} keys filled by the key encoder on {batches} batches')
+        self.cluster_loader = _eval_loader(args, args.train_split) if self.mode.uses_clusters else None
+        if self.primary and args.knn_interval > 0:
+            self.knn_loaders = _eval_loader(args, args.train_split), _eval_loader(args, args.val_split)
+        if self.primary and moco.mixer is not None:  # a fixed batch (first training images, eval transform)
+            self.health_x = next(iter(_eval_loader(args, args.train_split)))[0][:HEALTH_IMAGES].to(self.device)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.mode.uses_clusters and (epoch % self.args.cluster_interval == 0 or self.moco.pseudo_labels is None):
+            refresh_pseudo_labels(self.args, self.moco, self.cluster_loader, epoch, self.device)
+
+    def evaluate_epoch(self, epoch: int, train_metrics: Dict[str, float], ctx: StepContext,
+                       output_dir: Optional[Path]) -> Dict[str, Any]:
+        """The health (into the train columns) and the kNN monitor (the eval column, '' between monitors)."""
+        args = self.args
+        if args.distributed:  # each rank's last forwards moved its BN statistics: average them (timm's dist_bn)
+            utils.distribute_bn(self.online, args.world_size, reduce=True)
+            utils.distribute_bn(self.moco.momentum.module, args.world_size, reduce=True)
+        self.knn_now = None
+        if not self.primary:
+            return {}
+        if self.health_x is not None:
+            self.health = mixer_health(self.moco, self.health_x, net=self.moco.mixer.mixer)
+            train_metrics.update(self.health)
+            log_mixer_health(epoch, self.health, f'{len(self.health_x)} images')
+        if self.knn_loaders is None:
+            return {}
+        if (epoch + 1) % args.knn_interval == 0 or epoch == self.num_epochs - 1:
+            feats = [eval_features(self.online.encoder.backbone, ld, self.device) for ld in self.knn_loaders]
+            self.knn_top1 = self.knn_now = knn_probe(*feats[0], *feats[1], k=args.knn_k)
+            _logger.info(f'epoch {epoch}: kNN top-1 {self.knn_now:.2f}%')
+        return dict(knn_top1=self.knn_now if self.knn_now is not None else '')
+
+    def checkpoint_metric(self) -> Optional[float]:
+        return self.knn_now
