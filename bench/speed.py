@@ -6,7 +6,7 @@ A step is train.py's: each method is a set of train.py flags (`METHODS`), and `R
 `samix_timm.engine.train` does, the model, the mixing, the task (`build_task`), its optimizer
 (`create_task_optimizer`) and the loop's `StepContext`; `train_one_epoch` then runs the task over identical
 batches already in memory (mix, forward, loss and for SAMix the Mixer's update inside `task(x, target)`, backward,
-clipping, optimizer step, `after_step`, EMA). Methods are interleaved (a window of steps of each, repeated) after a
+clipping, optimizer step, EMA). Methods are interleaved (a window of steps of each, repeated) after a
 warm-up, so drifts of the machine hit all of them alike; a sample is the mean step time of one `train_one_epoch` over
 a window of batches (2: a whole cycle of `--samix-mixer-every 2`), and the table reports the median sample, its
 spread (interquartile range) and the ratio to timm Mixup from the same run. Peak memory is measured per method in a

@@ -51,18 +51,13 @@ def task_state_of(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class Task(TrainingTask):
-    """A timm TrainingTask with what our loop asks besides timm's contract: `after_step`, a hook the loop calls after
-    every optimizer step (no task of ours needs it: each call returns or keeps what it made, MoCo enqueues its keys
-    in its own forward, as MoCo does), and `extra_param_groups`, the parameters the step trains beside the
-    trainable module (the optimizer is built after the task). timm's `CheckpointSaver(task=...)`, its
+    """A timm TrainingTask with what our loop asks besides timm's contract: `extra_param_groups`, the parameters the
+    step trains beside the trainable module (the optimizer is built after the task). timm's `CheckpointSaver(task=...)`, its
     `resume_task_checkpoint` and our resume read and write a checkpoint through `get_task_state` /
     `load_task_state` (`task_state`) beside the trainable module's `state_dict`."""
 
     resume_keys: Tuple[str, ...] = ()  # entries a checkpoint must hold for this task to continue from it
     resume_task_keys: Tuple[str, ...] = ()  # and entries of its task state
-
-    def after_step(self) -> None:
-        pass
 
     def extra_param_groups(self, weight_decay: float) -> List[Dict[str, Any]]:
         """Optimizer parameter groups of what the step trains outside `trainable_module` (none here)."""

@@ -137,7 +137,6 @@ def train_one_epoch(
             continue
 
         num_updates += 1
-        task.after_step()
         optimizer.zero_grad()
         task.update_ema(step=num_updates)
         now = time.time()
