@@ -149,6 +149,8 @@ _longer('cutmix_a1_x4.67', METHODS['cutmix_a1'], 'cutmix', 14 / 3)
 # and again, where Mixup still gained 2 points from 384 to 768: 1536 epochs, the default SAMix at that compute 560
 _longer('mixup_a1_x25.6', METHODS['mixup_a1'], 'mixup', 25.6)
 _longer('samix_lowres_stable_x9.33', ['--mixup', 'samix'], 'samix_lowres_stable', 28 / 3)
+# the photo benchmark's convergence check at 120 epochs (issue 45 item 2): no mixing at twice that, 240 epochs
+_longer('vanilla_x4', METHODS['vanilla'], 'none', 4)
 # accuracy method -> the `--samix-preset` it trains with: the candidates of the default-preset rule
 PRESET_OF = {'samix_paper': 'paper', 'samix_every2': 'every2', 'samix_half': 'half', 'samix_fast': 'fast',
              'samix_lowres': 'lowres', 'samix_lean': 'lean',
@@ -519,7 +521,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
 
 
 # the methods a SAMix row is compared with at equal compute: timm's mixers and no mixing, at any epochs
-BASELINES = {'vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
+BASELINES = {*MATCHED_BASES, 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
              'mixup_long', 'mixup_clean0.25', 'mixup_clean0.25_rowmean',
              *(m for m in EPOCH_FACTOR if not m.startswith('samix_'))}
 
