@@ -3,7 +3,7 @@ from .factory import create_mixup, mixing_active
 from .features import FeatureTap, FeatureTapError
 from .mixer import AutoMixer, Mixer, MixerNumericsError, create_mixer
 from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
-from .samix import SAMix
+from .samix import SAMix, create_samix
 from .task import SAMixTask, create_task
 from .settings import MixerSettings, MixSettings, StepPreset
 from .defaults import samix_defaults

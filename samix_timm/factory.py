@@ -13,12 +13,11 @@ import torch.nn as nn
 from timm.data import Mixup, resolve_data_config
 
 from .clean import CleanTerm
-from .defaults import SMALL_DATA_IMAGES, departures, describe_defaults, preset_values, samix_defaults
+from .defaults import SAMIX_FLAGS, SMALL_DATA_IMAGES, departures, describe_defaults, keyword_flags
 from .errors import ConfigError, keyword_as_flag
 from .hub import create_pretrained_mixer
 from .momentum import describe_schedules
-from .samix import SAMix
-from .settings import MixSettings
+from .samix import SAMix, create_samix
 
 _logger = logging.getLogger(__name__)
 
@@ -52,55 +51,36 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
         _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
                      f'extractor at {mixer.input_size}), frozen')
         return mixer
-    total = max(1, args.epochs * steps_per_epoch)
-    mixer_scale = args.samix_mixer_scale
-    fixed_grid = getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False)
-    if fixed_grid and mixer_scale is None and preset_values(args.samix_preset).mixer_scale < 1:
-        mixer_scale = 1.0  # a preset's half-resolution Mixer branch cannot run on a fixed patch grid (DeiT, Swin)
-        _logger.info(f'--samix-preset {args.samix_preset} runs its Mixer branch at '
-                     f'{preset_values(args.samix_preset).mixer_scale:g}x resolution, which {args.model} (a fixed '
-                     f'patch grid) cannot take: the branch runs at full resolution (--samix-mixer-scale 1)')
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')
-    try:
-        kwargs = samix_defaults(
-            args.model, total, train_size=train_size, lr=args.lr, weight_decay=args.weight_decay,
-            preset=args.samix_preset, mixer=args.samix_mixer, mixer_loss=args.samix_mixer_loss,
-            tap_index=args.samix_feature_index, mixer_opt=args.samix_mixer_opt, mixer_lr=args.samix_mixer_lr,
-            mixer_min_lr=args.samix_mixer_min_lr, mixer_momentum=args.samix_mixer_momentum,
-            mixer_weight_decay=args.samix_mixer_weight_decay, mixer_dropout=args.samix_mixer_dropout,
-            mixer_init=args.samix_mixer_init, mixer_norm=args.samix_mixer_norm, mask_loss=args.samix_mask_loss,
-            mask_area=args.samix_mask_area, mask_sharpness=args.samix_mask_sharpness,
-            mixer_upsample=args.samix_mixer_upsample, lam_rescale_k=args.samix_lam_rescale_k, eta=args.samix_eta,
-            momentum_start=args.samix_momentum_start, momentum_end=args.samix_momentum_end,
-            mask_beta=args.samix_mask_beta, mask_margin=args.samix_mask_margin, beta_schedule=args.samix_beta_schedule,
-            mixer_every=args.samix_mixer_every, mixer_until=args.samix_mixer_until, mixer_batch_frac=args.samix_mixer_batch_frac,
-            clean_weight=args.samix_clean_weight, clean_forward=args.samix_clean_forward,
-            mixer_scale=mixer_scale, clean_frac=args.samix_clean_frac)
-        mix = MixSettings(alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,
-                          lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing,
-                          prob=args.mixup_prob)
-        small = train_size is not None and train_size < SMALL_DATA_IMAGES
-        _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(kwargs)}, '
-                     + describe_schedules(kwargs['momentum'], kwargs['mixer'].beta,
-                                          f'{"small" if small else "ImageNet-scale"} data, {train_size} images'))
-        departs = departures(kwargs)
-        _logger.info('SAMix departs from the authors\' step in: ' + '; '.join(departs) + ' (--samix-preset reference '
-                     'runs theirs)' if departs else 'SAMix runs the authors\' step (their Mixer, step and losses)')
-        grad_scaler = torch.amp.GradScaler('cuda') if fp16_scaler else None
-        samix = SAMix(model, num_classes, total, input_size=tuple(data_config['input_size']), mix=mix,
-                      amp_autocast=amp_autocast, grad_scaler=grad_scaler, **kwargs)
+    total = max(1, args.epochs * steps_per_epoch)
+    try:  # the flags by the table, through the one path a loop of one's own takes too
+        samix = create_samix(
+            model, num_classes, total, train_size=train_size, input_size=tuple(data_config['input_size']),
+            amp_autocast=amp_autocast, grad_scaler=torch.amp.GradScaler('cuda') if fp16_scaler else None,
+            **{keyword: getattr(args, dest) for keyword, dest in SAMIX_FLAGS.items()})
     except ValueError as e:  # the settings name keyword arguments; here they become the flags that set them
         message = keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-')
         if message is None:
             raise
         raise ConfigError(message) from None
+    chosen = dict(mixer=samix.settings, preset=samix.preset, momentum=samix.momentum)
+    small = train_size is not None and train_size < SMALL_DATA_IMAGES
+    _logger.info(f'SAMix (preset {args.samix_preset}): {describe_defaults(chosen)}, '
+                 + describe_schedules(samix.momentum, samix.settings.beta,
+                                      f'{"small" if small else "ImageNet-scale"} data, {train_size} images'))
+    departs = departures(chosen)
+    _logger.info('SAMix departs from the authors\' step in: ' + '; '.join(departs) + ' (--samix-preset reference '
+                 'runs theirs)' if departs else 'SAMix runs the authors\' step (their Mixer, step and losses)')
     return samix
 
 
-_KEYWORD_FLAGS = dict(loss='--samix-mixer-loss', preset='--samix-preset', mixer='--samix-mixer',
-                      index='--samix-feature-index', num_classes='--num-classes', prob='--mixup-prob',
-                      label_smoothing='--smoothing', min_lr='--samix-mixer-min-lr')
+# keyword argument -> flag, for library errors: the table's, the objects' own names for them, and the run's
+_KEYWORD_FLAGS = dict(keyword_flags(), num_classes='--num-classes')
+# --samix-* flags that are not `create_samix` keywords, and where each is used instead
+OTHER_SAMIX_FLAGS = dict(samix_pretrained='SAMix^P (create_pretrained_mixer, above)',
+                         samix_clean_head='the task (engine.train, create_task)',
+                         samix_vis_interval='the engine (image grids)')
 
 
 def create_clean_term(args, mixer, num_classes: int) -> Optional[CleanTerm]:

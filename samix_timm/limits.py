@@ -56,6 +56,14 @@ KEYWORD_LIMITS: Dict[str, Limit] = dict(
     mask_beta=at_least(0),  # β of the mask losses (§3)
     mask_margin=at_least(0),
     min_lr=at_least(0),
+    weight_decay=at_least(0),  # the classifier's, which the Mixer inherits (§5.7)
+    mixer_lr=above(0),  # the Mixer's optimizer (§5.4)
+    mixer_momentum=closed(0, 1),
+    mixer_weight_decay=at_least(0),
+    mixer_dropout=RATE,
+    momentum_start=closed(0, 1),  # θ̄'s momentum schedule (§5.5)
+    momentum_end=closed(0, 1),
+    warmup_frac=closed(0, 1),
     moco_momentum=half_open(0, 1),  # m = 1 would never update the key encoder
 )
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .limits import KEYWORD_LIMITS, check_keyword
+
 __all__ = [
     'Mixer', 'AutoMixer', 'MixingAttention', 'MixerNumericsError',
     'MIXER_INITS', 'MIXER_NORMS', 'MIXER_UPSAMPLES', 'MIXER_AREAS', 'fit_mask_area', 'rescale_lam', 'create_mixer',
@@ -241,6 +243,7 @@ class Mixer(nn.Module):
             raise ValueError(f'in_channels // reduction must be >= 1, got {in_channels} // {reduction}.')
         if lam_rescale_k != -1 and lam_rescale_k < 0:
             raise ValueError(f'lam_rescale_k must be -1 (no rescale) or >= 0, got {lam_rescale_k}.')
+        check_keyword('dropout', dropout, KEYWORD_LIMITS['mixer_dropout'])
         _check_upsample(upsample)
         _check_init(init)
         if norm not in MIXER_NORMS:

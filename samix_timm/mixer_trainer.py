@@ -9,13 +9,29 @@ import torch
 import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
 
+from .errors import ConfigError
+from .limits import check_keyword
 from .losses import mask_losses
 from .momentum import BetaSchedule
 from .sync import average_gradients, broadcast_module_
 
-__all__ = ['MixerTrainer', 'step_mixer_optimizer', 'grad_norms', 'MASK_LOSSES']
+__all__ = ['MixerTrainer', 'step_mixer_optimizer', 'grad_norms', 'reference_optimizer', 'MASK_LOSSES', 'MIXER_LR',
+           'MIXER_MOMENTUM', 'MIXER_LR_DECAY', 'MIXER_MIN_LR', 'MASK_MARGIN']
 
 MASK_LOSSES = ('batch', 'image')  # where ℓ_μ and ℓ_σ take their mean: the whole batch (reference) or each image
+# the authors' Mixer optimizer (§5.4, §5.7): SGD lr 0.1, momentum 0.9, cosine to lr / 100; and ℓ_μ's margin (§3).
+# The one place these values are written: `samix_defaults`, `ssl_mixer_defaults`, the settings objects and the
+# scripts' flags take them from here.
+MIXER_LR = 0.1
+MIXER_MOMENTUM = 0.9
+MIXER_LR_DECAY = 100  # min_lr = lr / MIXER_LR_DECAY
+MIXER_MIN_LR = MIXER_LR / MIXER_LR_DECAY
+MASK_MARGIN = 0.1
+
+
+def reference_optimizer(lr: float = MIXER_LR, momentum: float = MIXER_MOMENTUM, weight_decay: float = 0.) -> Callable:
+    """The authors' Mixer optimizer as a factory `params -> torch.optim.SGD` (§5.4)."""
+    return partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def grad_norms(mixer: nn.Module) -> Dict[str, torch.Tensor]:
@@ -52,32 +68,36 @@ class MixerTrainer:
     Args:
         mixer: The Mixer M_φ (on its device); rank 0's weights are copied to every rank here.
         total_steps: Steps of the run (cosine learning rate, β schedule).
-        optimizer: Factory ``params -> torch.optim.Optimizer`` (default SGD lr 0.1, momentum 0.9, §5.4).
+        optimizer: Factory ``params -> torch.optim.Optimizer`` (`reference_optimizer()`: the authors' SGD, §5.4).
         min_lr: Learning rate at the last step (cosine from the optimizer's lr).
         beta: Schedule of the mask-loss weight β (§3).
         mask_margin: Tolerance of ℓ_μ (§3).
-        mask_loss: 'batch' (ℓ_μ, ℓ_σ over the batch, the reference) or 'image' (per image, §2.6).
         grad_scaler: ``torch.amp.GradScaler`` for fp16, or None.
+        mask_loss: 'batch' (ℓ_μ, ℓ_σ over the batch, the reference) or 'image' (per image, §2.6).
+
+    The trainer chooses nothing: its callers pass the values their settings hold (`MixerSettings`, `SSLMixerBranch`).
     """
 
     def __init__(
             self,
             mixer: nn.Module,
             total_steps: int,
-            optimizer: Optional[Callable] = None,
-            min_lr: float = 1e-3,
-            beta: Optional[BetaSchedule] = None,
-            mask_margin: float = 0.1,
-            grad_scaler: Optional[torch.amp.GradScaler] = None,
-            mask_loss: str = 'batch',
+            optimizer: Callable,
+            min_lr: float,
+            beta: BetaSchedule,
+            mask_margin: float,
+            grad_scaler: Optional[torch.amp.GradScaler],
+            mask_loss: str,
     ):
         if mask_loss not in MASK_LOSSES:
-            raise ValueError(f'mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}')
+            raise ConfigError(f'mask_loss={mask_loss!r} is not known: use one of {MASK_LOSSES}')
+        check_keyword('min_lr', min_lr)
+        check_keyword('mask_margin', mask_margin)
         self.mixer = broadcast_module_(mixer)
-        self.optimizer = (optimizer or partial(torch.optim.SGD, lr=0.1, momentum=0.9))(mixer.parameters())
+        self.optimizer = optimizer(mixer.parameters())
         self.lr_scheduler = CosineLRScheduler(self.optimizer, t_initial=max(total_steps, 1), lr_min=min_lr,
                                               t_in_epochs=False)
-        self.beta = beta or BetaSchedule(0.1, 'linear', total_steps)
+        self.beta = beta
         self.mask_margin = mask_margin
         self.mask_loss = mask_loss
         self.grad_scaler = grad_scaler

@@ -11,10 +11,13 @@ from typing import Optional
 import torch.nn as nn
 from timm.utils import ModelEmaV3
 
-from .limits import check_keyword
+from .errors import ConfigError
+from .limits import KEYWORD_LIMITS, check_keyword
 
-# final momentum of the paper's schedules (§5), by scale of the data
+# the paper's momentum schedule (§5): its start, and its final momentum by scale of the data
+PAPER_MOMENTUM_START = 0.999
 PAPER_MOMENTUM_END = dict(imagenet=0.99999, small=0.999999)
+PAPER_MASK_BETA = 0.1  # β of the mask losses (§3): the authors' (every SAMix and AutoMix config of OpenMixup)
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,22 @@ class MomentumSchedule:
     total_steps: int
     warmup_frac: float = 0.1
 
+    def __post_init__(self):  # the ranges train.py's --samix-momentum-start/-end check too
+        check_keyword('start', self.start, KEYWORD_LIMITS['momentum_start'])
+        check_keyword('end', self.end, KEYWORD_LIMITS['momentum_end'])
+        check_keyword('warmup_frac', self.warmup_frac)
+
     def __call__(self, step: int) -> float:
         if step < int(self.warmup_frac * self.total_steps):
             return self.start
         progress = min(1.0, step / max(self.total_steps, 1))  # absolute t / T, not restarted after the hold (§5.5)
         return self.end - (self.end - self.start) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def paper_momentum(total_steps: int, warmup_frac: float = 0.1) -> MomentumSchedule:
+    """The paper's ImageNet schedule, 0.999 -> 0.99999, unscaled (`SAMix` built without a schedule; train.py and
+    `create_samix` scale it to the run, `scaled_momentum`)."""
+    return MomentumSchedule(PAPER_MOMENTUM_START, PAPER_MOMENTUM_END['imagenet'], total_steps, warmup_frac)
 
 
 def scaled_momentum(total_steps: int, paper_end: float = PAPER_MOMENTUM_END['imagenet']):
@@ -48,7 +62,10 @@ def scaled_momentum(total_steps: int, paper_end: float = PAPER_MOMENTUM_END['ima
     θ̄ from freezing near its random initialisation.
     """
     total_steps = max(total_steps, 20)
-    return min(0.999, 1 - 10 / total_steps), min(paper_end, 1 - 1 / total_steps)
+    return min(PAPER_MOMENTUM_START, 1 - 10 / total_steps), min(paper_end, 1 - 1 / total_steps)
+
+
+BETA_MODES = ('linear', 'constant')
 
 
 @dataclass(frozen=True)
@@ -56,18 +73,18 @@ class BetaSchedule:
     """Weight β of the mask losses (§3): `linear` from `beta` to 0 over the run, or `constant`.
 
     Args:
-        beta: initial (or constant) weight, 0.1 in the paper.
-        mode: 'linear' (ImageNet-scale recipes) or 'constant' (small datasets).
+        beta: initial (or constant) weight (the paper's: `PAPER_MASK_BETA`).
+        mode: 'linear' (ImageNet-scale recipes) or 'constant' (small datasets); `BETA_MODES`.
         total_steps: length of the run in SAMix calls.
     """
-    beta: float = 0.1
-    mode: str = 'linear'
-    total_steps: int = 1
+    beta: float
+    mode: str
+    total_steps: int
 
     def __post_init__(self):
         check_keyword('mask_beta', self.beta)  # the range train.py's --samix-mask-beta checks too
-        if self.mode not in ('linear', 'constant'):
-            raise ValueError(f"beta schedule must be 'linear' or 'constant', got {self.mode!r}")
+        if self.mode not in BETA_MODES:
+            raise ConfigError(f"beta_schedule={self.mode!r} is not known: use 'linear' or 'constant'")
 
     def __call__(self, step: int) -> float:
         if self.mode == 'constant':

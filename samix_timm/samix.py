@@ -4,7 +4,8 @@
 the classifier-branch mask mixes the batch the classifier trains on (§3), and a second, independent mixing trains
 the Mixer through θ̄ with the η-balanced loss plus the mask losses (§3, §4). `SAMixTask` (task.py) owns a `SAMix`
 as a submodule and runs these steps in the method's order; the margin → Mixer → λ-adjusting path, the λ draw and
-the mixed image are the shared core in `mixing.py`.
+the mixed image are the shared core in `mixing.py`. `create_samix` builds a `SAMix` with train.py's run-aware settings
+(`defaults.samix_defaults`): train.py's factory and one's own loop both call it.
 """
 import logging
 import math
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from .clean import CleanTerm
+from .defaults import DEFAULT_PRESET, preset_values, samix_defaults
 from .errors import ConfigError
 from .features import FeatureTap, _input_hw
 from .losses import eta_balanced_bce, mixup_ce
@@ -25,7 +27,8 @@ from .mixer import MixerNumericsError, create_mixer, mixer_inference, mixer_name
 from .mixing import (adjust_lam, draw_mixing, in_lam_margin, mix_images, mixer_mask, preview_dict, preview_index,
                      soft_target)
 from .mixer_trainer import MixerTrainer
-from .momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from .limits import check_keyword
+from .momentum import MomentumEncoder, MomentumSchedule, paper_momentum
 from .settings import MixerSettings, MixSettings, StepPreset
 from .sync import any_rank, broadcast_module_
 
@@ -49,6 +52,54 @@ def warn_small_mixer_input(input_size: Sequence[int], mixer_scale: float) -> boo
                     f'input: its masks are constant over each image and its gradients 0 (the Mixer learns nothing); '
                     f'use mixer_scale={2 / min(full):.3g} or more (or 1)')
     return True
+
+
+def timm_name(model: nn.Module) -> str:
+    """The timm name a model was created with (its `pretrained_cfg['architecture']`), else its class name."""
+    cfg = getattr(model, 'pretrained_cfg', None) or getattr(model, 'default_cfg', None) or {}
+    return cfg.get('architecture') or type(model).__name__
+
+
+def create_samix(
+        model: nn.Module,
+        num_classes: int,
+        total_steps: int,
+        *,
+        model_name: Optional[str] = None,
+        train_size: Optional[int] = None,
+        input_size: Optional[Tuple[int, ...]] = None,
+        amp_autocast: Callable = nullcontext,
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
+        **settings,
+) -> 'SAMix':
+    """Online SAMix for a run of `total_steps` steps with train.py's run-aware settings: the one path train.py's
+    factory and one's own loop both take, so the same model, steps and data size give the same `SAMix`.
+
+    Args:
+        model: the classifier being trained (unwrapped, on its device; before DDP wrapping).
+        num_classes: classes of the soft targets.
+        total_steps: SAMix calls in the whole run, T (epochs x batches per epoch).
+        model_name: timm name that picks the CNN or transformer settings (None: the model's own, `timm_name`).
+        train_size: training images (below 200k the small-data settings apply; None = ImageNet-scale).
+        input_size: training input size (C, H, W), for the feature tap's small-input rule.
+        amp_autocast, grad_scaler: the loop's autocast factory and the Mixer's fp16 GradScaler (or None).
+        settings: `samix_defaults` keywords (lr, weight_decay, preset, mask_beta, ...: None or absent = chosen for
+            the run) and `MixSettings` fields (alpha, lam_margin, lam_adjust_prob, label_smoothing, prob: absent =
+            its defaults); train.py passes its flags by the table `defaults.SAMIX_FLAGS`.
+    """
+    mix = MixSettings(**{k: settings.pop(k) for k in MixSettings.__dataclass_fields__ if k in settings})
+    fixed_grid = getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False)
+    preset = settings.get('preset', DEFAULT_PRESET)
+    if fixed_grid and settings.get('mixer_scale') is None and preset_values(preset).mixer_scale < 1:
+        settings['mixer_scale'] = 1.0  # a preset's reduced-resolution Mixer branch cannot run on a fixed patch grid
+        _logger.info(f'preset {preset!r} runs its Mixer branch at {preset_values(preset).mixer_scale:g}x resolution, '
+                     f'which this model (a fixed patch grid) cannot take: the branch runs at full resolution '
+                     f'(mixer_scale=1)')
+    chosen = samix_defaults(model_name or timm_name(model), total_steps, train_size=train_size, **settings)
+    return SAMix(model, num_classes, total_steps, mix=mix, input_size=input_size, amp_autocast=amp_autocast,
+                 grad_scaler=grad_scaler, **chosen)
+
+
 class SAMix(nn.Module):
     """The parts of online SAMix (§5) and the steps it takes with them: θ̄ (`encoder`, the momentum copy of the
     classifier), the stage-l feature tap on it (`tap`), the Mixer M_φ (`mixer`) and its optimizer (`trainer`).
@@ -63,7 +114,7 @@ class SAMix(nn.Module):
         mixer: the Mixer and how it is trained (`MixerSettings`; `samix_defaults` chooses it per run).
         preset: how the step runs, economies and clean-batch term (`StepPreset`; a `SAMIX_PRESETS` entry).
         mix: the classifier branch's draw (`MixSettings`: α, λ margin and adjusting, label smoothing, prob).
-        momentum: schedule of the momentum encoder (§5; None: 0.999 -> 0.99999 after 10 %).
+        momentum: schedule of the momentum encoder (§5; None: `paper_momentum`, 0.999 -> 0.99999 after 10 %).
         input_size: training input size, for the small-input stage rule of `FeatureTap`.
         amp_autocast: autocast context factory of the training loop.
         grad_scaler: `torch.amp.GradScaler` for fp16 training of the Mixer, or None.
@@ -83,7 +134,10 @@ class SAMix(nn.Module):
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
         super().__init__()
-        mixer, preset, mix = mixer or MixerSettings(), preset or StepPreset(), mix or MixSettings()
+        check_keyword('num_classes', num_classes)
+        # the settings as given; built without them, each object's own defaults (`create_samix`: train.py's choice)
+        mixer = (mixer or MixerSettings()).for_run(total_steps)
+        preset, mix = preset or StepPreset(), mix or MixSettings()
         model_classes = getattr(model, 'num_classes', None)
         if model_classes is not None and model_classes != num_classes:
             raise ConfigError(f'num_classes={num_classes} differs from the {model_classes} outputs of the model: '
@@ -96,7 +150,7 @@ class SAMix(nn.Module):
         self.num_classes = num_classes
         self.total_steps = total_steps
         self.settings, self.preset, self.mix = mixer, preset, mix
-        self.momentum = momentum or MomentumSchedule(0.999, 0.99999, total_steps)
+        self.momentum = momentum or paper_momentum(total_steps)
         self.encoder = MomentumEncoder(model, self.momentum)  # θ̄
         self.tap = FeatureTap(self.encoder.module, index=mixer.tap_index, input_size=input_size)
         built = mixer.mixer
@@ -105,9 +159,8 @@ class SAMix(nn.Module):
         self.mixer = built.to(next(model.parameters()).device)
         self._run_through(self.tap, self.encoder.module, self.mixer)
         broadcast_module_(self.encoder.module)  # every rank starts from rank 0's θ̄ (and Mixer, in the trainer)
-        self.trainer = MixerTrainer(self.mixer, total_steps, mixer.optimizer, mixer.min_lr,
-                                    mixer.beta or BetaSchedule(0.1, 'linear', total_steps), mixer.mask_margin,
-                                    grad_scaler, mixer.mask_loss)
+        self.trainer = MixerTrainer(self.mixer, total_steps, mixer.optimizer, mixer.min_lr, mixer.beta,
+                                    mixer.mask_margin, grad_scaler, mixer.mask_loss)
         self.clean = CleanTerm(preset.clean_weight, num_classes, mix.label_smoothing, preset.clean_forward,
                                preset.clean_frac)
         self.amp_autocast = amp_autocast

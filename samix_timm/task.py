@@ -235,7 +235,7 @@ class SAMixTask(MixTask):
     feature tap (`samix.tap`), the Mixer (`samix.mixer`) and the Mixer's optimizer (`samix.trainer`), so `to`,
     `train`/`eval` and `state_dict` reach them, and a checkpoint keeps them in its task state ('samix').
 
-        samix = SAMix(model, num_classes, total_steps, **samix_defaults(model_name, total_steps))
+        samix = create_samix(model, num_classes, total_steps, train_size=len(dataset))  # train.py's settings
         task = SAMixTask(model, loss_fn, samix)
         result = task(x, target)        # trains the Mixer on the way; result['loss'] trains the classifier
 

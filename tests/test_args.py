@@ -268,7 +268,7 @@ def test_mixer_options_are_declared_once_for_both_scripts():
     types and help; train_ssl.py only fixes the defaults train.py chooses per run."""
     from samix_timm.engine.args import create_train_parser
     from samix_timm.ssl.args import create_ssl_parser
-    from samix_timm.ssl.engine import _beta_schedule
+    from samix_timm.defaults import beta_mode
     train = {a.dest: a for a in create_train_parser()._actions}
     ssl = {a.dest: a for a in create_ssl_parser()._actions}
     shared = {d for d in ssl if d.startswith('samix_')}
@@ -279,8 +279,7 @@ def test_mixer_options_are_declared_once_for_both_scripts():
             ssl[dest].option_strings, ssl[dest].type, ssl[dest].help), dest
     assert (train['samix_mixer_lr'].default, ssl['samix_mixer_lr'].default) == (None, 0.1)
     assert ssl['samix_beta_schedule'].default == 'constant'
-    args = argparse.Namespace(samix_beta_schedule='auto')
-    assert (_beta_schedule(args, 50_000), _beta_schedule(args, 1_281_167)) == ('constant', 'linear')
+    assert (beta_mode('auto', 50_000), beta_mode('auto', 1_281_167)) == ('constant', 'linear')  # train.py's rule
 
 
 def test_a_negative_mask_sharpness_is_one_line():
@@ -302,3 +301,57 @@ def test_a_library_keyword_becomes_its_flag_everywhere_in_the_message():
         '--samix-mixer-scale 1')
     assert keyword_as_flag('eta=2 is out of range: it must be in [0, 1]', {'eta': '--samix-eta'}) == (
         '--samix-eta 2 is out of range: it must be in [0, 1]')
+
+
+def test_every_online_samix_flag_is_in_the_table_and_the_table_is_parser_and_library():
+    """train.py's factory passes its SAMix flags through one table (`defaults.SAMIX_FLAGS`): every --samix-* flag is
+    in it or listed where it is used instead, every entry is a parser dest and a `create_samix` keyword, and the
+    parser's default of each is the library's (decided once)."""
+    import inspect
+    from samix_timm.defaults import SAMIX_FLAGS, keyword_flags, samix_defaults
+    from samix_timm.factory import OTHER_SAMIX_FLAGS
+    from samix_timm.settings import MixSettings
+    parser_defaults = vars(create_train_parser().parse_args([]))
+    samix_dests = {d for d in parser_defaults if d.startswith('samix_')}
+    assert {d for d in samix_dests if d not in OTHER_SAMIX_FLAGS} == {d for d in SAMIX_FLAGS.values()
+                                                                      if d.startswith('samix_')}
+    assert not set(OTHER_SAMIX_FLAGS) & set(SAMIX_FLAGS.values())
+    assert set(SAMIX_FLAGS.values()) <= set(parser_defaults)
+    library = {k: p.default for k, p in inspect.signature(samix_defaults).parameters.items()}
+    library.update({k: getattr(MixSettings, k) for k in MixSettings.__dataclass_fields__})
+    library.pop('total_steps'), library.pop('train_size')
+    assert set(SAMIX_FLAGS) == set(library)  # every keyword of the one path has its flag, and only those
+    differ = {k: (parser_defaults[d], library[k]) for k, d in SAMIX_FLAGS.items()
+              if d.startswith('samix_') and parser_defaults[d] != library[k]}
+    assert not differ  # (timm's own --lr, --weight-decay, --smoothing, --mixup-prob keep timm's defaults)
+    flags = keyword_flags()
+    assert (flags['mask_beta'], flags['tap_index'], flags['index'], flags['loss'], flags['prob']) == (
+        '--samix-mask-beta', '--samix-feature-index', '--samix-feature-index', '--samix-mixer-loss', '--mixup-prob')
+
+
+def test_train_ssl_mixer_settings_come_from_one_function():
+    """train_ssl.py's Mixer settings are `ssl_mixer_defaults`' choice: its flags' defaults are that function's
+    fallbacks, and `SSLMixerBranch` built bare falls back on the same constants."""
+    from samix_timm.defaults import ssl_mixer_defaults
+    from samix_timm.ssl.args import parse_ssl_args
+    from samix_timm.ssl.mixer_branch import SSLMixerBranch
+    args, _ = parse_ssl_args([])
+    from_flags = ssl_mixer_defaults(
+        1000, 50_000, mixer=args.samix_mixer, mixer_lr=args.samix_mixer_lr, mixer_min_lr=args.samix_mixer_min_lr,
+        mixer_dropout=args.samix_mixer_dropout, mask_beta=args.samix_mask_beta,
+        beta_schedule=args.samix_beta_schedule, lam_margin=args.samix_lam_margin)
+    assert from_flags == ssl_mixer_defaults(1000, 50_000)
+    assert (from_flags['lr'], from_flags['min_lr'], from_flags['mixer_kwargs']) == (0.1, 1e-3, dict(dropout=0.))
+    assert (from_flags['beta'].beta, from_flags['beta'].mode) == (0.1, 'constant')
+    assert ssl_mixer_defaults(1000, 1_281_167, beta_schedule='auto')['beta'].mode == 'linear'  # as train.py's 'auto'
+    assert ssl_mixer_defaults(1000, mask_beta=0.4)['beta'].beta == 0.4
+    bare = SSLMixerBranch(8, 1000, mixer_kwargs=dict(dropout=0.))
+    built = SSLMixerBranch(8, 1000, **ssl_mixer_defaults(1000))
+    assert bare.trainer.beta == built.trainer.beta and bare.lam_margin == built.lam_margin
+    assert bare.trainer.optimizer.defaults == built.trainer.optimizer.defaults
+    with pytest.raises(ConfigError, match=r'lr=0.0 is out of range: it must be > 0'):
+        SSLMixerBranch(8, 10, lr=0.)
+    with pytest.raises(ConfigError, match=r'momentum=1.5 is out of range'):
+        SSLMixerBranch(8, 10, momentum=1.5)
+    with pytest.raises(ConfigError, match=r'lam_margin=0.6 is out of range'):
+        SSLMixerBranch(8, 10, lam_margin=0.6)

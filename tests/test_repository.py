@@ -57,11 +57,11 @@ def test_readme_and_docs_links_resolve():
 
 
 def test_readme_own_loop_example_runs(monkeypatch):
-    """The README's `SAMix` example for one's own loop, run as written (CPU: `.cuda()` is the identity here)."""
+    """The README's `create_samix` example for one's own loop, run as written (CPU: `.cuda()` is the identity here)."""
     import timm
     import torch
     text = (REPO / 'README.md').read_text()
-    block = next(b for b in re.findall(r'```python\n(.*?)```', text, flags=re.S) if 'SAMix(' in b)
+    block = next(b for b in re.findall(r'```python\n(.*?)```', text, flags=re.S) if 'create_samix(' in b)
     monkeypatch.setattr(torch.Tensor, 'cuda', lambda self, *a, **k: self)
     torch.manual_seed(0)
     namespace = dict(model=timm.create_model('test_resnet', num_classes=1000), epochs=1, lr=0.1, dataset=range(8),

@@ -446,12 +446,17 @@ def test_automix_ablation_trains_with_mean_loss_only():
 def test_factory_keeps_explicit_zero_settings():
     from samix_timm.engine.args import parse_train_args
     from samix_timm.factory import create_mixup
-    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mixer-lr', '0',
-                                '--samix-momentum-start', '0', '--samix-momentum-end', '0'])
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mixer-min-lr', '0',
+                                '--samix-momentum-start', '0', '--samix-momentum-end', '0', '--samix-eta', '0'])
     samix = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
                          steps_per_epoch=10, train_size=100)
-    assert samix.optimizer.param_groups[0]['lr'] == 0
+    assert samix.settings.min_lr == 0 and samix.trainer.lr_scheduler.lr_min == 0 and samix.settings.eta == 0
     assert samix.momentum(0) == 0 and samix.momentum(samix.total_steps) == 0
+    # a Mixer lr of 0 is out of the range the flag checks (> 0): the library refuses it in the same words
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--samix-mixer-lr', '0'])
+    with pytest.raises(ConfigError, match=r'^--samix-mixer-lr 0.0 is out of range: it must be > 0$'):
+        create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                     steps_per_epoch=10, train_size=100)
 
 
 _STEP = dict(mixer_every=1, mixer_batch_frac=1.0, mixer_scale=1.0, clean_weight=1.0, clean_frac=1.0)
@@ -558,3 +563,125 @@ def test_mixer_until_trains_the_mixer_for_its_share_of_the_run_then_freezes_it()
     built = create_mixup(args, _model(), K, data_config=dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
                          steps_per_epoch=10, train_size=100)
     assert built.preset.mixer_until == 0.25 and built.mixer_steps == math.ceil(0.25 * built.total_steps)
+
+
+# -- one source of defaults: train.py's path and one's own loop build the same SAMix ----------------------------
+
+def _resolved(samix):
+    """Every value a built SAMix runs with: each field of its `MixerSettings` (the optimizer factory as its function
+    and keywords), `StepPreset`, `MixSettings`, the momentum and β schedules, the clean term and the Mixer."""
+    m = samix.settings
+    fields = {f: getattr(m, f) for f in m.__dataclass_fields__ if f != 'optimizer'}
+    opt = m.optimizer
+    return dict(mixer=fields, optimizer=(opt.func, opt.args, opt.keywords), preset=samix.preset, mix=samix.mix,
+                momentum=samix.momentum, total_steps=samix.total_steps, clean=vars(samix.clean),
+                mixer_config=samix.mixer.config, tap_index=samix.tap.index, trainer=(
+                    samix.trainer.beta, samix.trainer.mask_margin, samix.trainer.mask_loss, samix.optimizer.defaults))
+
+
+_VIT = dict(model_name='vit_tiny_patch16_224', img_size=64, depth=1)  # a fixed patch grid, AdamW Mixer (§5.4)
+
+
+@pytest.mark.parametrize('flags, explicit', [
+    ([], {}),
+    (['--samix-preset', 'reference'], dict(preset='reference')),
+    (['--samix-mask-beta', '0.5', '--samix-mixer-lr', '0.05', '--smoothing', '0'],
+     dict(mask_beta=0.5, mixer_lr=0.05, label_smoothing=0.)),
+    (['--model', _VIT['model_name'], '--lr', '5e-4', '--weight-decay', '0.05', '--samix-alpha', '1'],
+     dict(lr=5e-4, weight_decay=0.05, alpha=1.)),
+])
+def test_train_py_and_create_samix_build_the_same_samix(flags, explicit):
+    """One source of defaults: train.py's factory (a parsed command line) and `create_samix` in one's own loop, with
+    the same model, steps and data size, resolve to exactly the same settings, field by field."""
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import create_mixup
+    from samix_timm.samix import create_samix
+    vit = '--model' in flags
+
+    def model():
+        torch.manual_seed(0)
+        if vit:
+            return timm.create_model(_VIT['model_name'], num_classes=K, img_size=_VIT['img_size'], depth=1)
+        return timm.create_model('test_resnet', num_classes=K)
+
+    hw = _VIT['img_size'] if vit else 32
+    recipe = ['--lr', '0.1', '--weight-decay', '5e-4']  # the classifier's own, which one's loop passes as well
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--epochs', '5', *recipe, *flags])
+    data_config = dict(input_size=(3, hw, hw), mean=(0.5,) * 3, std=(0.5,) * 3)
+    ours = create_mixup(args, model(), K, data_config=data_config, steps_per_epoch=40, train_size=4000)
+    own = create_samix(model(), K, 5 * 40, train_size=4000, input_size=(3, hw, hw),
+                       **dict(dict(lr=0.1, weight_decay=5e-4), **explicit))
+    assert _resolved(ours) == _resolved(own)
+    if vit:  # the run-aware choices reached both: AdamW at the classifier's lr, the branch at full resolution
+        assert own.settings.optimizer.keywords['opt'] == 'adamw' and own.settings.optimizer.keywords['lr'] == 5e-4
+        assert own.preset.mixer_scale == 1.0 and own.momentum.warmup_frac == 0.25
+    if explicit.get('mask_beta'):
+        assert own.settings.beta.beta == 0.5 and own.trainer.beta(0) == 0.5
+
+
+def test_samix_built_without_settings_takes_the_fallbacks_from_one_place():
+    """SAMix built bare re-chooses nothing: its β, optimizer and momentum are the authors' constants (the ones
+    `samix_defaults` uses), and given settings reach the trainer unchanged."""
+    from samix_timm.mixer_trainer import MASK_MARGIN, MIXER_LR, MIXER_MIN_LR, MIXER_MOMENTUM
+    from samix_timm.momentum import PAPER_MASK_BETA, paper_momentum
+    bare = SAMix(_model(), K, 100, input_size=(3, 32, 32))
+    assert bare.trainer.beta == BetaSchedule(PAPER_MASK_BETA, 'linear', 100) == bare.settings.beta
+    assert bare.momentum == paper_momentum(100)
+    assert (bare.optimizer.defaults['lr'], bare.optimizer.defaults['momentum']) == (MIXER_LR, MIXER_MOMENTUM)
+    assert (bare.trainer.mask_margin, bare.settings.min_lr) == (MASK_MARGIN, MIXER_MIN_LR)
+    beta = BetaSchedule(0.7, 'constant', 100)
+    given = SAMix(_model(), K, 100, mixer=MixerSettings(beta=beta, mask_margin=0.2), input_size=(3, 32, 32))
+    assert given.trainer.beta is beta and given.trainer.mask_margin == 0.2
+
+
+@pytest.mark.parametrize('build, message', [
+    (lambda: MixerSettings(eta=1.5), r'eta=1.5 is out of range: it must be in \[0, 1\]'),
+    (lambda: MixerSettings(min_lr=-1), r'min_lr=-1 is out of range'),
+    (lambda: MixerSettings(beta=0.5), r'beta=0.5 is not a BetaSchedule'),
+    (lambda: StepPreset(mixer_every=0), r'mixer_every=0 is out of range: it must be >= 1'),
+    (lambda: StepPreset(clean_frac=1.5), r'clean_frac=1.5 is out of range'),
+    (lambda: BetaSchedule(-0.1, 'linear', 10), r'mask_beta=-0.1 is out of range: it must be >= 0'),
+    (lambda: BetaSchedule(0.1, 'cosine', 10), r"beta_schedule='cosine' is not known"),
+    (lambda: MomentumSchedule(1.5, 0.999, 10), r'start=1.5 is out of range: it must be in \[0, 1\]'),
+    (lambda: MomentumSchedule(0.99, 0.999, 10, warmup_frac=2), r'warmup_frac=2 is out of range'),
+    (lambda: samix_defaults('resnet50', 100, mixer_lr=0), r'mixer_lr=0 is out of range: it must be > 0'),
+    (lambda: samix_defaults('resnet50', 100, mixer_momentum=1.5), r'mixer_momentum=1.5 is out of range'),
+    (lambda: samix_defaults('resnet50', 100, weight_decay=-1), r'weight_decay=-1 is out of range'),
+    (lambda: SAMix(_model(), 0, 10), r'num_classes=0 is out of range'),
+])
+def test_library_objects_check_their_own_ranges(build, message):
+    """Each settings object refuses an out-of-range value in one line naming its keyword (limits.KEYWORD_LIMITS,
+    the ranges train.py's flags check too)."""
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_mixer_trainer_checks_and_chooses_nothing():
+    from samix_timm.mixer_trainer import MixerTrainer, reference_optimizer
+    mixer = nn.Conv2d(2, 1, 1)
+    beta = BetaSchedule(0.1, 'constant', 10)
+    with pytest.raises(ConfigError, match=r'min_lr=-1 is out of range'):
+        MixerTrainer(mixer, 10, reference_optimizer(), -1, beta, 0.1, None, 'batch')
+    with pytest.raises(ConfigError, match=r'mask_margin=-0.5 is out of range'):
+        MixerTrainer(mixer, 10, reference_optimizer(), 0., beta, -0.5, None, 'batch')
+    with pytest.raises(ConfigError, match=r"mask_loss='pixel' is not known"):
+        MixerTrainer(mixer, 10, reference_optimizer(), 0., beta, 0.1, None, 'pixel')
+    with pytest.raises(TypeError):  # every value comes from the caller's settings
+        MixerTrainer(mixer, 10)
+
+
+@pytest.mark.parametrize('flag, value, message', [
+    ('--samix-momentum-start', '1.5', r'^--samix-momentum-start 1.5 is out of range: it must be in \[0, 1\]$'),
+    ('--samix-mixer-min-lr', '-1', r'^--samix-mixer-min-lr -1.0 is out of range: it must be >= 0$'),
+    ('--samix-mixer-loss', 'l2', r"^--samix-mixer-loss 'l2' is not known"),
+    ('--samix-mixer-dropout', '1.5', r'^--samix-mixer-dropout 1.5 is out of range'),
+])
+def test_library_errors_reach_train_py_as_flags(flag, value, message):
+    """The factory passes the flags by the table and names the flag when the library refuses the keyword (without
+    the script's own checks, which refuse most of these earlier with the same words)."""
+    from samix_timm.engine.args import parse_train_args
+    from samix_timm.factory import create_mixup
+    args, _ = parse_train_args(['--model', 'test_resnet', '--mixup', 'samix', '--epochs', '1', flag, value])
+    data_config = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(ConfigError, match=message):
+        create_mixup(args, _model(), K, data_config=data_config, steps_per_epoch=4, train_size=400)

@@ -16,6 +16,8 @@ import yaml
 from timm.utils import ParseKwargs as TimmParseKwargs
 
 from ..defaults import DEFAULT_PRESET
+from ..mixer_trainer import MASK_MARGIN, MIXER_MOMENTUM
+from ..settings import MixSettings
 from ..errors import ConfigError
 from ..factory import MIXUP_METHODS
 
@@ -247,11 +249,11 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group('SAMix parameters (used with --mixup samix; None = chosen per run, logged)')
     g.add_argument('--samix-pretrained', type=str, default=None,
                    help='SAMix^P: a frozen pre-trained Mixer (hub name or artifact path) instead of online training')
-    g.add_argument('--samix-alpha', type=float, default=2.0, help='lam ~ Beta(alpha, alpha) (default: 2)')
+    g.add_argument('--samix-alpha', type=float, default=MixSettings.alpha, help='lam ~ Beta(alpha, alpha) (default: 2)')
     add_mixer_args(g)
     g.add_argument('--samix-mixer-opt', type=str, default=None,
                    help='Mixer optimizer (default: momentum (plain SGD) for CNNs, adamw for transformers)')
-    g.add_argument('--samix-mixer-momentum', type=float, default=0.9, help='Mixer SGD momentum')
+    g.add_argument('--samix-mixer-momentum', type=float, default=MIXER_MOMENTUM, help='Mixer SGD momentum')
     g.add_argument('--samix-mixer-weight-decay', type=float, default=None,
                    help='Mixer weight decay, on every Mixer parameter (default: --weight-decay, as the reference)')
     g.add_argument('--samix-mixer-norm', type=str, default=None,
@@ -282,8 +284,9 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                    help='momentum-encoder end (default: min(paper value, 1 - 1/T))')
     g.add_argument('--samix-mask-loss', type=str, default=None,
                    help="mask losses per 'image' (default) or over the 'batch' (the authors'; AutoMix's default); method §2.6")
-    g.add_argument('--samix-mask-margin', type=float, default=0.1, help='margin of the mean-mask loss')
-    g.add_argument('--samix-lam-adjust-prob', type=float, default=0.0, help='probability of lam adjusting')
+    g.add_argument('--samix-mask-margin', type=float, default=MASK_MARGIN, help='margin of the mean-mask loss')
+    g.add_argument('--samix-lam-adjust-prob', type=float, default=MixSettings.lam_adjust_prob,
+                   help='probability of lam adjusting')
     g.add_argument('--samix-preset', type=str, default=DEFAULT_PRESET,
                    help="how the step runs (default: what the preset rule picks, docs/benchmarks.md): 'paper' (the "
                         "reference: Mixer on the whole batch every step, clean "
@@ -396,7 +399,8 @@ def add_mixer_args(g, **defaults) -> None:
                         "the authors' mask and SAMix-I/-C)")
     g.add_argument('--samix-beta-schedule', type=str, default='auto',
                    help="'linear' to 0, 'constant', or 'auto' (constant below 200k training images), §3")
-    g.add_argument('--samix-lam-margin', type=float, default=0.08, help='plain mixup when lam is this close to 0/1')
+    g.add_argument('--samix-lam-margin', type=float, default=MixSettings.lam_margin,
+                   help='plain mixup when lam is this close to 0/1')
     for action in g._group_actions:
         if action.dest in defaults:
             action.default = defaults[action.dest]

@@ -15,12 +15,12 @@ from timm.data import create_transform
 from timm.optim import get_optimizer_info, optimizer_kwargs
 
 from ..clean import CLEAN_HEADS, clean_rows
-from ..defaults import SAMIX_PRESETS, preset_values
+from ..defaults import SAMIX_FLAGS, SAMIX_PRESETS, preset_values
 from ..errors import ConfigError
 from ..limits import FRACTION, KEYWORD_LIMITS, PROB, RATE, Limit, above, at_least, closed, half_open
 from ..mixer import MIXER_AREAS, MIXER_INITS, MIXER_NORMS, MIXER_UPSAMPLES, list_mixers
 from ..mixer_trainer import MASK_LOSSES
-from ..settings import StepPreset
+from ..settings import MixSettings, StepPreset
 from ..factory import mixing_active
 from .args import TIMM_NOT_RUN, create_train_parser
 from .setup import SPLIT_SYNONYMS
@@ -41,11 +41,11 @@ LIMITS: Dict[str, Limit] = {
     'cutmix': at_least(0), 'reprob': PROB, 'hflip': PROB, 'vflip': PROB, 'color_jitter': at_least(0),
     'color_jitter_prob': PROB, 'grayscale_prob': PROB, 'gaussian_blur_prob': PROB, 'drop': RATE,
     'drop_path': RATE, 'drop_block': RATE, 'drop_connect': RATE, 'model_ema_decay': closed(0, 1),
-    'crop_pct': closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': above(0),
-    'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': closed(0, 1),
-    'samix_mixer_weight_decay': at_least(0), 'samix_mixer_dropout': RATE, 'samix_mask_sharpness': at_least(0),
-    'samix_eta': K['eta'],
-    'samix_momentum_start': closed(0, 1), 'samix_momentum_end': closed(0, 1), 'samix_mask_beta': K['mask_beta'],
+    'crop_pct': closed(0.01, 1), 'samix_alpha': K['alpha'], 'samix_mixer_lr': K['mixer_lr'],
+    'samix_mixer_min_lr': K['min_lr'], 'samix_mixer_momentum': K['mixer_momentum'],
+    'samix_mixer_weight_decay': K['mixer_weight_decay'], 'samix_mixer_dropout': K['mixer_dropout'],
+    'samix_mask_sharpness': at_least(0), 'samix_eta': K['eta'], 'samix_momentum_start': K['momentum_start'],
+    'samix_momentum_end': K['momentum_end'], 'samix_mask_beta': K['mask_beta'],
     'samix_mask_margin': K['mask_margin'], 'samix_lam_margin': K['lam_margin'],
     'samix_lam_adjust_prob': K['lam_adjust_prob'],
     'samix_clean_weight': K['clean_weight'], 'samix_mixer_batch_frac': K['mixer_batch_frac'],
@@ -319,18 +319,14 @@ def check_paths(args) -> None:
     check_output(args)
 
 
-# options that change only an online SAMix run: not timm Mixup, not a frozen SAMix^P Mixer
-_ONLINE_SAMIX_ONLY = (
-    'samix_mixer', 'samix_feature_index', 'samix_mixer_opt', 'samix_mixer_lr', 'samix_mixer_min_lr',
-    'samix_mixer_momentum', 'samix_mixer_weight_decay', 'samix_mixer_dropout', 'samix_mixer_norm', 'samix_mask_area',
-    'samix_mask_sharpness', 'samix_mixer_init',
-    'samix_mixer_upsample', 'samix_lam_rescale_k', 'samix_eta', 'samix_mixer_loss', 'samix_momentum_start',
-    'samix_momentum_end', 'samix_mask_beta', 'samix_beta_schedule', 'samix_mask_loss', 'samix_mask_margin',
-    'samix_preset', 'samix_mixer_batch_frac', 'samix_mixer_every', 'samix_mixer_until', 'samix_mixer_scale')
 # options of the SAMix Mixer only -> the value that is also AutoMix's (no warning when a recipe writes it out)
 _SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_mask_sharpness=0, samix_lam_rescale_k=-1,
                          samix_mixer_dropout=None)
 _CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac', 'samix_clean_head')  # also beside timm Mixup/SAMix^P
+# options that change only an online SAMix run (not timm Mixup, not a frozen SAMix^P Mixer): the flags of the SAMix
+# table (`defaults.SAMIX_FLAGS`) except the classifier branch's draw (`MixSettings`, SAMix^P's too) and the clean term
+_ONLINE_SAMIX_ONLY = tuple(dest for keyword, dest in SAMIX_FLAGS.items() if dest.startswith('samix_')
+                           and keyword not in MixSettings.__dataclass_fields__ and dest not in _CLEAN_TERM)
 
 
 def warn_no_effect(args) -> List[str]:

@@ -5,6 +5,7 @@ Two-stage parsing as train.py: ``--config FILE.yaml`` keys become defaults, the 
 import argparse
 from typing import Optional, Sequence, Tuple
 
+from ..defaults import SSL_FLAG_DEFAULTS
 from ..engine.args import ParseKwargs, add_mixer_args, parse_with_config
 from .mixing import list_ssl_modes
 
@@ -73,8 +74,7 @@ def create_ssl_parser() -> argparse.ArgumentParser:
     g.add_argument('--cluster-pca-dim', type=int, default=256, help='PCA dimension before k-means')
     g.add_argument('--cluster-iters', type=int, default=20, help='k-means iterations')
     # the Mixer options of train.py, with the fixed values of the SAMix-I/-C recipes (§6)
-    add_mixer_args(g, samix_mixer_lr=0.1, samix_mixer_min_lr=1e-3, samix_mixer_dropout=0.0,
-                   samix_beta_schedule='constant')
+    add_mixer_args(g, **SSL_FLAG_DEFAULTS)
     g = p.add_argument_group('Monitoring, output, devices')
     g.add_argument('--knn-interval', type=int, default=1, help='epochs between kNN monitors on the val split (0 = off)')
     g.add_argument('--knn-k', type=int, default=20, help='neighbours of the kNN monitor')

@@ -24,10 +24,9 @@ from ..engine.loop import StepContext
 from ..engine.run import HEALTH_IMAGES, RunHooks, log_mixer_health, run_epochs
 from ..engine.seeding import SampleSeededDataset, set_loader_epoch
 from ..engine.setup import check_data_dir, create_amp, resolve_device, shared_class_index, split_folder
-from ..defaults import PAPER_MASK_BETA, SMALL_DATA_IMAGES
+from ..defaults import ssl_mixer_defaults
 from ..errors import ConfigError, keyword_as_flag
 from ..health import mixer_health
-from ..momentum import BetaSchedule
 from ..task import MoCoTask
 from .cluster import kmeans_labels, require_faiss
 from .data import MoCoV2Views, TwoViewDataset, eval_transform, extract_features, moco_v2_transform
@@ -85,14 +84,6 @@ def _check_args(args, mode) -> None:
         require_faiss()
         if args.cluster_interval < 1:
             raise ConfigError(f'--cluster-interval {args.cluster_interval} must be 1 or more epochs')
-
-
-def _beta_schedule(args, train_size: int) -> str:
-    """--samix-beta-schedule, with 'auto' resolved as train.py does (§3: constant on small data, linear to 0 at
-    ImageNet scale)."""
-    if args.samix_beta_schedule == 'auto':
-        return 'constant' if train_size < SMALL_DATA_IMAGES else 'linear'
-    return args.samix_beta_schedule
 
 
 def _train_loader(args, dataset, collate_fn=None) -> DataLoader:
@@ -191,10 +182,10 @@ def _train_ssl(args, args_text: str) -> SSLResult:
         optimizer, sched=args.sched, num_epochs=args.epochs, decay_milestones=args.decay_milestones,
         decay_rate=args.decay_rate, min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
         step_on_epochs=False, updates_per_epoch=len(loader))
-    mixer_kwargs = dict(mixer=args.samix_mixer, mixer_kwargs=dict(dropout=args.samix_mixer_dropout),
-                        lr=args.samix_mixer_lr, min_lr=args.samix_mixer_min_lr, lam_margin=args.samix_lam_margin,
-                        beta=BetaSchedule(PAPER_MASK_BETA if args.samix_mask_beta is None else args.samix_mask_beta,
-                                                          _beta_schedule(args, len(base)), total_steps))
+    mixer_kwargs = ssl_mixer_defaults(  # the SSL Mixer's settings, decided in defaults.py (as train.py's)
+        total_steps, len(base), mixer=args.samix_mixer, mixer_lr=args.samix_mixer_lr,
+        mixer_min_lr=args.samix_mixer_min_lr, mixer_dropout=args.samix_mixer_dropout, mask_beta=args.samix_mask_beta,
+        beta_schedule=args.samix_beta_schedule, lam_margin=args.samix_lam_margin)
     moco = MoCoSAMix(online, args.ssl_mix, total_steps, queue_size=args.queue_size, temperature=args.temperature,
                      moco_momentum=args.moco_momentum, alpha=args.ssl_alpha, mix_weight=args.mix_weight,
                      eta=args.eta, tap_index=args.samix_feature_index, input_size=args.img_size,

@@ -6,32 +6,35 @@ adds the mask losses (§3), back-propagates to the Mixer only, averages its grad
 and steps its own SGD with a cosine learning rate (§5.4).
 """
 from contextlib import nullcontext
-from functools import partial
 from typing import Callable, Dict, Optional, Union
 
 import torch
 
+from ..defaults import SSL_BETA_SCHEDULE
+from ..limits import KEYWORD_LIMITS, check_keyword
 from ..mixer import create_mixer, mixer_name
-from ..mixer_trainer import MixerTrainer
+from ..mixer_trainer import MASK_MARGIN, MIXER_LR, MIXER_MIN_LR, MIXER_MOMENTUM, MixerTrainer, reference_optimizer
 from ..mixing import mix_images, mixer_mask
-from ..momentum import BetaSchedule
+from ..momentum import PAPER_MASK_BETA, BetaSchedule
+from ..settings import MixSettings
 
 __all__ = ['SSLMixerBranch']
 
 
 class SSLMixerBranch:
-    """Mixer M_φ with its optimizer for cross-view mixing.
+    """Mixer M_φ with its optimizer for cross-view mixing. train_ssl.py builds it with `ssl_mixer_defaults`; the
+    defaults here are the same constants (the Mixer's own keyword defaults when `mixer_kwargs` is None).
 
     Args:
         in_channels: Channels of the momentum encoder's stage-l map.
         total_steps: Steps of the run (cosine learning rate, β schedule).
         mixer: ``create_mixer`` name ('samix' or 'automix').
         mixer_kwargs: Constructor kwargs of the Mixer (e.g. ``dropout=0.``).
-        lr: Mixer SGD learning rate (0.1, §5.4).
+        lr: Mixer SGD learning rate (the authors' SGD, §5.4).
         min_lr: Learning rate at the last step.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        beta: Schedule of the mask-loss weight (§3).
+        beta: Schedule of the mask-loss weight (§3; None: `PAPER_MASK_BETA`, constant, as the SSL recipes).
         mask_margin: Tolerance of l_mu (§3).
         lam_margin: Encoder-branch mask is the constant 1 − λ when λ is this close to 0 or 1 (§3).
         device: Device of the Mixer.
@@ -45,21 +48,25 @@ class SSLMixerBranch:
             total_steps: int,
             mixer: str = 'samix',
             mixer_kwargs: Optional[Dict] = None,
-            lr: float = 0.1,
-            min_lr: float = 1e-3,
-            momentum: float = 0.9,
+            lr: float = MIXER_LR,
+            min_lr: float = MIXER_MIN_LR,
+            momentum: float = MIXER_MOMENTUM,
             weight_decay: float = 0.,
             beta: Optional[BetaSchedule] = None,
-            mask_margin: float = 0.1,
-            lam_margin: float = 0.08,
+            mask_margin: float = MASK_MARGIN,
+            lam_margin: float = MixSettings.lam_margin,
             device: Optional[torch.device] = None,
             amp_autocast: Callable = nullcontext,
             grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
+        for name, value, limit in (('lr', lr, 'mixer_lr'), ('momentum', momentum, 'mixer_momentum'),
+                                   ('weight_decay', weight_decay, 'mixer_weight_decay'),
+                                   ('lam_margin', lam_margin, 'lam_margin')):
+            check_keyword(name, value, KEYWORD_LIMITS[limit])  # (min_lr, mask_margin: the trainer checks them)
         self.mixer = create_mixer(mixer, in_channels, **(mixer_kwargs or {})).to(device)
-        self.trainer = MixerTrainer(
-            self.mixer, total_steps, partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay),
-            min_lr, beta or BetaSchedule(0.1, 'constant', total_steps), mask_margin, grad_scaler)
+        beta = beta or BetaSchedule(PAPER_MASK_BETA, SSL_BETA_SCHEDULE, total_steps)
+        self.trainer = MixerTrainer(self.mixer, total_steps, reference_optimizer(lr, momentum, weight_decay), min_lr,
+                                    beta, mask_margin, grad_scaler, mask_loss='batch')
         self.lam_margin = lam_margin
         self.amp_autocast = amp_autocast
 

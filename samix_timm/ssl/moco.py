@@ -30,7 +30,7 @@ from ..features import FeatureTap
 from ..losses import eta_balanced_bce
 from ..mixer import mixer_inference
 from ..mixing import draw_lam, mix_images, mixer_mask, preview_dict, preview_index
-from ..momentum import BetaSchedule, MomentumEncoder, MomentumSchedule
+from ..momentum import MomentumEncoder, MomentumSchedule
 from .distributed import gather, shuffle_batch, unshuffle
 from .encoder import SSLEncoder
 from .losses import eta_instance_loss, info_nce, lam_info_nce
@@ -93,7 +93,8 @@ class MoCoSAMix:
         eta: η of the Mixer losses (§4, 0.5).
         tap_index: Stage the Mixer reads (default: ``FeatureTap``'s rule for ``input_size``).
         input_size: Training image size for the small-input stage rule (§1).
-        mixer_kwargs: kwargs of ``SSLMixerBranch`` (mixer, mixer_kwargs, lr, min_lr, beta, ...).
+        mixer_kwargs: kwargs of ``SSLMixerBranch`` (mixer, mixer_kwargs, lr, min_lr, beta, ...): train_ssl.py's are
+            ``defaults.ssl_mixer_defaults(...)``.
         amp_autocast: Autocast context factory of every network forward (``--amp``).
         grad_scaler: ``torch.amp.GradScaler`` of the Mixer update under fp16, or None.
     """
@@ -119,6 +120,8 @@ class MoCoSAMix:
         if self.mode.uses_clusters and online.cluster_head is None:
             raise ConfigError(f'mode={mode!r} needs a cluster head: build MoCoOnline with num_clusters >= 2')
         check_keyword('moco_momentum', moco_momentum)
+        check_keyword('alpha', alpha)
+        check_keyword('eta', eta)
         device = next(online.parameters()).device
         self.online = online
         self.temperature, self.alpha, self.mix_weight, self.eta = temperature, alpha, mix_weight, eta
@@ -129,9 +132,8 @@ class MoCoSAMix:
         self.queue = KeyQueue(queue_size, online.encoder.projector[-1].out_features).to(device)
         self.mixer: Optional[SSLMixerBranch] = None
         if self.mode.mixer_loss is not None:
-            kwargs = {'beta': BetaSchedule(0.1, 'constant', total_steps), **(mixer_kwargs or {})}
             self.mixer = SSLMixerBranch(tap.channels, total_steps, device=device, amp_autocast=amp_autocast,
-                                        grad_scaler=grad_scaler, **kwargs)
+                                        grad_scaler=grad_scaler, **(mixer_kwargs or {}))
         self.pseudo_labels: Optional[torch.Tensor] = None  # (num_train,) for SAMix-C
         self.step = 0
 
