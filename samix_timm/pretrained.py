@@ -149,6 +149,10 @@ def load_artifact(path: Union[str, Path], sha256: Optional[str] = None) -> Dict[
                                                        '`python -m samix_timm.export`')
     version = artifact.get('format_version') if isinstance(artifact, dict) else None
     if version is None and isinstance(artifact, dict) and {'state_dict', 'task_state', *_CHECKPOINT_KINDS} & set(artifact):
+        if not any(k in task_state_of(artifact) for k in _CHECKPOINT_KINDS):  # exporting it would fail too
+            raise ConfigError(f"'{path}' is a training checkpoint of a run without a learned Mixer (e.g. plain mixup), "
+                              f"not a Mixer artifact: pass a hub name or a file python -m samix_timm.export wrote "
+                              f"from a `train.py --mixup samix` run")
         raise ConfigError(f"'{path}' is a training checkpoint, not a Mixer artifact: export it first with `python -m "
                           f"samix_timm.export --checkpoint {path} --out mixers/NAME` and pass the "
                           f"mixers/NAME-<sha256[:8]>.pth it writes")

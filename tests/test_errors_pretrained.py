@@ -140,6 +140,13 @@ def test_training_checkpoint_as_artifact(checkpoints):
         create_pretrained_mixer(str(path), data_config=IMAGENET)
 
 
+def test_checkpoint_without_a_mixer_as_artifact_is_not_told_to_export(checkpoints):
+    """A plain-mixup checkpoint was told to go through samix_timm.export, which then refuses it (issue 44 audit)."""
+    with pytest.raises(ConfigError, match=r"is a training checkpoint of a run without a learned Mixer") as e:
+        create_pretrained_mixer(str(checkpoints / 'mixup.pth.tar'), data_config=IMAGENET)
+    assert 'export it first' not in str(e.value)
+
+
 class _Trap:
     """Unpickling this would write a file: samix-timm must refuse it without running it."""
 
