@@ -65,8 +65,9 @@ EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
 COMPUTE_FACTORS = (1.25, 1.5, 2, 3.2)
 MATCHED_BASES = ('vanilla', 'mixup_a1', 'mixup_a0.2', 'cutmix_a1', 'mixup_cutmix')
 # the speed.py run the costs of a budget come from: same model, resolution and batch as its recipe
-# (the first file that timed the method; each ratio is to timm Mixup of the same file's run)
-COST_SPEED = {('test_resnet', 32): ('speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
+# (the first file that timed the method; each ratio is to timm Mixup of the same file's run). speed_task_1k times
+# train.py's own step (2026-12-07); the older files, the Mixup-shaped path, only for the steps it did not time
+COST_SPEED = {('test_resnet', 32): ('speed_task_1k.json', 'speed_bench_1k.json', 'speed_bench_1k_p.json', 'speed_bench_1k_until.json',
                                      'speed_bench_1k_clean.json', 'speed_bench_1k_stable.json',
                                      'speed_bench_1k_noclean.json', 'speed_bench_1k_cutmix.json'),
               ('test_resnet', 64): ('speed_accuracy_recipe.json',)}
@@ -374,15 +375,23 @@ def void_rows(results: Path, before: float) -> int:
     return changed
 
 
-def add_costs(results: Path) -> int:
-    """Write `row_cost` into every row of accuracy_runs.jsonl that lacks it (rows from before the field); returns
-    how many rows changed. The file is rewritten through a temporary file, so an interruption loses nothing."""
+def add_costs(results: Path, every: bool = False) -> int:
+    """Write `row_cost` into every row of the rows file that lacks it (rows from before the field), or with `every`
+    into every row from today's `COST_SPEED` (after a re-timing: a row whose cost changes keeps the old one as
+    `cost_before`); returns how many rows changed. The file is rewritten through a temporary file, so an
+    interruption loses nothing."""
     path = results / ROWS
     rows, changed = _rows(results), 0
     for r in rows:
         if 'run_cost' not in r:
             r.update(row_cost(r, results))
             changed += 1
+        elif every:
+            cost = row_cost(r, results)
+            if (cost['run_cost'], cost['cost_from']) != (r['run_cost'], r.get('cost_from')):
+                r['cost_before'] = dict(run_cost=r['run_cost'], cost_from=r.get('cost_from'))
+                r.update(cost)
+                changed += 1
     tmp = path.with_suffix('.jsonl.tmp')
     tmp.write_text(''.join(json.dumps(r) + '\n' for r in rows))
     tmp.replace(path)
@@ -616,6 +625,8 @@ def main() -> None:
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
     p.add_argument('--add-costs', action='store_true', help='write run_cost into the rows that lack it, then exit')
+    p.add_argument('--recost', action='store_true',
+                   help='rewrite run_cost of every row from the speed runs of COST_SPEED (after a re-timing), then exit')
     p.add_argument('--void-rows', type=float, default=None, metavar='UNIX_TIME',
                    help='mark the rows of the VOID methods finished before this time as void, then exit')
     p.add_argument('--train-images', type=int, default=None,
@@ -633,8 +644,8 @@ def main() -> None:
     if args.threads is None and args.jobs > 1:
         args.threads = 1
     images = args.train_images if args.train_images is not None else train_images(args.data_dir)
-    if args.add_costs:
-        print(f'run_cost written into {add_costs(results)} rows of {results / ROWS}')
+    if args.add_costs or args.recost:
+        print(f'run_cost written into {add_costs(results, every=args.recost)} rows of {results / ROWS}')
         return
     if args.void_rows is not None:
         print(f'{void_rows(results, args.void_rows)} rows marked void in {results / ROWS}')

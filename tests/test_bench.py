@@ -321,6 +321,15 @@ def test_every_row_gets_its_run_cost(accuracy, tmp_path):
     assert out[3]['run_cost'] is None and 'no speed.py run of resnet18' in out[3]['cost_from']
     assert out[4]['run_cost'] == 7.0 and out[4]['cost_from'] == 'kept'
     assert [r['method'] for r in out] == [r['method'] for r in rows]
+    # after a re-timing every row is recomputed; a changed one keeps what it had
+    speed['models']['test_resnet']['time']['samix_paper'] = dict(median_s=0.25)
+    (tmp_path / 'speed_bench_1k.json').write_text(json.dumps(speed))
+    assert accuracy.add_costs(tmp_path) == 0
+    assert accuracy.add_costs(tmp_path, every=True) == 2  # samix_paper and the 'kept' mixup_a1
+    out = [json.loads(line) for line in (tmp_path / 'accuracy_runs.jsonl').read_text().splitlines()]
+    assert out[0]['run_cost'] == pytest.approx(2.5) and out[0]['cost_before']['run_cost'] == pytest.approx(3.2)
+    assert out[4]['run_cost'] == pytest.approx(1.0) and out[4]['cost_before'] == dict(run_cost=7.0, cost_from='kept')
+    assert 'cost_before' not in out[1] and out[1]['run_cost'] == pytest.approx(1.8)
 
 
 def test_void_rows_leave_the_tables_and_run_again(accuracy, tmp_path):
