@@ -462,3 +462,16 @@ def test_accuracy_rows_count_the_images_of_a_folder_without_manifest(accuracy, t
     (tmp_path / 'train' / '0' / 'notes.txt').write_text('not an image')
     assert accuracy.train_images(str(tmp_path)) == 160
     assert accuracy.dataset_id(str(tmp_path)) == f'folder:{tmp_path.resolve()}'
+
+
+def test_photo_budget_methods_train_longer_with_the_same_flags(accuracy):
+    """The photo benchmark's budget (2x its recipe's epochs) and 3x that: every baseline and SAMix method of it has
+    `_x2` / `_x6` with its own flags and step time, and SAMix^P on a photo-trained Mixer takes it from `samix_x2`."""
+    for base in (*accuracy.MATCHED_BASES, *accuracy.PHOTO_SAMIX):
+        for factor in (2, 6):
+            name = f'{base}_x{factor}'
+            assert accuracy.METHODS[name] == accuracy.METHODS[base]
+            assert accuracy.SPEED_OF[name] == accuracy.SPEED_OF[base] and accuracy.EPOCH_FACTOR[name] == factor
+    assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x2'] == ('samix_x2', 100)
+    assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x6'] == ('samix_x2', 100)
+    assert 'samix_p_trained_x2' in accuracy.PRETRAIN_SOURCE and 'samix_x2' not in accuracy.PRETRAIN_SOURCE
