@@ -246,11 +246,34 @@ def run_one(method: str, seed: int, args) -> Dict:
                   ema_top1=float(last.get('eval_ema_top1', 'nan')), wall_s=time.time() - start, run_dir=str(run_dir),
                   jobs=args.jobs, threads=args.threads, finished=time.time(), **health)
     record['commit'] = COMMIT
+    if getattr(args, 'test_split', ''):
+        record.update(test_scores(run_dir, args), test_split=args.test_split)
     if pretrain_from is not None:
         record['pretrain_from'] = pretrain_from
     if resume is not None:  # wall_s is this invocation's part only
         record['resumed_from'] = str(resume)
     return {**record, **row_cost(record, Path(args.results))}
+
+
+def test_scores(run_dir: Path, args) -> Dict[str, float]:
+    """top-1 of the run's last checkpoint (and its EMA) on `--test-split`, evaluated once by validate.py; each
+    result is kept in the run folder, so a sweep resumed after the training reuses it."""
+    scores = {}
+    for key, flags in (('test_top1', []), ('test_ema_top1', ['--use-ema'])):
+        out = run_dir / f'{key}.json'
+        if not out.exists():
+            cmd = [sys.executable, str(REPO / 'validate.py'), '--data-dir', args.data_dir, '--split', args.test_split,
+                   '--checkpoint', str(run_dir / 'last.pth.tar'), '--workers', str(args.workers), '--batch-size', '250',
+                   '--results-file', str(out), *flags]
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                if flags and 'holds no EMA weights' in proc.stderr:  # a run without EMA weights: no EMA score, not a failure
+                    continue
+                raise RuntimeError(f'{run_dir.name}: evaluation on {args.test_split} failed:\n{proc.stderr[-2000:]}')
+        result = json.loads(out.read_text())
+        scores[key], scores['test_images'] = float(result['top1']), int(result['num_images'])
+    return scores
 
 
 def this_run(out: Path, exp: str, data_dir: str) -> Path:
@@ -489,13 +512,19 @@ def budget_name(model: str, epochs: int, img_size: int, images: int = 4000) -> s
 
 
 def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
-          methods: List[str], images: int = 4000, data: Optional[str] = None, prefix: str = 'accuracy') -> str:
+          methods: List[str], images: int = 4000, data: Optional[str] = None, prefix: str = 'accuracy',
+          score: str = 'val') -> str:
     """Markdown table of the finished runs of one budget on one data build (+ the accuracy-vs-cost PNG beside it);
-    rows without a `data` field count as the build given."""
+    rows without a `data` field count as the build given. `score` 'test' ranks on each row's test split
+    (test_top1 / test_ema_top1) and leaves out rows without one."""
     by = {}
     for r in _done(results):
         if (budget(r) == (model, epochs, img_size, images) and r['method'] in methods
                 and (data is None or r.get('data', data) == data)):
+            if score == 'test':
+                if 'test_top1' not in r:
+                    continue
+                r = dict(r, top1=r['test_top1'], ema_top1=r.get('test_ema_top1', float('nan')))
             by.setdefault(r['method'], []).append(r)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
@@ -632,6 +661,13 @@ def main() -> None:
     p.add_argument('--speed-model', default=None, help="model entry of that JSON (default: the recipe's model)")
     p.add_argument('--output', default='output/bench_accuracy')
     p.add_argument('--results', default=str(REPO / 'bench' / 'results'))
+    p.add_argument('--test-split', default='auto',
+                   help="split evaluated once with each run's last weights and EMA (test_top1, test_ema_top1 in its "
+                        "row): a larger held-out set than the per-epoch val; 'auto' = test when --data-dir has one, "
+                        "'' = none")
+    p.add_argument('--score', choices=('val', 'test'), default='val',
+                   help="--table: rank on the per-epoch val split's last epoch or on --test-split's (rows without "
+                        "one are left out)")
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
     p.add_argument('--add-costs', action='store_true', help='write run_cost into the rows that lack it, then exit')
     p.add_argument('--recost', action='store_true',
@@ -652,6 +688,10 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     if args.threads is None and args.jobs > 1:
         args.threads = 1
+    if args.test_split == 'auto':
+        args.test_split = 'test' if (Path(args.data_dir) / 'test').is_dir() else ''
+    elif args.test_split and not (Path(args.data_dir) / args.test_split).is_dir():
+        raise SystemExit(f'--test-split {args.test_split}: no such folder in {args.data_dir}')
     images = args.train_images if args.train_images is not None else train_images(args.data_dir)
     if args.add_costs or args.recost:
         print(f'run_cost written into {add_costs(results, every=args.recost)} rows of {results / ROWS}')
@@ -675,8 +715,9 @@ def main() -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(_run, todo))
     text = table(results, Path(args.speed), args.speed_model, args.model, args.epochs, args.img_size, args.methods,
-                 images, data=data, prefix=args.prefix)
-    (results / f'{args.prefix}_{budget_name(args.model, args.epochs, args.img_size, images)}.md').write_text(text + '\n')
+                 images, data=data, prefix=args.prefix + ('_test' if args.score == 'test' else ''), score=args.score)
+    name = f'{args.prefix}{"_test" if args.score == "test" else ""}_{budget_name(args.model, args.epochs, args.img_size, images)}'
+    (results / f'{name}.md').write_text(text + '\n')
     print(text)
 
 

@@ -67,6 +67,19 @@ def test_table_keeps_budgets_apart(accuracy, tmp_path):
     assert '| vanilla | 1 | 10.00 (1 run) |' in old
 
 
+
+def test_table_on_the_test_split_ranks_on_it_and_leaves_out_rows_without_one(accuracy, tmp_path):
+    base = dict(method='vanilla', model='test_resnet', epochs=30, img_size=64, wall_s=600)
+    rows = [dict(base, seed=0, top1=92.0, ema_top1=88.0, test_top1=80.0, test_ema_top1=81.0),
+            dict(base, seed=1, top1=94.0, ema_top1=90.0, test_top1=82.0, test_ema_top1=83.0),
+            dict(base, seed=2, top1=10.0, ema_top1=10.0)]  # evaluated before the test split existed
+    (tmp_path / 'accuracy_runs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    test = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 30, 64, ['vanilla'],
+                          score='test')
+    assert test.splitlines()[2].startswith('| vanilla | 2 | 81.00 ± 1.41 | 82.00 ± 1.41 |'), test
+    val = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 30, 64, ['vanilla'])
+    assert val.splitlines()[2].startswith('| vanilla | 3 | 65.33 ± 47.93 |'), val
+
 def _gpu_check():
     spec = importlib.util.spec_from_file_location('bench_gpu_check', REPO / 'bench' / 'gpu_check.py')
     gpu_check = importlib.util.module_from_spec(spec)
@@ -453,6 +466,31 @@ def test_accuracy_sweep_resumes_an_unfinished_run(accuracy, tmp_path, monkeypatc
     accuracy.run_one('vanilla', 0, args)
     assert calls[-1][calls[-1].index('--resume') + 1] == str(vanilla / 'last.pth.tar')
 
+
+
+def test_test_split_is_evaluated_once_per_run_and_kept(accuracy, tmp_path, monkeypatch):
+    """Each finished run is scored on the test split by validate.py (weights, then EMA weights); a sweep resumed
+    after that reads the kept results instead of evaluating again; a run without EMA weights gets no EMA score."""
+    import subprocess
+    calls = []
+
+    def subprocess_run(cmd, **kwargs):
+        calls.append(cmd)
+        if '--use-ema' in cmd and 'no-ema' in cmd[cmd.index('--checkpoint') + 1]:
+            return subprocess.CompletedProcess(cmd, 2, '', "error: --checkpoint 'x' holds no EMA weights: drop it")
+        out = Path(cmd[cmd.index('--results-file') + 1])
+        out.write_text(json.dumps(dict(top1=30.0 + ('--use-ema' in cmd), num_images=10000)))
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+
+    monkeypatch.setattr(subprocess, 'run', subprocess_run)
+    args = argparse.Namespace(data_dir=str(tmp_path / 'data'), test_split='test', workers=0, threads=1)
+    run = tmp_path / 'run'
+    run.mkdir()
+    assert accuracy.test_scores(run, args) == dict(test_top1=30.0, test_ema_top1=31.0, test_images=10000)
+    assert all(c[c.index('--split') + 1] == 'test' for c in calls) and len(calls) == 2
+    assert accuracy.test_scores(run, args)['test_ema_top1'] == 31.0 and len(calls) == 2  # kept, not evaluated again
+    (tmp_path / 'no-ema').mkdir()
+    assert accuracy.test_scores(tmp_path / 'no-ema', args) == dict(test_top1=30.0, test_images=10000)
 
 def test_accuracy_rows_count_the_images_of_a_folder_without_manifest(accuracy, tmp_path):
     for c in range(4):

@@ -1,5 +1,6 @@
 """ The photo-objects builder on generated stamps and backgrounds (no Debian package needed). """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,30 @@ def test_stamp_split_holds_out_whole_objects(sources, tmp_path):
     assert _object_key(sources / 'a' / 'cep-2.png') == _object_key(sources / 'a' / 'cep.png')
     assert _object_key(sources / 'a' / 'flower1.png') != _object_key(sources / 'a' / 'flower2.png')
 
+
+
+
+def test_test_split_adds_images_of_the_val_objects_and_changes_nothing_else(sources, tmp_path):
+    kw = dict(seed=0, canvas=32, num_train=30, num_val=15, split='stamp', val_stamp_frac=0.4, max_rotation=0.0,
+              brightness=0.0)
+    plain, with_test = (_build(tmp_path / n, sources, PhotoObjectsConfig(**kw, num_test=t))
+                        for n, t in (('plain', 0), ('test', 30)))
+    assert 'num_test' not in json.loads((plain / MANIFEST).read_text())['config']  # older builds keep their id
+    manifest = json.loads((with_test / MANIFEST).read_text())
+    assert manifest['counts'] == {'train': 30, 'val': 15, 'test': 30} and build_id(plain) != build_id(with_test)
+    for split in ('train', 'val'):  # drawn after them: the train and val images are the same bytes
+        a, b = (sorted(r.glob(f'{split}/*/*.png')) for r in (plain, with_test))
+        assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b] and a
+    # each stamp's red channel is its class's + 10 x its number: a test object shows a held-out (val) stamp
+    val_reds = {c: {min(255, COLOURS[c][0] + 10 * int(Path(p).name[len('thing')])) for p in v}
+                for c, v in manifest['split_stamps']['val'].items()}
+    for c in COLOURS:
+        files = sorted((with_test / 'test' / c).glob('*.png'))
+        assert len(files) == 10
+        for f in files:
+            mask = np.asarray(Image.open(object_mask_path(with_test, f))) == 255
+            red = int(np.median(np.asarray(Image.open(f))[..., 0][mask]))
+            assert red in val_reds[c], (f, red, val_reds[c])
 
 
 @pytest.mark.parametrize('missing, line', [('stamps', 'apt-get install tuxpaint-stamps-default'),

@@ -57,6 +57,9 @@ class PhotoObjectsConfig:
         canvas: side of the square RGB image in pixels.
         num_train: training images (split evenly over the classes).
         num_val: validation images (split evenly over the classes).
+        num_test: images of a `test` split drawn like the validation images (same stamps) after them, so the
+            train and val images do not change; a large test split evaluated once at the end measures a run with
+            less noise than the per-epoch val split (0 = none, and the manifest is that of a build without it).
         split: 'render' = train and val show the same stamps in other renders; 'stamp' = each class's stamps
             are split, val shows only stamps never seen in training (harder: a category from few instances).
         val_stamp_frac: share of each class's stamps held out for val when split is 'stamp'.
@@ -69,6 +72,7 @@ class PhotoObjectsConfig:
     canvas: int = 64
     num_train: int = 2000
     num_val: int = 1000
+    num_test: int = 0
     split: str = 'render'
     val_stamp_frac: float = 0.3
     object_scale_min: float = 0.5
@@ -81,8 +85,8 @@ class PhotoObjectsConfig:
     def check(self) -> None:
         if self.split not in ('render', 'stamp'):
             raise EmbeddedDataError(f"split must be 'render' or 'stamp', got {self.split!r}")
-        if self.canvas < 8 or self.num_train < 1 or self.num_val < 1:
-            raise EmbeddedDataError('canvas must be >= 8 and num_train, num_val >= 1')
+        if self.canvas < 8 or self.num_train < 1 or self.num_val < 1 or self.num_test < 0:
+            raise EmbeddedDataError('canvas must be >= 8, num_train and num_val >= 1 and num_test >= 0')
         if not 0 < self.val_stamp_frac < 1:
             raise EmbeddedDataError(f'val_stamp_frac must be in (0, 1), got {self.val_stamp_frac}')
         for lo, hi, name in ((self.object_scale_min, self.object_scale_max, 'object_scale'),
@@ -222,7 +226,10 @@ def render_photo(stamp, clutter, photo, cfg: PhotoObjectsConfig, rng: np.random.
 
 
 def _manifest(cfg: PhotoObjectsConfig, stamps_dir: Path, backgrounds: List[Path]) -> Dict:
-    return dict(config=asdict(cfg), stamps_dir=str(stamps_dir), backgrounds=[p.name for p in backgrounds])
+    config = asdict(cfg)
+    if not cfg.num_test:  # a build without a test split keeps the manifest (and build id) it had before num_test
+        del config['num_test']
+    return dict(config=config, stamps_dir=str(stamps_dir), backgrounds=[p.name for p in backgrounds])
 
 
 def build_id(root: str | Path) -> str:
@@ -234,7 +241,7 @@ def build_id(root: str | Path) -> str:
 def build_photo_objects(root: str | Path, cfg: PhotoObjectsConfig = PhotoObjectsConfig(),
                         stamps_dir: str | Path = STAMPS_DIR, backgrounds_dir: str | Path = BACKGROUNDS_DIR,
                         classes: Dict[str, Sequence[str]] = CLASSES) -> Path:
-    """Write the photo-objects ImageFolder (`train/`, `val/`, `masks/`, the manifest) under `root`, return it.
+    """Write the photo-objects ImageFolder (`train/`, `val/`, `test/` if asked, `masks/`, the manifest) under `root`, return it.
 
     An existing build of the same config and sources is reused; a folder holding anything else is never
     overwritten (choose another `root` or delete it yourself).
@@ -242,8 +249,9 @@ def build_photo_objects(root: str | Path, cfg: PhotoObjectsConfig = PhotoObjects
     from PIL import Image
 
     cfg.check()
-    if min(cfg.num_train, cfg.num_val) < len(classes):  # each class gets num // classes images
-        raise EmbeddedDataError(f'num_train={cfg.num_train}, num_val={cfg.num_val}: each must be at least the '
+    if min(cfg.num_train, cfg.num_val, cfg.num_test or len(classes)) < len(classes):  # each class: num // classes
+        test = f', num_test={cfg.num_test}' if cfg.num_test else ''
+        raise EmbeddedDataError(f'num_train={cfg.num_train}, num_val={cfg.num_val}{test}: each must be at least the '
                                 f'{len(classes)} classes (the images are split evenly over them)')
     root, stamps_dir = Path(root), Path(stamps_dir)
     backgrounds = find_backgrounds(backgrounds_dir)
@@ -269,7 +277,9 @@ def build_photo_objects(root: str | Path, cfg: PhotoObjectsConfig = PhotoObjects
     tmp = root.with_name(root.name + '.partial')
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {}
-    for split, per_class, total in (('train', train_stamps, cfg.num_train), ('val', val_stamps, cfg.num_val)):
+    splits = [('train', train_stamps, cfg.num_train), ('val', val_stamps, cfg.num_val)]
+    splits += [('test', val_stamps, cfg.num_test)] if cfg.num_test else []
+    for split, per_class, total in splits:
         usable = {c: [p for p in per_class[c] if loaded[p] is not None] for c in names}
         empty = [c for c in names if not usable[c]]
         if empty:
@@ -295,7 +305,8 @@ def build_photo_objects(root: str | Path, cfg: PhotoObjectsConfig = PhotoObjects
     if root.exists():
         root.rmdir()  # empty, checked above
     tmp.rename(root)
-    _logger.info(f'Built photo objects at {root}: {counts["train"]} train / {counts["val"]} val, {len(names)} '
+    test = f' / {counts["test"]} test' if 'test' in counts else ''
+    _logger.info(f'Built photo objects at {root}: {counts["train"]} train / {counts["val"]} val{test}, {len(names)} '
                  f'classes, split {cfg.split}')
     return root
 
