@@ -13,5 +13,6 @@ from samix_timm.hub import create_pretrained_mixer as pretrained_mixer, hub_entr
 dependencies = ['torch', 'timm']
 
 samix_r18_cluttered_mnist = hub_entrypoint('samix_r18_cluttered_mnist')
+samix_r18_cluttered_mnist_lam = hub_entrypoint('samix_r18_cluttered_mnist_lam')
 samix_r18_in1k = hub_entrypoint('samix_r18_in1k')
 samix_r50_in1k_ssl = hub_entrypoint('samix_r50_in1k_ssl')

@@ -19,7 +19,7 @@ from torchvision.utils import save_image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from samix_timm import SAMixPretrained  # noqa: E402
 from samix_timm.engine.visualize import mix_grid  # noqa: E402
-from samix_timm.hub import load_pretrained_artifact  # noqa: E402
+from samix_timm.hub import create_pretrained_mixer, load_pretrained_artifact  # noqa: E402
 
 
 def mask_stats(mixer: SAMixPretrained, x: torch.Tensor, lams) -> dict:
@@ -43,7 +43,7 @@ def main() -> None:
     args = p.parse_args()
     artifact = load_pretrained_artifact(args.mixer)
     data = artifact['data']  # the loader below normalises like the artifact
-    mixer = SAMixPretrained(artifact, num_classes=artifact['extractor']['num_classes'], data_config=data)
+    mixer = create_pretrained_mixer(args.mixer, num_classes=artifact['extractor']['num_classes'], data_config=data)
     ds = create_dataset('', root=args.data_dir, split='validation')
     loader = create_loader(ds, input_size=tuple(data['input_size']), batch_size=args.images, use_prefetcher=False,
                            mean=data['mean'], std=data['std'], crop_pct=1.0, num_workers=0)

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from samix_timm import SAMixPretrained  # noqa: E402
 from samix_timm.data.photos import object_mask_path  # noqa: E402
-from samix_timm.hub import load_pretrained_artifact  # noqa: E402
+from samix_timm.hub import create_pretrained_mixer, load_pretrained_artifact  # noqa: E402
 
 
 def load_split(root: Path, split: str, size: int, limit: int):
@@ -79,7 +78,7 @@ def measure(mixer_name: str, data_dir: Path, images: int, lams: Sequence[float],
     artifact = load_pretrained_artifact(mixer_name)
     data = artifact['data']
     size = int(data['input_size'][-1])
-    mixer = SAMixPretrained(artifact, num_classes=artifact['extractor']['num_classes'], data_config=data)
+    mixer = create_pretrained_mixer(mixer_name, num_classes=artifact['extractor']['num_classes'], data_config=data)
     mixer.lam_adjust_prob = 0.0  # the Mixer's own masks (its area as λ makes it)
     x, obj = load_split(data_dir, 'val', size, images)
     mean = torch.tensor(data['mean']).view(1, 3, 1, 1)
@@ -109,7 +108,7 @@ def picture(mixer_name: str, data_dir: Path, path: Path, lam: float = 0.5, n: in
     artifact = load_pretrained_artifact(mixer_name)
     data = artifact['data']
     size = int(data['input_size'][-1])
-    mixer = SAMixPretrained(artifact, num_classes=artifact['extractor']['num_classes'], data_config=data)
+    mixer = create_pretrained_mixer(mixer_name, num_classes=artifact['extractor']['num_classes'], data_config=data)
     mixer.lam_adjust_prob = 0.0
     x, obj = load_split(data_dir, 'val', size, 10 ** 9)
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))][:100]

@@ -22,7 +22,7 @@ from timm.data import resolve_data_config
 from .errors import ConfigError
 from .files import read_torch_file, write_new_torch_file
 from .limits import check_keyword
-from .mixer import create_mixer, set_inference_mode
+from .mixer import MIXER_AREAS, create_mixer, set_inference_mode
 from .mixing import (adjust_lam, draw_mixing, in_lam_margin, margin_mask, mix_images, mixer_mask, preview_dict,
                      preview_index, soft_target)
 from .settings import MixSettings
@@ -241,6 +241,9 @@ class SAMixPretrained:
         input_mean: or the batch normalisation's mean ...
         input_std: ... and std.
         amp_autocast: autocast context factory for the extractor forward.
+        mask_area: None = the Mixer's own (its artifact's); 'lam' = every mask keeps exactly 1 − λ of the
+            partner by a per-image logit offset (§2.6), whatever area the Mixer learnt on its own data, so the soft
+            labels are right on any data; 'free' = the Mixer's logits as they are.
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class SAMixPretrained:
             input_mean: Optional[Sequence[float]] = None,
             input_std: Optional[Sequence[float]] = None,
             amp_autocast: Callable = nullcontext,
+            mask_area: Optional[str] = None,
     ):
         check_keyword('num_classes', num_classes)  # the same ranges as online SAMix (limits.py)
         MixSettings(alpha=alpha, lam_margin=lam_margin, lam_adjust_prob=lam_adjust_prob,
@@ -265,7 +269,13 @@ class SAMixPretrained:
         self.artifact_info = dict(artifact['info'], **artifact['data'], extractor=artifact['extractor']['model'])
         self.extractor = build_extractor(artifact['extractor'])
         self.feature_index = artifact['extractor']['feature_index']
-        self.mixer = create_mixer(artifact['mixer']['name'], **artifact['mixer']['config'])
+        config = dict(artifact['mixer']['config'])
+        if mask_area is not None:
+            if mask_area not in MIXER_AREAS or artifact['mixer']['name'] != 'samix':
+                raise ConfigError(f"mask_area={mask_area!r}: pass one of {', '.join(map(repr, MIXER_AREAS))} (or None, "
+                                  f"the Mixer's own), for a SAMix Mixer (this one: {artifact['mixer']['name']!r})")
+            config['area'] = mask_area
+        self.mixer = create_mixer(artifact['mixer']['name'], **config)
         self.mixer.load_state_dict(artifact['mixer']['state_dict'])
         self.mixer.requires_grad_(False)
         set_inference_mode(self.mixer)  # dropout off, BN on batch statistics, as in training

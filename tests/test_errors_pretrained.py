@@ -109,7 +109,7 @@ def test_batch_normalisation_of_wrong_length():
 
 def test_unknown_hub_name_lists_the_names():
     with pytest.raises(ConfigError, match=rf'neither a hub name nor a file \(did you mean {SHIPPED}\?\): pass one '
-                                          rf'of {SHIPPED}, samix_r18_in1k'):
+                                          rf'of {SHIPPED}, {SHIPPED}_lam, samix_r18_in1k'):
         create_pretrained_mixer('samix_r18_cluttered_mnst', data_config=IMAGENET)
 
 

@@ -145,6 +145,34 @@ def test_shipped_mixer_loads_offline_is_spatial_and_follows_lam(embedded_data):
         assert abs(float(exact.preview(x, lam)['mask'].mean()) - (1 - lam)) < 1e-3  # always adjusted at prob 1
 
 
+
+def test_lam_area_entry_keeps_exactly_one_minus_lam_of_each_image_with_the_masks_ranking():
+    """samix_r18_cluttered_mnist_lam (the shipped weights, mask_area='lam'): on data the Mixer never saw, each
+    image's mask keeps exactly 1 − λ of its partner (the free-area Mixer does not), and the mask is the free one's
+    logits shifted by one offset per image, so the Mixer still decides where; a bad mask_area is one line."""
+    from samix_timm.hub import create_pretrained_mixer
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32) + torch.linspace(-1, 1, 32)  # not digits: noise over a ramp
+    index = torch.roll(torch.arange(16), 1)
+    free = create_pretrained_mixer('samix_r18_cluttered_mnist', num_classes=10, data_config=EMBEDDED_NORM)
+    fitted = create_pretrained_mixer('samix_r18_cluttered_mnist_lam', num_classes=10, data_config=EMBEDDED_NORM)
+    assert fitted.mixer.area == 'lam' and free.mixer.area == 'free'
+    off = []
+    for lam in (0.3, 0.5, 0.7):
+        s_free, s_lam = free.mask(x, lam, index), fitted.mask(x, lam, index)
+        assert torch.allclose(s_lam.flatten(1).mean(1), torch.full((16,), 1 - lam), atol=1e-3)
+        off.append(float((s_free.flatten(1).mean(1) - (1 - lam)).abs().max()))
+        ok = (s_free > 0.02) & (s_free < 0.98) & (s_lam > 0.02) & (s_lam < 0.98)  # unsaturated in both
+        shift = torch.logit(s_lam.double()) - torch.logit(s_free.double())
+        for n in range(16):
+            if int(ok[n].sum()) > 10:
+                assert float(shift[n][ok[n]].std()) < 1e-2, (lam, n)
+    assert max(off) > 0.05, off  # the free-area Mixer's area is off on this data: the entry is needed
+    assert create_pretrained_mixer('samix_r18_cluttered_mnist_lam', num_classes=10, data_config=EMBEDDED_NORM,
+                                   mask_area='free').mixer.area == 'free'  # the caller's keyword wins
+    with pytest.raises(ConfigError, match="mask_area='half': pass one of 'free', 'lam'"):
+        create_pretrained_mixer('samix_r18_cluttered_mnist', data_config=EMBEDDED_NORM, mask_area='half')
+
 @pytest.mark.parametrize('model,extra', [('resnet18', []), ('deit_tiny_patch16_224', ['--model-kwargs', 'img_size=32'])])
 def test_train_with_pretrained_mixer(small_data, tmp_path, artifact_path, model, extra):
     args, text = parse_train_args(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_ARGS,
