@@ -195,3 +195,10 @@ def test_fewer_images_than_classes_is_one_line(photos, sources, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'num_train=5' in err[0] and 'classes' in err[0], err
     assert not (tmp_path / 'out').exists()
+
+
+def test_negative_test_split_is_one_line(tmp_path, capsys):
+    assert data_main(['--photos', '--out', str(tmp_path / 'out'), '--num-test', '-1']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'num_test >= 0' in err[0], err
+    assert not (tmp_path / 'out').exists()
