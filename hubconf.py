@@ -14,5 +14,6 @@ dependencies = ['torch', 'timm']
 
 samix_r18_cluttered_mnist = hub_entrypoint('samix_r18_cluttered_mnist')
 samix_r18_cluttered_mnist_lam = hub_entrypoint('samix_r18_cluttered_mnist_lam')
+samix_test_resnet_photo_objects = hub_entrypoint('samix_test_resnet_photo_objects')
 samix_r18_in1k = hub_entrypoint('samix_r18_in1k')
 samix_r50_in1k_ssl = hub_entrypoint('samix_r50_in1k_ssl')

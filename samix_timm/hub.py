@@ -110,6 +110,21 @@ register(MixerEntry(
     mask_area='lam',
 ))
 register(MixerEntry(
+    name='samix_test_resnet_photo_objects',
+    doc='SAMix Mixer trained online on the photo objects (Tux Paint stamps over natural photographs, 10 categories, '
+        '2,000 images of the held-out-objects build, 32 px) with the default SAMix (stable Mixer, area = lam by '
+        'construction, method 2.6) and a timm test_resnet classifier; extractor = its momentum encoder up to '
+        'stage 1 (32x8x8 at 32 px), float16 (0.08 MB). Made by: python -m samix_timm.data --photos --out '
+        'data/photo_objects_stamp_test --num-train 2000 --num-val 1000 --split stamp --num-test 10000; python '
+        'bench/accuracy.py --recipe configs/photo_bench.yaml --rows photo_runs.jsonl --prefix photo --data-dir '
+        'data/photo_objects_stamp_test --methods samix_x2 --seeds 100 (120 epochs, 4,800 steps, commit 850740b; '
+        'classifier 25.8 % top-1 on the 10,000 test images), then python -m samix_timm.export. Each mask keeps '
+        'exactly 1 - lam of the partner on any data; object retention on the held-out objects: '
+        'docs/benchmarks.md#photographs. Shipped inside the package (works offline).',
+    file='samix_test_resnet_photo_objects-d693178c.pth',
+    sha256='d693178cda506d6c228b2f37c3549dd610d3b40000ef63c0dc8a7d483dcac119',
+))
+register(MixerEntry(
     name='samix_r18_in1k',
     doc='SAMix Mixer on ImageNet-1k, resnet18 extractor at 224 px, supervised online SAMix (paper §7). '
         'Weights not yet published.',

@@ -173,6 +173,25 @@ def test_lam_area_entry_keeps_exactly_one_minus_lam_of_each_image_with_the_masks
     with pytest.raises(ConfigError, match="mask_area='half': pass one of 'free', 'lam'"):
         create_pretrained_mixer('samix_r18_cluttered_mnist', data_config=EMBEDDED_NORM, mask_area='half')
 
+
+def test_photo_mixer_entry_loads_offline_and_keeps_one_minus_lam_on_digits_it_never_saw(embedded_data):
+    """samix_test_resnet_photo_objects (trained on the photo objects, area = λ by construction): through torch.hub
+    on the embedded digits, each mask keeps exactly 1 − λ of its partner and is spatial, not a constant blend."""
+    mixer = torch.hub.load(str(REPO), 'samix_test_resnet_photo_objects', source='local', pretrained=True,
+                           trust_repo=True, num_classes=10, data_config=EMBEDDED_NORM)
+    assert mixer.mixer.area == 'lam'
+    from timm.data import create_dataset, create_loader
+    ds = create_dataset('', root=str(embedded_data), split='validation')
+    loader = create_loader(ds, input_size=(3, 32, 32), batch_size=50, use_prefetcher=False, **EMBEDDED_NORM,
+                           crop_pct=1.0, num_workers=0, device=torch.device('cpu'))
+    x, _ = next(iter(loader))
+    index = torch.roll(torch.arange(len(x)), 1)
+    for lam in (0.3, 0.5, 0.7):
+        s = mixer.mask(x, lam, index)
+        assert torch.allclose(s.flatten(1).mean(1), torch.full((len(x),), 1 - lam), atol=1e-3)
+        assert float(s.flatten(1).std(1).mean()) > 0.3  # measured 0.44 / 0.48 / 0.44 (docs/pretrained.md)
+
+
 @pytest.mark.parametrize('model,extra', [('resnet18', []), ('deit_tiny_patch16_224', ['--model-kwargs', 'img_size=32'])])
 def test_train_with_pretrained_mixer(small_data, tmp_path, artifact_path, model, extra):
     args, text = parse_train_args(['--data-dir', str(small_data), '--output', str(tmp_path), *FAST_ARGS,

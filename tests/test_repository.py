@@ -7,8 +7,9 @@ import pytest
 
 from conftest import REPO
 
-# the only tracked torch files: the shipped SAMix^P Mixer and one test fixture of an old checkpoint layout
-ALLOWED_TORCH_FILES = {'samix_timm/weights/samix_r18_cluttered_mnist-72a80135.pth', 'tests/data/samix_state_pre_split.pth'}
+# the only tracked torch files: the shipped SAMix^P Mixers and one test fixture of an old checkpoint layout
+ALLOWED_TORCH_FILES = {'samix_timm/weights/samix_r18_cluttered_mnist-72a80135.pth',
+                       'samix_timm/weights/samix_test_resnet_photo_objects-d693178c.pth', 'tests/data/samix_state_pre_split.pth'}
 
 
 def _tracked():
