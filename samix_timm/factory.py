@@ -44,10 +44,16 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
     """SAMix with the §5 settings of the recipe family, scaled to this run's length and data size;
     SAMix^P (a frozen pre-trained Mixer, §7) with `--samix-pretrained`."""
     if args.samix_pretrained:
-        mixer = create_pretrained_mixer(
-            args.samix_pretrained, num_classes=num_classes, alpha=args.samix_alpha, lam_margin=args.samix_lam_margin,
-            lam_adjust_prob=args.samix_lam_adjust_prob, label_smoothing=args.smoothing, prob=args.mixup_prob,
-            input_mean=data_config['mean'], input_std=data_config['std'], amp_autocast=amp_autocast)
+        # --samix-mask-area given: the masks' area rule (method §2.6); not given: the artifact's, or its hub entry's
+        area = {} if args.samix_mask_area is None else dict(mask_area=args.samix_mask_area)
+        try:
+            mixer = create_pretrained_mixer(
+                args.samix_pretrained, num_classes=num_classes, alpha=args.samix_alpha,
+                lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob,
+                label_smoothing=args.smoothing, prob=args.mixup_prob, input_mean=data_config['mean'],
+                input_std=data_config['std'], amp_autocast=amp_autocast, **area)
+        except ConfigError as e:  # a keyword of the Mixer's (mask_area=...) becomes the flag that set it
+            raise ConfigError(keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-') or str(e)) from None
         _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
                      f'extractor at {mixer.input_size}), frozen')
         return mixer

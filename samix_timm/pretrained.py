@@ -271,9 +271,12 @@ class SAMixPretrained:
         self.feature_index = artifact['extractor']['feature_index']
         config = dict(artifact['mixer']['config'])
         if mask_area is not None:
-            if mask_area not in MIXER_AREAS or artifact['mixer']['name'] != 'samix':
+            if mask_area not in MIXER_AREAS:
                 raise ConfigError(f"mask_area={mask_area!r}: pass one of {', '.join(map(repr, MIXER_AREAS))} (or None, "
-                                  f"the Mixer's own), for a SAMix Mixer (this one: {artifact['mixer']['name']!r})")
+                                  f"the Mixer's own)")
+            if artifact['mixer']['name'] != 'samix':
+                raise ConfigError(f"mask_area={mask_area!r} sets the area of a SAMix Mixer; this artifact holds an "
+                                  f"{artifact['mixer']['name']!r} Mixer: leave it out")
             config['area'] = mask_area
         self.mixer = create_mixer(artifact['mixer']['name'], **config)
         self.mixer.load_state_dict(artifact['mixer']['state_dict'])

@@ -15,6 +15,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_datase
 from conftest import FAST_ARGS, REPO
 from samix_timm.cli import run_train
 from samix_timm.engine import parse_train_args
+from samix_timm.engine.checks import warn_no_effect
 from samix_timm.errors import ConfigError
 from samix_timm.export import main as export_main
 from samix_timm.factory import create_mixup
@@ -92,6 +93,44 @@ def test_samix_pretrained_uses_the_runs_data_config(imagenet_batch, tmp_path):
     mixer = create_mixup(args, timm.create_model('test_resnet', num_classes=10), 10, steps_per_epoch=1)
     means = _mask_means(mixer, imagenet_batch)
     assert all(abs(m - (1 - lam)) < 0.15 for lam, m in zip(LAMS, means)), means
+
+
+def _run_mixer(tmp_path, *argv):
+    """The SAMix^P mixer train.py builds with `argv` (its checks and warnings first), and the warnings."""
+    args, _ = parse_train_args(['--data-dir', str(tmp_path), *FAST_ARGS, '--mean', *map(str, IMAGENET_DEFAULT_MEAN),
+                                '--std', *map(str, IMAGENET_DEFAULT_STD), '--mixup', 'samix', *argv])
+    notes = warn_no_effect(args)
+    return create_mixup(args, timm.create_model('test_resnet', num_classes=10), 10, steps_per_epoch=1), notes
+
+
+def test_samix_pretrained_path_takes_the_mask_area_flag(imagenet_batch, tmp_path):
+    # before: --samix-mask-area was "no effect with --samix-pretrained" and an artifact given by path kept its free
+    # area (0.62 / 0.49 / 0.36 on the photographs), so its soft labels were off; only a hub entry could fix the area
+    path = str(WEIGHTS_DIR / get_entry(SHIPPED).file)
+    free, _ = _run_mixer(tmp_path, '--samix-pretrained', path)
+    lam_area, notes = _run_mixer(tmp_path, '--samix-pretrained', path, '--samix-mask-area', 'lam')
+    assert notes == []
+    assert all(abs(m - (1 - lam)) < 1e-3 for lam, m in zip(LAMS, _mask_means(lam_area, imagenet_batch)))
+    assert max(abs(m - (1 - lam)) for lam, m in zip(LAMS, _mask_means(free, imagenet_batch))) > 0.01
+
+
+def test_samix_mask_area_flag_wins_over_the_hub_entrys(imagenet_batch, tmp_path):
+    entry, _ = _run_mixer(tmp_path, '--samix-pretrained', f'{SHIPPED}_lam')
+    free, _ = _run_mixer(tmp_path, '--samix-pretrained', f'{SHIPPED}_lam', '--samix-mask-area', 'free')
+    assert all(abs(m - (1 - lam)) < 1e-3 for lam, m in zip(LAMS, _mask_means(entry, imagenet_batch)))
+    assert max(abs(m - (1 - lam)) for lam, m in zip(LAMS, _mask_means(free, imagenet_batch))) > 0.01
+
+
+def test_samix_mask_area_flag_on_an_automix_artifact_names_the_flag(tmp_path):
+    checkpoint = _checkpoint()
+    mixer = create_mixer('automix', in_channels=checkpoint['samix']['mixer_config']['in_channels'])
+    checkpoint['samix'].update(mixer_name='automix', mixer_config=mixer.config, mixer=mixer.state_dict())
+    torch.save(checkpoint, tmp_path / 'automix.pth.tar')
+    assert export_main(['--checkpoint', str(tmp_path / 'automix.pth.tar'), '--out', str(tmp_path / 'am')]) == 0
+    (path,) = tmp_path.glob('am-*.pth')
+    with pytest.raises(ConfigError, match=r"^--samix-mask-area 'lam' sets the area of a SAMix Mixer; this artifact "
+                                          r"holds an 'automix' Mixer: leave it out$"):
+        _run_mixer(tmp_path, '--samix-pretrained', str(path), '--samix-mask-area', 'lam')
 
 
 def test_missing_batch_normalisation_is_refused():

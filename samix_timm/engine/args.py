@@ -261,7 +261,8 @@ def _add_samix_args(parser: argparse.ArgumentParser) -> None:
                         "(input at per-sample unit RMS); method §2.6")
     g.add_argument('--samix-mask-area', type=str, default=None,
                    help="mask area: 'lam' (each mask keeps exactly lam of its image, default) or 'free' (learned "
-                        "under the mean loss, the authors'); method §2.6")
+                        "under the mean loss, the authors'); method §2.6. With --samix-pretrained: the frozen "
+                        "Mixer's (default: the artifact's own, or its hub entry's)")
     g.add_argument('--samix-mask-sharpness', type=float, default=None,
                    help="least std of each image's mask logits, g: m -> m (1 + g / std(m)) (default 0: as the Mixer "
                         "makes them, the authors'); method §2.6")

@@ -325,8 +325,10 @@ _SAMIX_MIXER_ONLY = dict(samix_mixer_norm='none', samix_mask_area='free', samix_
 _CLEAN_TERM = ('samix_clean_weight', 'samix_clean_forward', 'samix_clean_frac', 'samix_clean_head')  # also beside timm Mixup/SAMix^P
 # options that change only an online SAMix run (not timm Mixup, not a frozen SAMix^P Mixer): the flags of the SAMix
 # table (`defaults.SAMIX_FLAGS`) except the classifier branch's draw (`MixSettings`, SAMix^P's too) and the clean term
+# and the mask area, which a frozen Mixer also takes (`SAMixPretrained(mask_area=...)`)
 _ONLINE_SAMIX_ONLY = tuple(dest for keyword, dest in SAMIX_FLAGS.items() if dest.startswith('samix_')
-                           and keyword not in MixSettings.__dataclass_fields__ and dest not in _CLEAN_TERM)
+                           and keyword not in MixSettings.__dataclass_fields__ and dest not in _CLEAN_TERM
+                           and dest != 'samix_mask_area')
 
 
 def warn_no_effect(args) -> List[str]:
