@@ -683,6 +683,9 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, recipe[key])
     args.speed_model = args.speed_model or recipe['model']
+    if not Path(args.data_dir).is_dir():
+        raise SystemExit(f'--data-dir {args.data_dir}: no such folder (build it first: docs/benchmarks.md names the '
+                         f'command of each dataset)')
     data = dataset_id(args.data_dir)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -513,3 +513,20 @@ def test_photo_budget_methods_train_longer_with_the_same_flags(accuracy):
     assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x2'] == ('samix_x2', 100)
     assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x6'] == ('samix_x2', 100)
     assert 'samix_p_trained_x2' in accuracy.PRETRAIN_SOURCE and 'samix_x2' not in accuracy.PRETRAIN_SOURCE
+
+
+@pytest.mark.parametrize('make, argv, message', [
+    (False, [], '--data-dir {d}: no such folder (build it first'),  # before: an empty table, exit 0
+    (True, ['--test-split', 'nope'], '--test-split nope: no such folder in {d}'),
+])
+def test_accuracy_missing_data_folder_or_test_split_is_one_line(tmp_path, make, argv, message):
+    import subprocess
+    import sys
+    data = tmp_path / 'data'
+    if make:
+        data.mkdir()
+    proc = subprocess.run([sys.executable, str(REPO / 'bench' / 'accuracy.py'), '--recipe',
+                           str(REPO / 'configs' / 'photo_bench.yaml'), '--data-dir', str(data), '--results',
+                           str(tmp_path / 'results'), '--table', *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == '' and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message.format(d=data)), proc.stderr
