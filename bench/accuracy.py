@@ -535,7 +535,11 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
     for m in METHODS:
         if m not in by:
             continue
-        t1, ema, wall = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1', 'wall_s'))
+        t1, ema = (np.array([r[k] for r in by[m]]) for k in ('top1', 'ema_top1'))
+        # a resumed run's wall_s is its last invocation's part only: the mean is over the uninterrupted runs
+        wall = np.array([r['wall_s'] for r in by[m] if 'resumed_from' not in r])
+        wall_text = (f'{wall.mean() / 60:.1f}' if len(wall) else '–') + (
+            f' ({len(wall)} of {len(t1)}: the others resumed)' if len(wall) < len(t1) else '')
         run_epochs = by[m][0].get('run_epochs', epochs)
         costs = [r.get('run_cost') for r in by[m]]
         # the cost each row recorded (its speed run is named in the row), else this table's speed file
@@ -549,7 +553,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
                    isinstance(pre, float) else 'the shipped Mixer (resnet18, 4,000 images; not timed)'
                    if m in ('samix_p', 'samix_p_x2', 'samix_p_x6') else '')
         lines.append(f'| {m} | {len(t1)} | {_mean_std(t1)} | {_mean_std(ema)} | '
-                     f'{wall.mean() / 60:.1f} | {ratio:.2f} | {run_epochs} | {run_cost:.2f} | {made_by} | '
+                     f'{wall_text} | {ratio:.2f} | {run_epochs} | {run_cost:.2f} | {made_by} | '
                      f'{_health(by[m])} |')
     lines += ['', f'Step times: each row\'s `cost_from` (speed runs `{"`, `".join(sorted({n for v in COST_SPEED.values() for n in v}))}`); '
               f'rows without one: {source}.', '', equal_compute_verdict(stats)]

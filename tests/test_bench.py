@@ -67,6 +67,21 @@ def test_table_keeps_budgets_apart(accuracy, tmp_path):
     assert '| vanilla | 1 | 10.00 (1 run) |' in old
 
 
+def test_table_wall_time_leaves_out_resumed_runs(accuracy, tmp_path):
+    # before: a run resumed near its end counted its last minutes as its wall time (Mixup α 0.2 seed 2: 0.9 min)
+    base = dict(method='vanilla', model='test_resnet', epochs=30, img_size=64, top1=90.0, ema_top1=90.0)
+    rows = [dict(base, seed=0, wall_s=600), dict(base, seed=1, wall_s=720),
+            dict(base, seed=2, wall_s=30, resumed_from='output/x/last.pth.tar')]
+    (tmp_path / 'accuracy_runs.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    row = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 30, 64,
+                         ['vanilla']).splitlines()[2]
+    assert '| 11.0 (2 of 3: the others resumed) |' in row, row
+    (tmp_path / 'accuracy_runs.jsonl').write_text(json.dumps(rows[2]) + '\n')
+    row = accuracy.table(tmp_path, tmp_path / 'missing.json', 'test_resnet', 'test_resnet', 30, 64,
+                         ['vanilla']).splitlines()[2]
+    assert '| – (0 of 1: the others resumed) |' in row, row
+
+
 
 def test_table_on_the_test_split_ranks_on_it_and_leaves_out_rows_without_one(accuracy, tmp_path):
     base = dict(method='vanilla', model='test_resnet', epochs=30, img_size=64, wall_s=600)
