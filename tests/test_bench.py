@@ -1,6 +1,5 @@
 """ bench bookkeeping: the rule that picks the default preset, per-budget tables, resume (accuracy.py, ssl_probes.py). """
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -96,10 +95,7 @@ def test_table_on_the_test_split_ranks_on_it_and_leaves_out_rows_without_one(acc
     assert val.splitlines()[2].startswith('| vanilla | 3 | 65.33 ± 47.93 |'), val
 
 def _gpu_check():
-    spec = importlib.util.spec_from_file_location('bench_gpu_check', REPO / 'bench' / 'gpu_check.py')
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
-    return gpu_check
+    return load_bench('gpu_check')
 
 
 def test_gpu_check_cpu_path(small_data, tmp_path, monkeypatch):
@@ -145,9 +141,7 @@ def test_gpu_check_stops_cleanly_at_its_budget(small_data, tmp_path):
 def test_speed_runner_channels_last_suffix():
     """bench/speed.py `name@cl`: model, batch and SAMix's θ̄ in channels_last, and a step runs."""
     import torch
-    spec = importlib.util.spec_from_file_location('bench_speed', REPO / 'bench' / 'speed.py')
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = load_bench('speed')
     assert speed.split_method('samix_every2@cl') == ('samix_every2', True)
     assert speed.split_method('mixup') == ('mixup', False)
     assert speed.split_method('mixup@fp16') == ('mixup@fp16', False)  # not a method: refused by main()
@@ -197,9 +191,7 @@ def test_preset_rule_compares_with_the_best_preset_and_needs_health_in_every_see
 def test_mixer_grey_preset_rule_reads_the_sweep_and_the_stable_step_times(tmp_path):
     """bench/mixer_grey.py applies the rule to one variant's runs, health from each run's reading, step times from
     the `samix_<preset>_stable` rows of a speed run."""
-    spec = importlib.util.spec_from_file_location('bench_mixer_grey_rule', REPO / 'bench' / 'mixer_grey.py')
-    grey_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grey_bench)
+    grey_bench = load_bench('mixer_grey')
     sharp = {f'health_{k}_{lam}': v for lam in ('0.3', '0.5', '0.7') for k, v in (('keep', float(lam)), ('std', 0.4))}
     soft = dict(sharp, **{'health_std_0.3': 0.2})
     records = [dict(variant='v', preset='paper', seed=s, top1=t, ema_top1=t - 2, **sharp) for s, t in enumerate((82, 83, 84))]
@@ -224,9 +216,7 @@ def test_ssl_sweep_continues_an_interrupted_run(tmp_path, monkeypatch):
     import subprocess
     import torch
     import yaml
-    spec = importlib.util.spec_from_file_location('bench_ssl_probes', REPO / 'bench' / 'ssl_probes.py')
-    probes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probes)
+    probes = load_bench('ssl_probes')
     epochs = yaml.safe_load(probes.CONFIG.read_text())['epochs']
 
     def fake_run(folder, last_epoch, seconds, resume=''):
@@ -270,9 +260,7 @@ def test_ssl_sweep_continues_an_interrupted_run(tmp_path, monkeypatch):
 
 
 def test_mixer_grey_table_counts_grey_and_healthy_seeds():
-    spec = importlib.util.spec_from_file_location('bench_mixer_grey', REPO / 'bench' / 'mixer_grey.py')
-    grey_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grey_bench)
+    grey_bench = load_bench('mixer_grey')
 
     def run(seed, keep, std, escape):
         r = dict(variant='stable', preset='lean', seed=seed, top1=80. + seed, ema_top1=70., extra=[],
@@ -298,9 +286,7 @@ def test_the_stable_variant_is_what_the_defaults_give():
     """bench/mixer_grey.py's comparison names the stable Mixer by its flags: they must be the package defaults, and
     the 'reference' variant the authors' Mixer of the reproduction configs."""
     from samix_timm.defaults import samix_defaults
-    spec = importlib.util.spec_from_file_location('mixer_grey', REPO / 'bench' / 'mixer_grey.py')
-    grey_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grey_bench)
+    grey_bench = load_bench('mixer_grey')
     p = argparse.ArgumentParser()
     p.add_argument('--samix-mixer-init'), p.add_argument('--samix-mask-loss'), p.add_argument('--samix-mixer-norm')
     p.add_argument('--samix-mask-area'), p.add_argument('--samix-mask-sharpness', type=float)
@@ -424,9 +410,7 @@ def test_default_preset_is_the_rule_verdict_on_the_committed_sweep():
     """samix_timm.defaults.DEFAULT_PRESET is what the preset rule (issue 29 item 7) says on the committed Mixer-health
     sweep of the default Mixer and its committed step times: change either and this test says so."""
     from samix_timm.defaults import DEFAULT_PRESET
-    spec = importlib.util.spec_from_file_location('bench_mixer_grey_default', REPO / 'bench' / 'mixer_grey.py')
-    grey_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grey_bench)
+    grey_bench = load_bench('mixer_grey')
     results = REPO / 'bench' / 'results'
     records = [r for r in grey_bench._read(results / 'mixer_grey_runs.jsonl') if not r['extra']]
     verdict = grey_bench.preset_rule(records, grey_bench.STABLE, results / f'{grey_bench.SPEED_STABLE}.json')

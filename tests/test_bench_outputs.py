@@ -1,29 +1,21 @@
 """ bench scripts never replace a results file they did not create in the same run, and say so in one line
 (bench/gpu_check.py, bench/speed.py; issue 44); gpu_check's budget is a finite number > 0, and a run that checked
 nothing does not exit 0. The checks and timings themselves are replaced by fakes: these tests take a second. """
-import importlib.util
 import json
 import math
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import load_bench
 
 FINISHED = json.dumps(dict(done=True, note='a finished report'))
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}_outputs', REPO / 'bench' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def gpu_check(monkeypatch):
     """bench/gpu_check.py whose checks return made-up results at once; `calls` lists the checks run."""
-    module = _load('gpu_check')
+    module = load_bench('gpu_check')
     module.calls = []
 
     def fake_item(kind, key, args, device, deadline):
@@ -42,7 +34,7 @@ def gpu_check(monkeypatch):
 @pytest.fixture
 def speed(monkeypatch):
     """bench/speed.py whose timing returns a made-up result at once; `calls` counts the models timed."""
-    module = _load('speed')
+    module = load_bench('speed')
     module.calls = []
 
     def fake_time(model_name, methods, args, device):
