@@ -574,7 +574,7 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
 # the methods a SAMix row is compared with at equal compute: timm's mixers and no mixing, at any epochs
 BASELINES = {*MATCHED_BASES, 'cutmix_a0.2', 'mixup_clean', 'vanilla_long',
              'mixup_long', 'mixup_clean0.25', 'mixup_clean0.25_rowmean',
-             *(m for m in EPOCH_FACTOR if not m.startswith('samix_'))}
+             *(m for m in EPOCH_FACTOR if not m.startswith(('samix_', 'automix')))}  # AutoMix's Mixer is SAMix's step
 
 
 def equal_compute_verdict(stats: Dict[str, Tuple[float, float, float, float, float]]) -> str:

@@ -406,6 +406,17 @@ def test_equal_compute_verdict_compares_with_the_best_baseline_that_got_at_least
     assert 'none measured yet' in lines['samix_p_own']
 
 
+def test_automix_rows_are_not_baselines_of_the_equal_compute_verdict(accuracy):
+    # before: automix_x2 (AutoMix's Mixer in the SAMix step) was counted as a baseline and beat the SAMix rows
+    stats = {'samix_x2': (28.5, 2.0, 28.8, 1.8, 5.75), 'automix_x2': (29.6, 0.0, 30.2, 0.0, 7.19),
+             'cutmix_a1_x6': (28.2, 0.0, 28.2, 0.0, 6.31)}
+    lines = {line.split(' | ')[0].strip('| '): line for line in
+             accuracy.equal_compute_verdict(stats).splitlines()[2:]}
+    assert set(lines) == {'samix_x2', 'automix_x2'}
+    assert 'cutmix_a1_x6 (6.31)' in lines['samix_x2'].split(' | ')[3]
+    assert 'none measured yet' in lines['automix_x2']
+
+
 def test_default_preset_is_the_rule_verdict_on_the_committed_sweep():
     """samix_timm.defaults.DEFAULT_PRESET is what the preset rule (issue 29 item 7) says on the committed Mixer-health
     sweep of the default Mixer and its committed step times: change either and this test says so."""
