@@ -15,7 +15,7 @@ from timm.data import Mixup, resolve_data_config
 from .clean import CleanTerm
 from .defaults import SAMIX_FLAGS, SMALL_DATA_IMAGES, departures, describe_defaults, keyword_flags
 from .errors import ConfigError, keyword_as_flag
-from .hub import create_pretrained_mixer
+from .hub import create_pretrained_mixer, get_entry, list_pretrained
 from .momentum import describe_schedules
 from .samix import SAMix, create_samix
 
@@ -54,8 +54,15 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
                 input_std=data_config['std'], amp_autocast=amp_autocast, **area)
         except ConfigError as e:  # a keyword of the Mixer's (mask_area=...) becomes the flag that set it
             raise ConfigError(keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-') or str(e)) from None
+        entry_area = get_entry(args.samix_pretrained).mask_area if args.samix_pretrained in list_pretrained() else None
+        if area and entry_area not in (None, args.samix_mask_area):  # e.g. a reproduction recipe's `free`
+            _logger.warning(f"--samix-mask-area {args.samix_mask_area} (flag or recipe) replaces the mask area "
+                            f"'{entry_area}' of the hub entry {args.samix_pretrained}: leave it out to keep the "
+                            f"entry's")
+        source = '--samix-mask-area' if area else 'the hub entry' if entry_area else 'the artifact'
         _logger.info(f'SAMix^P: pre-trained Mixer {args.samix_pretrained} ({mixer.artifact_info["extractor"]} '
-                     f'extractor at {mixer.input_size}), frozen')
+                     f'extractor at {mixer.input_size}), frozen, mask area '
+                     f'{getattr(mixer.mixer, "area", "free")} (from {source})')
         return mixer
     if args.cutmix > 0 or args.cutmix_minmax is not None:
         _logger.info('--mixup samix replaces the recipe\'s Mixup/CutMix: --cutmix settings are not used')

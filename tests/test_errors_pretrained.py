@@ -121,6 +121,29 @@ def test_samix_mask_area_flag_wins_over_the_hub_entrys(imagenet_batch, tmp_path)
     assert max(abs(m - (1 - lam)) for lam, m in zip(LAMS, _mask_means(free, imagenet_batch))) > 0.01
 
 
+def test_recipe_mask_area_over_a_hub_entrys_is_said_and_logged(imagenet_batch, tmp_path, caplog):
+    # a reproduction recipe pins the online Mixer's `samix_mask_area: free`; beside the `_lam` hub entry it replaces
+    # the entry's area: a warning says so and the log names the area in use (not a silent change of soft labels)
+    recipe = tmp_path / 'recipe.yaml'
+    recipe.write_text('samix_mask_area: free\n')
+    with caplog.at_level('INFO', logger='samix_timm.factory'):
+        mixer, _ = _run_mixer(tmp_path, '--config', str(recipe), '--samix-pretrained', f'{SHIPPED}_lam')
+    assert mixer.mixer.area == 'free'
+    assert f"--samix-mask-area free (flag or recipe) replaces the mask area 'lam' of the hub entry {SHIPPED}_lam" \
+        in caplog.text
+    assert 'mask area free (from --samix-mask-area)' in caplog.text
+    caplog.clear()
+    with caplog.at_level('INFO', logger='samix_timm.factory'):
+        _run_mixer(tmp_path, '--samix-pretrained', f'{SHIPPED}_lam')
+    assert 'replaces the mask area' not in caplog.text and 'mask area lam (from the hub entry)' in caplog.text
+
+
+def test_mask_area_beside_samix_pretrained_is_not_called_automix_only(tmp_path):
+    # --samix-mixer automix is about the online Mixer; a frozen SAMix Mixer takes --samix-mask-area all the same
+    _, notes = _run_mixer(tmp_path, '--samix-pretrained', SHIPPED, '--samix-mixer', 'automix', '--samix-mask-area', 'lam')
+    assert not any('mask-area' in n for n in notes), notes
+
+
 def test_samix_mask_area_flag_on_an_automix_artifact_names_the_flag(tmp_path):
     checkpoint = _checkpoint()
     mixer = create_mixer('automix', in_channels=checkpoint['samix']['mixer_config']['in_channels'])

@@ -343,8 +343,8 @@ def warn_no_effect(args) -> List[str]:
             notes.append(f'{_arg(d)} has no effect without --mixup samix')
         elif samix and args.samix_pretrained and d in _ONLINE_SAMIX_ONLY:
             notes.append(f'{_arg(d)} has no effect with --samix-pretrained: a frozen Mixer is not trained')
-        elif samix and args.samix_mixer == 'automix' and d in _SAMIX_MIXER_ONLY and getattr(args, d) != \
-                _SAMIX_MIXER_ONLY[d]:
+        elif samix and args.samix_mixer == 'automix' and not args.samix_pretrained and d in _SAMIX_MIXER_ONLY and \
+                getattr(args, d) != _SAMIX_MIXER_ONLY[d]:
             notes.append(f'{_arg(d)} has no effect with --samix-mixer automix: it sets the SAMix Mixer')
         elif d in _CLEAN_TERM and not mixing:
             notes.append(f'{_arg(d)} has no effect without mixing: the clean-batch term goes beside a mixed batch')
