@@ -52,8 +52,10 @@ def _create_samix(args, model: nn.Module, num_classes: int, data_config: Dict, s
                 lam_margin=args.samix_lam_margin, lam_adjust_prob=args.samix_lam_adjust_prob,
                 label_smoothing=args.smoothing, prob=args.mixup_prob, input_mean=data_config['mean'],
                 input_std=data_config['std'], amp_autocast=amp_autocast, **area)
-        except ConfigError as e:  # a keyword of the Mixer's (mask_area=...) becomes the flag that set it
-            raise ConfigError(keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-') or str(e)) from None
+        except ConfigError as e:  # mask_area=... becomes the flag that set it; other messages stay as they are
+            if not str(e).startswith('mask_area='):
+                raise
+            raise ConfigError(keyword_as_flag(str(e), _KEYWORD_FLAGS, prefix='--samix-')) from None
         entry_area = get_entry(args.samix_pretrained).mask_area if args.samix_pretrained in list_pretrained() else None
         if area and entry_area not in (None, args.samix_mask_area):  # e.g. a reproduction recipe's `free`
             _logger.warning(f"--samix-mask-area {args.samix_mask_area} (flag or recipe) replaces the mask area "
