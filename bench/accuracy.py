@@ -54,6 +54,7 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'vanilla_long': 'none', 'mixup_long': 'mixup', 'samix_default': 'samix_paper_stable',
             'samix_p_own': 'samix_p_self', 'mixup_clean0.25': 'mixup_clean0.25',
             'samix': 'samix_lowres_stable', 'samix_w0': 'samix_lowres_stable_noclean', 'samix_p_trained': 'samix_p_self',
+            'samix_b0.1': 'samix_lowres_stable', 'samix_step_paper': 'samix_paper_stable',
             'mixup_clean0.25_rowmean': 'mixup_clean0.25',
             # the Mixer trains for the first 30 % of the steps: the two step costs in those shares
             'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7}}
@@ -108,6 +109,10 @@ METHODS: Dict[str, List[str]] = {
     # without its clean-batch term, and SAMix^P with the Mixer of a default run on the same data (another seed)
     'samix': ['--mixup', 'samix'],
     'samix_w0': ['--mixup', 'samix', '--samix-clean-weight', '0'],
+    # the two digits decisions re-run on the photographs: the stable Mixer's β (the authors' 0.1 against the default 1)
+    # and the preset rule's choice (the default with the `paper` step, the Mixer every step at full resolution)
+    'samix_b0.1': ['--mixup', 'samix', '--samix-mask-beta', '0.1'],
+    'samix_step_paper': ['--mixup', 'samix', '--samix-preset', 'paper'],
     'samix_p_trained': ['--mixup', 'samix'],
     'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
     # the partial clean term (§5.6) beside timm Mixup, on 12 of the 50 rows: each clean image weighed W/N as in the
@@ -155,7 +160,8 @@ _longer('vanilla_x4', METHODS['vanilla'], 'none', 4)
 # the photo benchmark's budget is 2x its recipe's 60 epochs (docs/benchmarks.md#photographs): every method there
 # at 120 epochs (`_x2`) and at 3x that (`_x6`, 360 epochs; the baselines' 360 are also at least the compute of a
 # SAMix run of 120); SAMix^P with a Mixer trained on the photographs takes it from `samix_x2` seed 100
-PHOTO_SAMIX = ('samix', 'samix_reference', 'samix_p', 'samix_p_trained', 'automix', 'samix_w0')
+PHOTO_SAMIX = ('samix', 'samix_reference', 'samix_p', 'samix_p_trained', 'automix', 'samix_w0', 'samix_b0.1',
+               'samix_step_paper')
 for _base in (*MATCHED_BASES, *PHOTO_SAMIX):
     for _factor in (2, 6):
         if f'{_base}_x{_factor}' not in METHODS:

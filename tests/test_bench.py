@@ -523,6 +523,9 @@ def test_photo_budget_methods_train_longer_with_the_same_flags(accuracy):
     assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x2'] == ('samix_x2', 100)
     assert accuracy.PRETRAIN_SOURCE['samix_p_trained_x6'] == ('samix_x2', 100)
     assert 'samix_p_trained_x2' in accuracy.PRETRAIN_SOURCE and 'samix_x2' not in accuracy.PRETRAIN_SOURCE
+    # the digits decisions re-run there differ from the default by one setting each: β, the step's preset
+    assert accuracy.METHODS['samix_b0.1_x2'] == accuracy.METHODS['samix'] + ['--samix-mask-beta', '0.1']
+    assert accuracy.METHODS['samix_step_paper_x2'] == accuracy.METHODS['samix'] + ['--samix-preset', 'paper']
 
 
 @pytest.mark.parametrize('make, argv, message', [
