@@ -543,3 +543,26 @@ def test_accuracy_missing_data_folder_or_test_split_is_one_line(tmp_path, make, 
                            str(tmp_path / 'results'), '--table', *argv], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stdout == '' and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(message.format(d=data)), proc.stderr
+
+
+def test_val_curves_keep_finished_runs_once_and_average_windows(tmp_path):
+    """bench/val_curves.py: a finished run folder becomes one row (an unfinished one none, a second collect adds
+    nothing); window means are hand-computed (epochs 2–3, the last 2)."""
+    curves = load_bench('val_curves')
+    runs = tmp_path / 'runs'
+    for name, epochs, done in (('samix_x2-s3', 4, 4), ('cutmix_a1_x2-s0', 4, 2)):
+        folder = runs / name
+        folder.mkdir(parents=True)
+        (folder / 'args.yaml').write_text(f'epochs: {epochs}\ndata_dir: {tmp_path}\n')
+        lines = ['epoch,eval_top1,eval_ema_top1'] + [f'{e},{10 * e},{10 * e + 1}' for e in range(done)]
+        (folder / 'summary.csv').write_text('\n'.join(lines) + '\n')
+    out = tmp_path / 'curves.jsonl'
+    assert curves.collect(runs, out) == 1 and curves.collect(runs, out) == 0
+    (row,) = curves.load(out)
+    assert (row['method'], row['seed'], row['top1'], row['ema_top1']) == ('samix_x2', 3, [0, 10, 20, 30], [1, 11, 21, 31])
+    assert curves.window_mean(row['ema_top1'], 2, 3) == pytest.approx(16.)
+    assert curves.window_mean(row['ema_top1'], -2, 0) == pytest.approx(26.)
+    table = curves.report([row], [(2, 3), (-2, 0)], 'ema_top1')
+    assert '| samix_x2 | 3 | 4 | 16.0 | 26.0 |' in table and 'mean of 1' in table
+    with pytest.raises(SystemExit, match='outside the 4 epochs'):
+        curves.window_mean(row['ema_top1'], 3, 5)
