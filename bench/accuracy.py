@@ -517,13 +517,12 @@ def budget_name(model: str, epochs: int, img_size: int, images: int = 4000) -> s
     return f'{model}_{img_size}px_{epochs}ep' + ('' if images == 4000 else f'_{images}img')
 
 
-def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
-          methods: List[str], images: int = 4000, data: Optional[str] = None, prefix: str = 'accuracy',
-          score: str = 'val') -> str:
-    """Markdown table of the finished runs of one budget on one data build (+ the accuracy-vs-cost PNG beside it);
-    rows without a `data` field count as the build given. `score` 'test' ranks on each row's test split
-    (test_top1 / test_ema_top1) and leaves out rows without one."""
-    by = {}
+def select(results: Path, model: str, epochs: int, img_size: int, images: int, methods: List[str],
+           data: Optional[str] = None, score: str = 'val') -> Dict[str, List[Dict]]:
+    """The finished rows of one budget on one data build by method; rows without a `data` field count as the build
+    given. `score` 'test' puts each row's test split (test_top1 / test_ema_top1) in top1 / ema_top1 and leaves out
+    rows without one."""
+    by: Dict[str, List[Dict]] = {}
     for r in _done(results):
         if (budget(r) == (model, epochs, img_size, images) and r['method'] in methods
                 and (data is None or r.get('data', data) == data)):
@@ -532,6 +531,37 @@ def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int,
                     continue
                 r = dict(r, top1=r['test_top1'], ema_top1=r.get('test_ema_top1', float('nan')))
             by.setdefault(r['method'], []).append(r)
+    return by
+
+
+def compare(by: Dict[str, List[Dict]], a: str, b: str, key: str = 'top1') -> str:
+    """One line: method a against b over their seeds: means, difference, Welch's t (difference / its standard
+    error, sqrt(s_a²/n_a + s_b²/n_b)), and the paired differences on the seeds both ran."""
+    if a not in by or b not in by:
+        missing = [m for m in (a, b) if m not in by]
+        raise SystemExit(f'--compare: no finished rows of {", ".join(missing)} in this budget and data build')
+    va, vb = ({r['seed']: r[key] for r in by[m]} for m in (a, b))
+    xa, xb = np.array(list(va.values())), np.array(list(vb.values()))
+    diff = xa.mean() - xb.mean()
+    text = f'{a} ({len(xa)}) {xa.mean():.2f} - {b} ({len(xb)}) {xb.mean():.2f} = {diff:+.2f}'
+    if len(xa) > 1 and len(xb) > 1:
+        se = float(np.sqrt(xa.var(ddof=1) / len(xa) + xb.var(ddof=1) / len(xb)))
+        text += f'; Welch t {diff / se:+.2f} (standard error {se:.2f})'
+    common = sorted(set(va) & set(vb))
+    if common:
+        paired = [va[s] - vb[s] for s in common]
+        text += (f'; paired on seeds {"/".join(map(str, common))}: {" / ".join(f"{d:+.2f}" for d in paired)}, '
+                 f'mean {np.mean(paired):+.2f}')
+    return text
+
+
+def table(results: Path, speed: Path, speed_model: str, model: str, epochs: int, img_size: int,
+          methods: List[str], images: int = 4000, data: Optional[str] = None, prefix: str = 'accuracy',
+          score: str = 'val') -> str:
+    """Markdown table of the finished runs of one budget on one data build (+ the accuracy-vs-cost PNG beside it);
+    rows without a `data` field count as the build given. `score` 'test' ranks on each row's test split
+    (test_top1 / test_ema_top1) and leaves out rows without one."""
+    by = select(results, model, epochs, img_size, images, methods, data, score)
     ratios, source = speed_ratios(speed, speed_model)
     lines = ['| method | runs | top-1 (mean ± std) | EMA top-1 (mean ± std) | wall time / run (min) | '
              'step time × timm Mixup | epochs | run cost × a timm Mixup run | Mixer made by (pretrain cost) | '
@@ -679,6 +709,8 @@ def main() -> None:
                    help="--table: rank on the per-epoch val split's last epoch or on --test-split's (rows without "
                         "one are left out)")
     p.add_argument('--table', action='store_true', help='only print the table of finished runs')
+    p.add_argument('--compare', nargs=2, default=None, metavar=('A', 'B'), choices=list(METHODS),
+                   help='only compare two methods of the finished runs (both top-1s: means, Welch t, paired seeds)')
     p.add_argument('--add-costs', action='store_true', help='write run_cost into the rows that lack it, then exit')
     p.add_argument('--recost', action='store_true',
                    help='rewrite run_cost of every row from the speed runs of COST_SPEED (after a re-timing), then exit')
@@ -712,6 +744,11 @@ def main() -> None:
     if not Path(args.data_dir).is_dir():  # the table and the runs read the build; the row rewrites above do not
         raise SystemExit(f'--data-dir {args.data_dir}: no such folder (build it first: docs/benchmarks.md names the '
                          f'command of each dataset)')
+    if args.compare:
+        by = select(results, args.model, args.epochs, args.img_size, images, args.compare, data, args.score)
+        for key in ('top1', 'ema_top1'):
+            print(f'{key}: {compare(by, *args.compare, key=key)}')
+        return
     if not args.table:
         # rows from before the `data` field ran on the build of their rows file
         done = {(r['method'], r['seed'], *budget(r)) for r in _done(results) if r.get('data', data) == data}

@@ -566,3 +566,14 @@ def test_val_curves_keep_finished_runs_once_and_average_windows(tmp_path):
     assert '| samix_x2 | 3 | 4 | 16.0 | 26.0 |' in table and 'mean of 1' in table
     with pytest.raises(SystemExit, match='outside the 4 epochs'):
         curves.window_mean(row['ema_top1'], 3, 5)
+
+
+def test_compare_gives_the_difference_welch_t_and_paired_seeds(accuracy):
+    """--compare: a = 30, 32 (seeds 0, 1), b = 28, 29, 30 (seeds 0, 1, 2): difference 2.0, standard error
+    sqrt(2/2 + 1/3) = 1.155, t 1.73; paired on seeds 0 / 1: +2 / +3."""
+    by = {'a': [dict(seed=0, top1=30.), dict(seed=1, top1=32.)],
+          'b': [dict(seed=0, top1=28.), dict(seed=1, top1=29.), dict(seed=2, top1=30.)]}
+    assert accuracy.compare(by, 'a', 'b') == ('a (2) 31.00 - b (3) 29.00 = +2.00; Welch t +1.73 (standard error '
+                                              '1.15); paired on seeds 0/1: +2.00 / +3.00, mean +2.50')
+    with pytest.raises(SystemExit, match='no finished rows of c'):
+        accuracy.compare(by, 'a', 'c')
