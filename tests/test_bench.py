@@ -531,6 +531,7 @@ def test_photo_budget_methods_train_longer_with_the_same_flags(accuracy):
 @pytest.mark.parametrize('make, argv, message', [
     (False, [], '--data-dir {d}: no such folder (build it first'),  # before: an empty table, exit 0
     (True, ['--test-split', 'nope'], '--test-split nope: no such folder in {d}'),
+    (True, ['--compare', 'samix_x2', 'cutmix_a1_x2'], '--compare: no finished rows of samix_x2, cutmix_a1_x2 in this'),
 ])
 def test_accuracy_missing_data_folder_or_test_split_is_one_line(tmp_path, make, argv, message):
     import subprocess
@@ -577,3 +578,13 @@ def test_compare_gives_the_difference_welch_t_and_paired_seeds(accuracy):
                                               '1.15); paired on seeds 0/1: +2.00 / +3.00, mean +2.50')
     with pytest.raises(SystemExit, match='no finished rows of c'):
         accuracy.compare(by, 'a', 'c')
+
+
+def test_val_curves_missing_run_folder_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(REPO / 'bench' / 'val_curves.py'), '--collect', str(tmp_path / 'nope'),
+                           '--out', str(tmp_path / 'curves.jsonl')], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f'--collect {tmp_path / "nope"}: no such folder'), proc.stderr
+    assert not (tmp_path / 'curves.jsonl').exists()
