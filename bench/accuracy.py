@@ -57,7 +57,10 @@ SPEED_OF = {'vanilla': 'none', 'mixup_a1': 'mixup', 'mixup_a0.2': 'mixup', 'cutm
             'samix_b0.1': 'samix_lowres_stable', 'samix_step_paper': 'samix_paper_stable',
             'mixup_clean0.25_rowmean': 'mixup_clean0.25',
             # the Mixer trains for the first 30 % of the steps: the two step costs in those shares
-            'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7}}
+            'samix_until0.3': {'samix_paper_stable': 0.3, 'samix_paper_frozen': 0.7},
+            # the default with its Mixer frozen after 30 %: the frozen step is timed only for the `paper` preset (the
+            # Mixer's forward at full resolution, so an upper bound of the default's frozen step)
+            'samix_u0.3': {'samix_lowres_stable': 0.3, 'samix_paper_frozen': 0.7}}
 # equal-compute rows: a baseline trained for as many epochs as fit in the cost of `samix_paper`
 # (epochs x its step-time ratio to the baseline, from the --speed JSON); method -> baseline method
 EQUAL_COMPUTE = {'vanilla_long': 'vanilla', 'mixup_long': 'mixup_a1'}
@@ -113,6 +116,9 @@ METHODS: Dict[str, List[str]] = {
     # and the preset rule's choice (the default with the `paper` step, the Mixer every step at full resolution)
     'samix_b0.1': ['--mixup', 'samix', '--samix-mask-beta', '0.1'],
     'samix_step_paper': ['--mixup', 'samix', '--samix-preset', 'paper'],
+    # the reading of the photo curves (online Mixers level off late, frozen ones climb) tested: the default with its
+    # Mixer trained for the first 30 % of the steps only (the share `samix_until0.3` tried on the digits)
+    'samix_u0.3': ['--mixup', 'samix', '--samix-mixer-until', '0.3'],
     'samix_p_trained': ['--mixup', 'samix'],
     'samix_until0.3': ['--mixup', 'samix', '--samix-preset', 'paper', '--samix-mixer-until', '0.3'],
     # the partial clean term (§5.6) beside timm Mixup, on 12 of the 50 rows: each clean image weighed W/N as in the
@@ -161,7 +167,7 @@ _longer('vanilla_x4', METHODS['vanilla'], 'none', 4)
 # at 120 epochs (`_x2`) and at 3x that (`_x6`, 360 epochs; the baselines' 360 are also at least the compute of a
 # SAMix run of 120); SAMix^P with a Mixer trained on the photographs takes it from `samix_x2` seed 100
 PHOTO_SAMIX = ('samix', 'samix_reference', 'samix_p', 'samix_p_trained', 'automix', 'samix_w0', 'samix_b0.1',
-               'samix_step_paper')
+               'samix_step_paper', 'samix_u0.3')
 for _base in (*MATCHED_BASES, *PHOTO_SAMIX):
     for _factor in (2, 6):
         if f'{_base}_x{_factor}' not in METHODS:

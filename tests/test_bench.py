@@ -526,6 +526,8 @@ def test_photo_budget_methods_train_longer_with_the_same_flags(accuracy):
     # the digits decisions re-run there differ from the default by one setting each: β, the step's preset
     assert accuracy.METHODS['samix_b0.1_x2'] == accuracy.METHODS['samix'] + ['--samix-mask-beta', '0.1']
     assert accuracy.METHODS['samix_step_paper_x2'] == accuracy.METHODS['samix'] + ['--samix-preset', 'paper']
+    assert accuracy.METHODS['samix_u0.3_x2'] == accuracy.METHODS['samix'] + ['--samix-mixer-until', '0.3']
+    assert accuracy.SPEED_OF['samix_u0.3_x2'] == {'samix_lowres_stable': 0.3, 'samix_paper_frozen': 0.7}
 
 
 @pytest.mark.parametrize('make, argv, message', [
